@@ -1,0 +1,89 @@
+"""create_app(settings): the aiohttp application, its middlewares and long-lived clients."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from aiohttp import web
+from aiokafka import AIOKafkaProducer
+
+from api.app_keys import KEYRING, PRODUCER, SEALER, SETTINGS, VIEW
+from api.auth import KeyRing
+from api.errors import ApiError, RequestValidationError, unauthorized
+from api.routes import destinations, events
+from pipeline import ids
+from pipeline.crypto import Sealer
+from pipeline.health import health_routes
+from pipeline.settings import Settings
+from pipeline.view import DestinationView
+
+log = logging.getLogger(__name__)
+
+REQUEST_ID_HEADER = "Request-Id"
+PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json", "/docs"})
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def request_context(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Request id on every response; domain errors → contract bodies; auth for /v2."""
+    request_id = ids.new_id("req_")
+    request["request_id"] = request_id
+    try:
+        if request.path not in PUBLIC_PATHS:
+            principal = request.app[KEYRING].authenticate(request.headers.get("Authorization"))
+            if principal is None:
+                raise unauthorized()
+            request["principal"] = principal
+        response = await handler(request)
+    except (ApiError, RequestValidationError) as exc:
+        response = exc.response(request_id)
+    except web.HTTPException as exc:
+        code = {404: "resource_missing", 405: "method_not_allowed"}.get(exc.status, "http_error")
+        response = ApiError(exc.status, code, exc.reason).response(request_id)
+    except Exception:
+        log.exception("unhandled error", extra={"request_id": request_id})
+        response = ApiError(500, "internal_error", "Something went wrong on Herald's side.",
+                            error_type="api_error").response(request_id)
+    response.headers[REQUEST_ID_HEADER] = request_id
+    return response
+
+
+def create_app(settings: Settings) -> web.Application:
+    """The API application: routes, middlewares, and the producer and view it owns."""
+    # Room for the event's data plus its envelope; a larger body is a 413.
+    app = web.Application(middlewares=[request_context],
+                          client_max_size=settings.max_event_bytes + 16 * 1024)
+    app[SETTINGS] = settings
+    app[KEYRING] = KeyRing(settings)
+    app[SEALER] = Sealer(settings.encryption_keys.get_secret_value())
+    app.cleanup_ctx.append(_kafka)
+    app.add_routes(destinations.routes)
+    app.add_routes(events.routes)
+    app.add_routes(health_routes({"kafka": lambda: _kafka_ready(app)}))
+    return app
+
+
+def _kafka_ready(app: web.Application) -> bool:
+    view = app.get(VIEW)
+    return view is not None and view.ready.is_set()
+
+
+async def _kafka(app: web.Application) -> AsyncIterator[None]:
+    """Own the producer (acks=all, idempotent) and the destinations view for the app's life."""
+    settings = app[SETTINGS]
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap, acks="all", enable_idempotence=True,
+        linger_ms=2, request_timeout_ms=10_000, client_id=f"{settings.app_id}-api")
+    view = DestinationView(settings.kafka_bootstrap)
+    await producer.start()
+    await view.start()
+    app[PRODUCER] = producer
+    app[VIEW] = view
+    try:
+        yield
+    finally:
+        await view.stop()
+        await producer.stop()

@@ -1,0 +1,17 @@
+"""Typed application state (aiohttp AppKeys), shared by the app and its routes."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from aiokafka import AIOKafkaProducer
+
+from api.auth import KeyRing
+from pipeline.crypto import Sealer
+from pipeline.settings import Settings
+from pipeline.view import DestinationView
+
+SETTINGS = web.AppKey("settings", Settings)
+KEYRING = web.AppKey("keyring", KeyRing)
+SEALER = web.AppKey("sealer", Sealer)
+PRODUCER = web.AppKey("producer", AIOKafkaProducer)
+VIEW = web.AppKey("view", DestinationView)

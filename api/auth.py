@@ -1,0 +1,50 @@
+"""Bearer API keys: looked up by SHA-256, each with a tenant and a role."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+from pipeline.settings import Settings
+
+MANAGE = "manage"
+PUBLISH = "publish"
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: a tenant and what its key may do."""
+
+    tenant: str
+    role: str
+
+    def may(self, needed: str) -> bool:
+        """`manage` may do everything; `publish` only publishing."""
+        return self.role == MANAGE or self.role == needed
+
+
+class KeyRing:
+    """The configured keys, by hash; the plaintext keys are never kept."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._by_hash: dict[str, Principal] = {
+            k.key_sha256: Principal(k.tenant, k.role) for k in settings.api_keys
+        }
+        if settings.dev_api_key is not None:
+            digest = hash_key(settings.dev_api_key.get_secret_value())
+            self._by_hash[digest] = Principal(settings.dev_tenant, MANAGE)
+
+    def authenticate(self, authorization: str | None) -> Principal | None:
+        """The principal for an `Authorization: Bearer …` header, or None."""
+        if not authorization:
+            return None
+        scheme, _, key = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not key.strip():
+            return None
+        # A dict lookup by hash is safe: timing reveals only a SHA-256 of a random key.
+        return self._by_hash.get(hash_key(key.strip()))
+
+
+def hash_key(key: str) -> str:
+    """The hex SHA-256 of an API key, as configured in HERALD_API_KEYS."""
+    return hashlib.sha256(key.encode()).hexdigest()

@@ -1,0 +1,72 @@
+"""The `herald` command: api, worker, topics apply, keygen."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from pipeline.settings import Settings
+
+
+def _api(settings: Settings) -> int:
+    import asyncio
+
+    import uvloop
+    from aiohttp import web
+
+    from api.app import create_app
+
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    web.run_app(create_app(settings), host=settings.api_host, port=settings.api_port,
+                access_log=None, print=lambda *_: None)
+    return 0
+
+
+def _worker(settings: Settings) -> int:
+    from pipeline.app import run_worker
+
+    run_worker(settings)
+    return 0
+
+
+def _topics_apply(settings: Settings) -> int:
+    from pipeline.topics import apply, load_specs
+
+    report = apply(settings.kafka_bootstrap, load_specs(settings.topics_file))
+    for name in report.created:
+        print(f"created      {name}")
+    for name in report.reconfigured:
+        print(f"reconfigured {name}")
+    print(f"unchanged    {len(report.unchanged)} topics")
+    for problem in report.drift:
+        print(f"DRIFT        {problem}", file=sys.stderr)
+    return 1 if report.drift else 0
+
+
+def _keygen(_: Settings) -> int:
+    from pipeline.crypto import generate_key
+
+    print(generate_key())
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `herald` console script."""
+    parser = argparse.ArgumentParser(prog="herald", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("api", help="run the HTTP API")
+    commands.add_parser("worker", help="run a pipeline worker (agents and sinks)")
+    topics = commands.add_parser("topics", help="manage Kafka topics")
+    topics.add_argument("action", choices=["apply"])
+    commands.add_parser("keygen", help="print a new encryption key for HERALD_ENCRYPTION_KEYS")
+    args = parser.parse_args(argv)
+    settings = Settings()
+    logging.basicConfig(level=settings.log_level,
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    handler = {"api": _api, "worker": _worker, "topics": _topics_apply, "keygen": _keygen}
+    return handler[args.command](settings)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

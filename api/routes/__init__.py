@@ -1,0 +1,1 @@
+"""Route tables of the API: parse → call → respond."""

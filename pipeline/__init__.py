@@ -1,0 +1,1 @@
+"""Herald's stream-processing side: routing, delivery, retries and the destination table."""

@@ -1,0 +1,1 @@
+"""Faust agents: thin loops that call the pure logic in pipeline/."""

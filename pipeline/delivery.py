@@ -1,0 +1,245 @@
+"""The delivery runner: consumes `deliveries` and the retry tiers, pushes through sinks.
+
+A plain aiokafka consumer in a group (not a Faust agent with concurrency > 1, which can
+commit past a message still in flight). Many deliveries run at once per partition, at most
+`sink_max_in_flight_per_destination` per destination, and each partition's committed
+offset stays below its lowest unfinished delivery. A retry-tier record that is not yet due
+pauses its partition until it is (pause/resume, never a sleep in the consume loop).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import defaultdict, deque
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.structs import ConsumerRecord
+
+from pipeline.attempts import AttemptRecorder
+from pipeline.offsets import PartitionTracker
+from pipeline.publishers import PublisherCache
+from pipeline.retry import DeadLetter, Schedule, next_step
+from pipeline.settings import Settings
+from pipeline.sinks.base import DeliveryError, PermanentError, RetryableError
+from pipeline.topics import DELIVERIES, retry_topic
+from pipeline.view import DestinationView
+
+log = logging.getLogger(__name__)
+
+DUE_HEADER = "herald-due-ms"
+COMMIT_INTERVAL_S = 0.5
+
+
+def _due_ms(record: ConsumerRecord[bytes, bytes]) -> int:
+    for name, value in record.headers or ():
+        if name == DUE_HEADER:
+            return int(value)
+    return 0
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, runner: DeliveryRunner) -> None:
+        self._runner = runner
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        await self._runner.commit(only=set(revoked))
+        self._runner.forget(revoked)
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        log.info("delivery runner assigned %d partitions", len(assigned))
+
+
+class DeliveryRunner:
+    """Owns the sink consumer group of one worker process."""
+
+    def __init__(self, settings: Settings, view: DestinationView, recorder: AttemptRecorder,
+                 publishers: PublisherCache) -> None:
+        self._settings = settings
+        self._view = view
+        self._recorder = recorder
+        self._publishers = publishers
+        self._schedule = Schedule(settings.retry_base_delay_s, settings.max_retries)
+        self._topics = [DELIVERIES] + [retry_topic(n) for n in range(1, settings.max_retries + 1)]
+        self._consumer: AIOKafkaConsumer | None = None
+        self._trackers: dict[TopicPartition, PartitionTracker] = defaultdict(PartitionTracker)
+        self._held: dict[TopicPartition, deque[ConsumerRecord[bytes, bytes]]] = {}
+        self._wakeups: dict[TopicPartition, asyncio.TimerHandle] = {}
+        self._slots = asyncio.Semaphore(settings.sink_max_in_flight)
+        self._per_destination: dict[str, asyncio.Semaphore] = defaultdict(
+            lambda: asyncio.Semaphore(settings.sink_max_in_flight_per_destination))
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._loop_task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Join the consumer group and start consuming."""
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=self._settings.kafka_bootstrap,
+            group_id=f"{self._settings.app_id}-sinks",
+            client_id=f"{self._settings.app_id}-sinks",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_records=1000,
+            fetch_max_wait_ms=50,
+        )
+        self._consumer.subscribe(self._topics, listener=_Rebalance(self))
+        await self._consumer.start()
+        self._loop_task = asyncio.create_task(self._consume(), name="delivery-runner")
+
+    async def stop(self) -> None:
+        """Stop fetching, let in-flight deliveries finish briefly, commit, leave the group."""
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop_task
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=self._settings.delivery_timeout_s + 1)
+        for handle in self._wakeups.values():
+            handle.cancel()
+        if self._consumer is not None:
+            with contextlib.suppress(Exception):
+                await self.commit()
+            await self._consumer.stop()
+
+    # -- the consume loop ----------------------------------------------------------------
+
+    async def _consume(self) -> None:
+        assert self._consumer is not None
+        last_commit = time.monotonic()
+        while True:
+            batches = await self._consumer.getmany(timeout_ms=100, max_records=500)
+            for tp, records in batches.items():
+                tracker = self._trackers[tp]
+                for record in records:
+                    tracker.add(record.offset)
+                    if tp in self._held or _due_ms(record) > time.time() * 1000:
+                        self._hold(tp, record)
+                    else:
+                        await self._dispatch(tp, record)
+            if time.monotonic() - last_commit >= COMMIT_INTERVAL_S:
+                await self.commit()
+                last_commit = time.monotonic()
+
+    def _hold(self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes]) -> None:
+        """Keep a not-yet-due record and pause its partition until the head is due."""
+        assert self._consumer is not None
+        queue = self._held.setdefault(tp, deque())
+        queue.append(record)
+        if len(queue) == 1:
+            self._consumer.pause(tp)
+            self._schedule_wakeup(tp, _due_ms(record))
+
+    def _schedule_wakeup(self, tp: TopicPartition, due_ms: int) -> None:
+        delay_s = max(0.0, due_ms / 1000 - time.time())
+        loop = asyncio.get_running_loop()
+        self._wakeups[tp] = loop.call_later(
+            delay_s, lambda: loop.create_task(self._release(tp)))
+
+    async def _release(self, tp: TopicPartition) -> None:
+        """Dispatch the held records that are due; resume the partition when none are left."""
+        self._wakeups.pop(tp, None)
+        queue = self._held.get(tp)
+        if queue is None:
+            return
+        now_ms = time.time() * 1000
+        while queue and _due_ms(queue[0]) <= now_ms:
+            await self._dispatch(tp, queue.popleft())
+        if queue:
+            self._schedule_wakeup(tp, _due_ms(queue[0]))
+            return
+        del self._held[tp]
+        assert self._consumer is not None
+        if tp in self._consumer.assignment():
+            self._consumer.resume(tp)
+
+    async def _dispatch(self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes]) -> None:
+        await self._slots.acquire()
+        task = asyncio.create_task(self._run_one(tp, record))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run_one(self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes]) -> None:
+        try:
+            delivery = orjson.loads(record.value)
+            async with self._per_destination[delivery["destination_id"]]:
+                await self._deliver(delivery)
+            tracker = self._trackers.get(tp)
+            if tracker is not None:  # None: the partition was revoked meanwhile
+                tracker.done(record.offset)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # Not marked done: the offset stays uncommitted and the record is retried
+            # after a restart or rebalance rather than lost.
+            log.exception("delivery handling failed", extra={"topic": tp.topic,
+                                                            "offset": record.offset})
+        finally:
+            self._slots.release()
+
+    # -- one delivery --------------------------------------------------------------------
+
+    async def _deliver(self, delivery: dict[str, Any]) -> None:
+        destination = self._view.get(delivery["destination_id"])
+        if destination is None or destination["status"] == "inactive":
+            log.info("delivery dropped: destination %s",
+                     "deleted" if destination is None else "inactive",
+                     extra={"delivery_id": delivery["id"],
+                            "destination_id": delivery["destination_id"]})
+            return
+        event = delivery["event"]
+        body = orjson.dumps(event)
+        started = time.perf_counter()
+        try:
+            publisher = await self._publishers.get(destination)
+            result = await publisher.publish(delivery["id"], event, body)
+        except DeliveryError as exc:
+            latency_ms = (time.perf_counter() - started) * 1000
+            await self._failed(delivery, destination, exc, latency_ms)
+            return
+        latency_ms = (time.perf_counter() - started) * 1000
+        await self._recorder.success(delivery, result, latency_ms)
+        if not destination.get("verified_at"):
+            await self._recorder.verified(destination["id"])
+
+    async def _failed(self, delivery: dict[str, Any], destination: dict[str, Any],
+                      exc: DeliveryError, latency_ms: float) -> None:
+        permanent = isinstance(exc, PermanentError)
+        retry_after = exc.retry_after_s if isinstance(exc, RetryableError) else None
+        step = next_step(self._schedule, delivery["attempt"], permanent=permanent,
+                         now_ms=int(time.time() * 1000), retry_after_s=retry_after)
+        await self._recorder.failure(delivery, exc, latency_ms, step)
+        if isinstance(step, DeadLetter):
+            await self._recorder.dead_letter(delivery, step.reason)
+        else:
+            await self._recorder.retry(delivery, step)
+        if permanent and exc.response_status == 410:
+            await self._recorder.auto_disable(destination["id"], "receiver answered 410 Gone")
+
+    # -- offsets -------------------------------------------------------------------------
+
+    async def commit(self, only: set[TopicPartition] | None = None) -> None:
+        """Commit, per partition, the offset below the lowest unfinished delivery."""
+        if self._consumer is None:
+            return
+        assignment = self._consumer.assignment()
+        offsets = {}
+        for tp, tracker in self._trackers.items():
+            if (only is None or tp in only) and tp in assignment:
+                offset = tracker.committable()
+                if offset is not None:
+                    offsets[tp] = offset
+        if offsets:
+            await self._consumer.commit(offsets)
+
+    def forget(self, partitions: list[TopicPartition]) -> None:
+        """Drop the state of partitions this worker no longer owns."""
+        for tp in partitions:
+            self._trackers.pop(tp, None)
+            self._held.pop(tp, None)
+            handle = self._wakeups.pop(tp, None)
+            if handle is not None:
+                handle.cancel()

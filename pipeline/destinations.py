@@ -1,0 +1,122 @@
+"""Destination records: the pure fold of change records, and the match index.
+
+A change record (topic destination-changes, key = destination id) is
+`{"change_id", "op", "at", "fields"?}` with op one of create, update, enable, disable,
+delete, verified, auto_disable. The fold turns the current record and one change into the
+next record, which the fold agent writes to the compacted `destinations` topic. Every
+folded record carries the change id that produced it, so a writer can wait for its own
+change, and `change_ok` says whether the change applied.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from typing import Any
+
+PENDING = "pending_verification"
+ACTIVE = "active"
+INACTIVE = "inactive"
+ROUTABLE = frozenset({PENDING, ACTIVE})
+
+# Fields a create or update may set; everything else is derived by the fold.
+WRITABLE = frozenset(
+    {"tenant", "name", "description", "type", "events", "config", "sealed", "metadata",
+     "rate_limit", "previous_sealed", "previous_until"}
+)
+
+
+def fold(current: dict[str, Any] | None, change: dict[str, Any]) -> dict[str, Any]:
+    """The record after `change`. A delete yields a record with `deleted: True`."""
+    op, at, change_id = change["op"], change["at"], change["change_id"]
+    fields = {k: v for k, v in (change.get("fields") or {}).items() if k in WRITABLE}
+    if op == "create":
+        if current is not None and not current.get("deleted"):
+            return {**current, "change_id": change_id, "change_ok": False}
+        return {
+            "id": change["destination_id"], **fields, "status": PENDING, "status_reason": None,
+            "verified_at": None, "created_at": at, "updated_at": at,
+            "change_id": change_id, "change_ok": True, "deleted": False,
+        }
+    if current is None or current.get("deleted"):
+        return {"id": change["destination_id"], "deleted": True,
+                "change_id": change_id, "change_ok": False}
+    record = {**current, "updated_at": at, "change_id": change_id, "change_ok": True}
+    if op == "update":
+        record.update(fields)
+    elif op == "enable":
+        record.update(status=ACTIVE if current.get("verified_at") else PENDING, status_reason=None)
+    elif op == "disable":
+        record.update(status=INACTIVE, status_reason=change.get("reason") or "disabled")
+    elif op == "auto_disable":
+        if current["status"] == INACTIVE:
+            return {**current, "change_id": change_id, "change_ok": False}
+        record.update(status=INACTIVE, status_reason=change.get("reason") or "auto-disabled")
+    elif op == "verified":
+        if current.get("verified_at"):
+            return {**current, "change_id": change_id, "change_ok": False}
+        record["verified_at"] = at
+        if current["status"] == PENDING:
+            record["status"] = ACTIVE
+    elif op == "delete":
+        return {"id": current["id"], "tenant": current.get("tenant"), "deleted": True,
+                "change_id": change_id, "change_ok": True}
+    else:
+        return {**current, "change_id": change_id, "change_ok": False}
+    return record
+
+
+def prefix_of(pattern: str) -> str | None:
+    """`task_run.*` → `task_run.`; None for an exact type or `*`."""
+    if pattern != "*" and pattern.endswith(".*"):
+        return pattern[:-1]
+    return None
+
+
+class MatchIndex:
+    """tenant → event type → destination ids, plus `*` and prefix subscribers.
+
+    Lookup cost grows with the number of dot-separated parts of the type and the number
+    of matches, never with the number of destinations.
+    """
+
+    def __init__(self) -> None:
+        self._exact: dict[tuple[str, str], set[str]] = defaultdict(set)
+        self._subscribed: dict[str, tuple[str, Iterable[str]]] = {}
+
+    def put(self, destination_id: str, tenant: str, patterns: Iterable[str]) -> None:
+        """(Re)index a destination under its patterns."""
+        self.remove(destination_id)
+        patterns = tuple(patterns)
+        for pattern in patterns:
+            key = prefix_of(pattern) or pattern
+            self._exact[(tenant, key)].add(destination_id)
+        self._subscribed[destination_id] = (tenant, patterns)
+
+    def remove(self, destination_id: str) -> None:
+        """Forget a destination."""
+        entry = self._subscribed.pop(destination_id, None)
+        if entry is None:
+            return
+        tenant, patterns = entry
+        for pattern in patterns:
+            key = (tenant, prefix_of(pattern) or pattern)
+            ids = self._exact.get(key)
+            if ids is not None:
+                ids.discard(destination_id)
+                if not ids:
+                    del self._exact[key]
+
+    def match(self, tenant: str, event_type: str) -> set[str]:
+        """Ids of the destinations of `tenant` subscribed to `event_type`."""
+        found: set[str] = set()
+        keys = [event_type, "*"]
+        dot = event_type.find(".")
+        while dot != -1:
+            keys.append(event_type[: dot + 1])
+            dot = event_type.find(".", dot + 1)
+        for key in keys:
+            ids = self._exact.get((tenant, key))
+            if ids:
+                found |= ids
+        return found

@@ -1,0 +1,60 @@
+"""Publishers by destination: opened once, reused, closed when the destination changes."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Any
+
+from pipeline.crypto import CryptoError, Sealer
+from pipeline.settings import Settings
+from pipeline.sinks import load_sink
+from pipeline.sinks.base import PermanentError, Publisher, Target
+
+
+class PublisherCache:
+    """At most `capacity` open publishers, least recently used closed first."""
+
+    def __init__(self, settings: Settings, sealer: Sealer, capacity: int = 10_000) -> None:
+        self._settings = settings
+        self._sealer = sealer
+        self._capacity = capacity
+        self._open: OrderedDict[str, tuple[str, Publisher]] = OrderedDict()
+
+    async def get(self, destination: dict[str, Any]) -> Publisher:
+        """The publisher for the destination's current record (reopened if it changed)."""
+        destination_id = destination["id"]
+        version = destination["updated_at"] + destination.get("change_id", "")
+        cached = self._open.get(destination_id)
+        if cached is not None and cached[0] == version:
+            self._open.move_to_end(destination_id)
+            return cached[1]
+        if cached is not None:
+            await cached[1].close()
+        try:
+            sink = load_sink(destination["type"])
+        except ValueError as exc:
+            raise PermanentError(str(exc)) from exc
+        credentials = self._credentials(destination)
+        publisher = await sink.open(
+            Target(destination_id, destination.get("config") or {}, credentials), self._settings)
+        self._open[destination_id] = (version, publisher)
+        self._open.move_to_end(destination_id)
+        while len(self._open) > self._capacity:
+            _, (_, oldest) = self._open.popitem(last=False)
+            await oldest.close()
+        return publisher
+
+    def _credentials(self, destination: dict[str, Any]) -> dict[str, Any]:
+        sealed = destination.get("sealed")
+        if not sealed:
+            return {}
+        try:
+            return self._sealer.open(sealed, destination["id"])
+        except CryptoError as exc:
+            raise PermanentError("destination credentials cannot be decrypted") from exc
+
+    async def aclose(self) -> None:
+        """Close every publisher."""
+        while self._open:
+            _, (_, publisher) = self._open.popitem()
+            await publisher.close()

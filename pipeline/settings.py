@@ -1,0 +1,62 @@
+"""One Settings object for every Herald process, read from HERALD_* environment variables."""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class ApiKey(BaseModel):
+    """One configured API key: only its SHA-256 is kept, with its tenant and role."""
+
+    key_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    tenant: str = Field(min_length=1, max_length=64)
+    role: Literal["manage", "publish"] = "manage"
+
+
+class Settings(BaseSettings):
+    """Every knob Herald reads. Built once in main and passed down; nothing else reads env."""
+
+    model_config = SettingsConfigDict(env_prefix="HERALD_", extra="ignore")
+
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    database_url: str = "postgresql://herald@127.0.0.1:54329/herald"
+    topics_file: Path = ROOT / "topics.yaml"
+    app_id: str = "herald"
+
+    api_host: str = "127.0.0.1"
+    api_port: int = 8080
+    worker_host: str = "127.0.0.1"
+    worker_port: int = 8081
+
+    dev_api_key: SecretStr | None = None
+    dev_tenant: str = "dev"
+    api_keys: list[ApiKey] = Field(default_factory=list)
+    # Base64 32-byte AES keys, comma separated; the first encrypts, all of them decrypt.
+    encryption_keys: SecretStr = SecretStr("")
+
+    max_event_bytes: int = 256 * 1024
+    view_wait_timeout_s: float = 10.0
+
+    delivery_timeout_s: float = 5.0
+    retry_base_delay_s: float = 30.0
+    max_retries: int = 10
+    sink_max_in_flight: int = 1000
+    sink_max_in_flight_per_destination: int = 16
+    # CIDRs that outbound deliveries may reach although they are loopback/private.
+    outbound_allowlist: list[str] = Field(default_factory=list)
+
+    log_level: str = "INFO"
+
+    @field_validator("outbound_allowlist")
+    @classmethod
+    def _cidrs(cls, value: list[str]) -> list[str]:
+        for cidr in value:
+            ipaddress.ip_network(cidr, strict=False)
+        return value

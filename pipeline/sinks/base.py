@@ -1,0 +1,79 @@
+"""The Sink interface every destination type implements, and what a publish returns.
+
+Exceptions (what a publisher may raise; every SDK error is mapped onto these):
+
+    DeliveryError
+    ├── RetryableError   the attempt failed but a later one may succeed (retry_after_s hint)
+    └── PermanentError   retrying cannot help (bad credentials, 410 Gone, refused address)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from pipeline.settings import Settings
+
+
+class DeliveryError(Exception):
+    """A failed attempt. Messages never contain credentials."""
+
+    def __init__(self, message: str, *, response_status: int | None = None,
+                 response_body: str | None = None) -> None:
+        super().__init__(message)
+        self.response_status = response_status
+        self.response_body = response_body
+
+
+class RetryableError(DeliveryError):
+    """Try again later; `retry_after_s` is the destination's own hint, if it gave one."""
+
+    def __init__(self, message: str, *, retry_after_s: float | None = None,
+                 response_status: int | None = None, response_body: str | None = None) -> None:
+        super().__init__(message, response_status=response_status, response_body=response_body)
+        self.retry_after_s = retry_after_s
+
+
+class PermanentError(DeliveryError):
+    """Do not retry this delivery."""
+
+
+@dataclass(frozen=True)
+class DeliveryResult:
+    """A successful attempt, as recorded in the attempt log."""
+
+    response_status: int | None = None
+    response_body: str | None = None
+
+
+@dataclass(frozen=True)
+class Target:
+    """What a publisher needs of a destination: its public config and opened credentials."""
+
+    destination_id: str
+    config: dict[str, Any]
+    credentials: dict[str, Any]
+
+
+class Publisher(Protocol):
+    """Sends deliveries to one destination. Created by Sink.open, reused until closed."""
+
+    async def publish(self, delivery_id: str, event: dict[str, Any], body: bytes) -> DeliveryResult:
+        """Deliver one event (`body` is its serialized envelope); raise a DeliveryError."""
+
+    async def close(self) -> None:
+        """Release what the publisher holds. Called once the destination changes or goes;
+        calling it twice is harmless."""
+
+
+class Sink(Protocol):
+    """One destination type. Called by the delivery runner when a destination is first
+    needed (open) and by the worker on shutdown (aclose)."""
+
+    type: str
+
+    async def open(self, target: Target, settings: Settings) -> Publisher:
+        """A publisher for `target`. Must not do network I/O that can hang."""
+
+    async def aclose(self) -> None:
+        """Release process-wide resources (connection pools)."""

@@ -1,0 +1,139 @@
+"""Webhook sink: a signed HTTP POST of the event envelope (Standard Webhooks)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import aiohttp
+
+from pipeline.outbound import AddressPolicy, AddressRefused, PolicyResolver
+from pipeline.settings import Settings
+from pipeline.signing import sign
+from pipeline.sinks.base import (
+    DeliveryResult,
+    PermanentError,
+    Publisher,
+    RetryableError,
+    Target,
+)
+
+RESPONSE_BODY_BYTES = 1024
+USER_AGENT = "Herald-Webhooks/0.1"
+
+
+def _retry_after_s(value: str | None) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds or an HTTP date)."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None
+
+
+class WebhookPublisher:
+    """Posts to one webhook URL through the sink's shared connection pool."""
+
+    def __init__(self, session: aiohttp.ClientSession, target: Target, timeout_s: float) -> None:
+        self._session = session
+        self._url = target.config["url"]
+        self._headers = dict(target.config.get("custom_headers") or {})
+        secrets = [target.credentials["secret"]]
+        previous = target.credentials.get("previous_secret")
+        if previous and float(target.credentials.get("previous_until") or 0) > time.time():
+            secrets.append(previous)
+        self._secrets = secrets
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+
+    async def publish(self, delivery_id: str, event: dict[str, Any], body: bytes) -> DeliveryResult:
+        timestamp_s = int(time.time())
+        headers = {
+            **self._headers,
+            "content-type": "application/json",
+            "user-agent": USER_AGENT,
+            "webhook-id": delivery_id,
+            "webhook-timestamp": str(timestamp_s),
+            "webhook-signature": sign(self._secrets, delivery_id, timestamp_s, body),
+        }
+        with _map_errors():
+            async with self._session.post(self._url, data=body, headers=headers,
+                                          timeout=self._timeout, allow_redirects=False) as resp:
+                raw = await resp.content.read(RESPONSE_BODY_BYTES)
+                text = raw.decode("utf-8", errors="replace")
+                if 200 <= resp.status < 300:
+                    return DeliveryResult(response_status=resp.status, response_body=text)
+                if resp.status == 410:
+                    raise PermanentError("410 Gone: the receiver asked to stop",
+                                         response_status=410, response_body=text)
+                raise RetryableError(
+                    f"HTTP {resp.status}",
+                    retry_after_s=_retry_after_s(resp.headers.get("Retry-After")),
+                    response_status=resp.status, response_body=text,
+                )
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def close(self) -> None:
+        """Nothing per destination: connections belong to the sink's pool."""
+
+
+class _map_errors:
+    """Map aiohttp and socket errors onto RetryableError / PermanentError (never the URL)."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: object) -> bool:
+        if exc is None or isinstance(exc, RetryableError | PermanentError):
+            return False
+        if isinstance(exc, AddressRefused) or isinstance(exc.__cause__, AddressRefused):
+            raise PermanentError("destination address refused by the outbound policy") from exc
+        if isinstance(exc, aiohttp.ClientConnectorError) and isinstance(
+                exc.os_error, AddressRefused):
+            raise PermanentError("destination address refused by the outbound policy") from exc
+        if isinstance(exc, asyncio.TimeoutError | TimeoutError):
+            raise RetryableError("timed out waiting for the receiver") from exc
+        if isinstance(exc, aiohttp.ClientConnectorError):
+            raise RetryableError(f"connection failed: {exc.os_error.strerror or 'error'}") from exc
+        if isinstance(exc, aiohttp.ClientError | OSError):
+            raise RetryableError(f"request failed: {type(exc).__name__}") from exc
+        return False
+
+
+class WebhookSink:
+    """Owns one connection pool for every webhook destination of the process."""
+
+    type = "webhook"
+
+    def __init__(self) -> None:
+        self._session: aiohttp.ClientSession | None = None
+
+    def _session_for(self, settings: Settings) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(
+                resolver=PolicyResolver(AddressPolicy(settings.outbound_allowlist)),
+                limit=settings.sink_max_in_flight,
+                limit_per_host=settings.sink_max_in_flight_per_destination * 4,
+                ttl_dns_cache=60,
+                enable_cleanup_closed=True,
+            )
+            self._session = aiohttp.ClientSession(connector=connector, auto_decompress=False)
+        return self._session
+
+    async def open(self, target: Target, settings: Settings) -> Publisher:
+        return WebhookPublisher(self._session_for(settings), target, settings.delivery_timeout_s)
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+SINK = WebhookSink()

@@ -1,0 +1,212 @@
+"""A live, in-memory view of the compacted `destinations` topic, every partition.
+
+The API and every worker keep one. It reads the topic from the start with a plain
+consumer (no group), indexes records for routing, and lets callers wait for a change of
+their own (by change id) or for the topic offsets an event was stamped with.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from pipeline.destinations import ROUTABLE, MatchIndex
+from pipeline.topics import DESTINATIONS
+
+log = logging.getLogger(__name__)
+
+Offsets = dict[int, int]
+
+
+class ViewTimeout(Exception):
+    """The view did not reach the wanted state in time."""
+
+
+class DestinationView:
+    """Current destination records by id, kept up to date from the `destinations` topic."""
+
+    def __init__(self, bootstrap: str, topic: str = DESTINATIONS) -> None:
+        self._bootstrap = bootstrap
+        self._topic = topic
+        self._consumer: AIOKafkaConsumer | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._records: dict[str, dict[str, Any]] = {}
+        self._index = MatchIndex()
+        self._positions: Offsets = {}
+        self._progress = asyncio.Event()
+        self._change_waiters: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._stamp_next: asyncio.Future[Offsets] | None = None
+        self.ready = asyncio.Event()
+
+    async def start(self) -> None:
+        """Connect, assign every partition from the beginning and start following."""
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self._bootstrap,
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            client_id="herald-destination-view",
+        )
+        await consumer.start()
+        self._consumer = consumer
+        partitions = None
+        for _ in range(100):
+            partitions = consumer.partitions_for_topic(self._topic)
+            if partitions:
+                break
+            await consumer._client.force_metadata_update()
+        if not partitions:
+            raise RuntimeError(f"topic {self._topic!r} does not exist: run `herald topics apply`")
+        tps = [TopicPartition(self._topic, p) for p in sorted(partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        initial = await self.end_offsets()
+        self._positions = {tp.partition: 0 for tp in tps}
+        self._task = asyncio.create_task(self._follow(initial), name="destination-view")
+
+    async def stop(self) -> None:
+        """Stop following and close the consumer."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._consumer is not None:
+            await self._consumer.stop()
+
+    # -- reading -------------------------------------------------------------------------
+
+    def get(self, destination_id: str) -> dict[str, Any] | None:
+        """The current record, or None if unknown or deleted."""
+        return self._records.get(destination_id)
+
+    def all(self) -> list[dict[str, Any]]:
+        """Every live record."""
+        return list(self._records.values())
+
+    def match(self, tenant: str, event_type: str) -> list[dict[str, Any]]:
+        """Routable (active or pending) destinations of `tenant` subscribed to `event_type`."""
+        found = []
+        for destination_id in self._index.match(tenant, event_type):
+            record = self._records.get(destination_id)
+            if record is not None and record["status"] in ROUTABLE:
+                found.append(record)
+        return found
+
+    @property
+    def positions(self) -> Offsets:
+        """Next offset to read, per partition."""
+        return dict(self._positions)
+
+    # -- waiting -------------------------------------------------------------------------
+
+    def expect_change(self, change_id: str) -> asyncio.Future[dict[str, Any]]:
+        """A future resolved with the folded record of `change_id`; call before writing."""
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._change_waiters[change_id] = future
+        return future
+
+    async def wait_change(self, future: asyncio.Future[dict[str, Any]], change_id: str,
+                          timeout_s: float) -> dict[str, Any]:
+        """Wait for a change registered with `expect_change`."""
+        try:
+            return await asyncio.wait_for(future, timeout_s)
+        except TimeoutError as exc:
+            raise ViewTimeout(f"change {change_id} not folded within {timeout_s}s") from exc
+        finally:
+            self._change_waiters.pop(change_id, None)
+
+    async def wait_offsets(self, offsets: Offsets, timeout_s: float) -> None:
+        """Wait until the view has read up to `offsets` (partition → next offset)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while not self._reached(offsets):
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise ViewTimeout(f"view did not reach {offsets} within {timeout_s}s")
+            progress = self._progress
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(progress.wait(), remaining)
+
+    def _reached(self, offsets: Offsets) -> bool:
+        positions = self._positions
+        return all(positions.get(int(p), 0) >= o for p, o in offsets.items())
+
+    async def end_offsets(self) -> Offsets:
+        """The topic's current end offsets, as the broker says now."""
+        assert self._consumer is not None
+        tps = [TopicPartition(self._topic, p) for p in self._consumer.partitions_for_topic(
+            self._topic) or ()]
+        ends = await self._consumer.end_offsets(tps)
+        return {tp.partition: offset for tp, offset in ends.items()}
+
+    async def stamp(self) -> Offsets:
+        """End offsets fetched after this call began; concurrent callers share one request.
+
+        A request already sent may predate a change that returned before this call, so
+        callers only join a request that has not been sent yet.
+        """
+        if self._stamp_next is None:
+            future: asyncio.Future[Offsets] = asyncio.get_running_loop().create_future()
+            self._stamp_next = future
+            asyncio.get_running_loop().call_soon(self._send_stamp, future)
+        return await asyncio.shield(self._stamp_next)
+
+    def _send_stamp(self, future: asyncio.Future[Offsets]) -> None:
+        self._stamp_next = None
+
+        async def fetch() -> None:
+            try:
+                future.set_result(await self.end_offsets())
+            except Exception as exc:  # handed to every waiter
+                future.set_exception(exc)
+
+        asyncio.get_running_loop().create_task(fetch())
+
+    # -- following -----------------------------------------------------------------------
+
+    async def _follow(self, initial: Offsets) -> None:
+        assert self._consumer is not None
+        consumer = self._consumer
+        while True:
+            try:
+                batches = await consumer.getmany(timeout_ms=200, max_records=5000)
+            except Exception:
+                log.exception("destination view fetch failed; retrying")
+                await asyncio.sleep(1)
+                continue
+            for messages in batches.values():
+                for message in messages:
+                    self._apply(message.key, message.value)
+            for tp in consumer.assignment():
+                self._positions[tp.partition] = await consumer.position(tp)
+            progress, self._progress = self._progress, asyncio.Event()
+            progress.set()
+            if not self.ready.is_set() and self._reached(initial):
+                self.ready.set()
+                log.info("destination view ready: %d destinations", len(self._records))
+
+    def _apply(self, key: bytes | None, value: bytes | None) -> None:
+        if key is None:
+            return
+        destination_id = key.decode()
+        if value is None:
+            self._drop(destination_id)
+            return
+        record = orjson.loads(value)
+        if record.get("deleted"):
+            self._drop(destination_id)
+        else:
+            self._records[destination_id] = record
+            self._index.put(destination_id, record["tenant"], record.get("events") or ())
+        waiter = self._change_waiters.get(record.get("change_id", ""))
+        if waiter is not None and not waiter.done():
+            waiter.set_result(record)
+
+    def _drop(self, destination_id: str) -> None:
+        self._records.pop(destination_id, None)
+        self._index.remove(destination_id)
