@@ -5,10 +5,11 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 
+import asyncpg
 from aiohttp import web
 from aiokafka import AIOKafkaProducer
 
-from api.app_keys import KEYRING, PRODUCER, SEALER, SETTINGS, VIEW
+from api.app_keys import DB, KEYRING, PRODUCER, SEALER, SETTINGS, VIEW
 from api.auth import KeyRing
 from api.errors import ApiError, RequestValidationError, unauthorized
 from api.routes import destinations, events
@@ -62,13 +63,35 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_kafka)
     app.add_routes(destinations.routes)
     app.add_routes(events.routes)
-    app.add_routes(health_routes({"kafka": lambda: _kafka_ready(app)}))
+    app.cleanup_ctx.append(_database)
+    app.add_routes(health_routes({"kafka": lambda: _kafka_ready(app),
+                                  "database": lambda: _database_ready(app)}))
     return app
 
 
-def _kafka_ready(app: web.Application) -> bool:
+async def _kafka_ready(app: web.Application) -> bool:
     view = app.get(VIEW)
-    return view is not None and view.ready.is_set()
+    if view is None or not view.ready.is_set():
+        return False
+    await view.end_offsets()  # the broker answers now, not just at start-up
+    return True
+
+
+async def _database_ready(app: web.Application) -> bool:
+    pool = app.get(DB)
+    if pool is None:
+        return False
+    async with pool.acquire() as connection:
+        return bool(await connection.fetchval("select 1"))
+
+
+async def _database(app: web.Application) -> AsyncIterator[None]:
+    """Own the PostgreSQL pool (the query index); the API starts even if it is down."""
+    app[DB] = await asyncpg.create_pool(app[SETTINGS].database_url, min_size=0, max_size=10)
+    try:
+        yield
+    finally:
+        await app[DB].close()
 
 
 async def _kafka(app: web.Application) -> AsyncIterator[None]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncpg
 from aiohttp import web
 from aiokafka import AIOKafkaProducer
 
@@ -15,3 +16,4 @@ KEYRING = web.AppKey("keyring", KeyRing)
 SEALER = web.AppKey("sealer", Sealer)
 PRODUCER = web.AppKey("producer", AIOKafkaProducer)
 VIEW = web.AppKey("view", DestinationView)
+DB = web.AppKey("db", asyncpg.Pool)

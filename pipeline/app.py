@@ -76,10 +76,16 @@ def _worker_services(settings: Settings, view: DestinationView) -> type[mode.Ser
             await view.ready.wait()
             await self.runner.start()
             http = web.Application()
-            http.add_routes(health_routes({"kafka": view.ready.is_set}))
+            http.add_routes(health_routes({"kafka": self._kafka_ready}))
             self.http = web.AppRunner(http, access_log=None)
             await self.http.setup()
             await web.TCPSite(self.http, settings.worker_host, settings.worker_port).start()
+
+        async def _kafka_ready(self) -> bool:
+            if not view.ready.is_set():
+                return False
+            await view.end_offsets()
+            return True
 
         async def on_stop(self) -> None:
             if self.http is not None:

@@ -22,7 +22,7 @@ ROUTABLE = frozenset({PENDING, ACTIVE})
 # Fields a create or update may set; everything else is derived by the fold.
 WRITABLE = frozenset(
     {"tenant", "name", "description", "type", "events", "config", "sealed", "metadata",
-     "rate_limit", "previous_sealed", "previous_until"}
+     "rate_limit", "routes_from"}
 )
 
 

@@ -36,6 +36,7 @@ class DestinationView:
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
         self._records: dict[str, dict[str, Any]] = {}
+        self._partition_of: dict[str, int] = {}
         self._index = MatchIndex()
         self._positions: Offsets = {}
         self._progress = asyncio.Event()
@@ -88,14 +89,30 @@ class DestinationView:
         """Every live record."""
         return list(self._records.values())
 
-    def match(self, tenant: str, event_type: str) -> list[dict[str, Any]]:
-        """Routable (active or pending) destinations of `tenant` subscribed to `event_type`."""
+    def match(self, tenant: str, event_type: str,
+              stamp: Offsets | None = None) -> list[dict[str, Any]]:
+        """Routable (active or pending) destinations of `tenant` subscribed to `event_type`.
+
+        With the event's `stamp`, a destination created after the event was published is
+        left out: its `routes_from` offset (the topic's end when the create began) is not
+        below the stamp on the destination's own partition.
+        """
         found = []
         for destination_id in self._index.match(tenant, event_type):
             record = self._records.get(destination_id)
-            if record is not None and record["status"] in ROUTABLE:
-                found.append(record)
+            if record is None or record["status"] not in ROUTABLE:
+                continue
+            if stamp is not None and not self._created_before(record, stamp):
+                continue
+            found.append(record)
         return found
+
+    def _created_before(self, record: dict[str, Any], stamp: Offsets) -> bool:
+        routes_from = record.get("routes_from")
+        partition = self._partition_of.get(record["id"])
+        if not routes_from or partition is None:
+            return True
+        return stamp.get(partition, 0) > routes_from.get(str(partition), -1)
 
     @property
     def positions(self) -> Offsets:
@@ -181,7 +198,7 @@ class DestinationView:
                 continue
             for messages in batches.values():
                 for message in messages:
-                    self._apply(message.key, message.value)
+                    self._apply(message.key, message.value, message.partition)
             for tp in consumer.assignment():
                 self._positions[tp.partition] = await consumer.position(tp)
             progress, self._progress = self._progress, asyncio.Event()
@@ -190,7 +207,7 @@ class DestinationView:
                 self.ready.set()
                 log.info("destination view ready: %d destinations", len(self._records))
 
-    def _apply(self, key: bytes | None, value: bytes | None) -> None:
+    def _apply(self, key: bytes | None, value: bytes | None, partition: int) -> None:
         if key is None:
             return
         destination_id = key.decode()
@@ -202,6 +219,7 @@ class DestinationView:
             self._drop(destination_id)
         else:
             self._records[destination_id] = record
+            self._partition_of[destination_id] = partition
             self._index.put(destination_id, record["tenant"], record.get("events") or ())
         waiter = self._change_waiters.get(record.get("change_id", ""))
         if waiter is not None and not waiter.done():
@@ -209,4 +227,5 @@ class DestinationView:
 
     def _drop(self, destination_id: str) -> None:
         self._records.pop(destination_id, None)
+        self._partition_of.pop(destination_id, None)
         self._index.remove(destination_id)

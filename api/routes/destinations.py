@@ -62,6 +62,13 @@ async def append_change(request: web.Request, destination_id: str,
         raise unavailable("The change was accepted but is not visible yet; read it again.") from exc
 
 
+async def _stamp(request: web.Request) -> dict[int, int]:
+    try:
+        return await request.app[VIEW].stamp()
+    except KafkaError as exc:
+        raise unavailable("The event broker is unreachable; nothing was changed.") from exc
+
+
 @routes.post("/v2/event-destinations")
 async def create(request: web.Request) -> web.Response:
     """Create a destination (201); a generated webhook secret is returned this once."""
@@ -76,10 +83,12 @@ async def create(request: web.Request) -> web.Response:
     if fields["type"] == "webhook" and "secret" not in credentials:
         generated_secret = credentials["secret"] = generate_secret()
     sealed = request.app[SEALER].seal(credentials, destination_id) if credentials else None
+    # Events published before this call began are not routed to the new destination.
+    routes_from = {str(p): o for p, o in (await _stamp(request)).items()}
     record = await append_change(request, destination_id, {"op": "create", "fields": {
         "tenant": principal.tenant, "name": fields["name"], "description": fields["description"],
         "type": fields["type"], "events": fields["events"], "metadata": fields["metadata"],
-        "config": fields["config"], "sealed": sealed}})
+        "config": fields["config"], "sealed": sealed, "routes_from": routes_from}})
     if not record.get("change_ok"):
         raise ApiError(409, "resource_already_exists",
                        f"A destination with id '{destination_id}' already exists.", field="id")

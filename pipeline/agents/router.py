@@ -17,7 +17,8 @@ log = logging.getLogger(__name__)
 ENVELOPE_KEYS = ("id", "object", "type", "data", "created_at")
 
 
-def deliveries_for(event: dict[str, Any], view: DestinationView) -> list[tuple[bytes, bytes]]:
+def deliveries_for(event: dict[str, Any], view: DestinationView,
+                   stamp: dict[int, int] | None = None) -> list[tuple[bytes, bytes]]:
     """(key, value) of every delivery `event` fans out to; pure apart from the view read."""
     tenant = event["tenant"]
     envelope = {k: event[k] for k in ENVELOPE_KEYS}
@@ -26,7 +27,7 @@ def deliveries_for(event: dict[str, Any], view: DestinationView) -> list[tuple[b
         record = view.get(only)
         matches = [record] if record is not None and record["tenant"] == tenant else []
     else:
-        matches = view.match(tenant, event["type"])
+        matches = view.match(tenant, event["type"], stamp)
     out = []
     for destination in matches:
         delivery = {
@@ -42,15 +43,14 @@ def deliveries_for(event: dict[str, Any], view: DestinationView) -> list[tuple[b
     return out
 
 
-async def _wait_for_stamp(view: DestinationView, stamp: dict[str, int], timeout_s: float) -> None:
+async def _wait_for_stamp(view: DestinationView, stamp: dict[int, int], timeout_s: float) -> None:
     """Never route an event before the destination changes it was stamped with."""
-    offsets = {int(p): o for p, o in stamp.items()}
     while True:
         try:
-            await view.wait_offsets(offsets, timeout_s)
+            await view.wait_offsets(stamp, timeout_s)
             return
         except ViewTimeout:
-            log.warning("destination view is behind the event's stamp %s; still waiting", offsets)
+            log.warning("destination view is behind the event's stamp %s; still waiting", stamp)
 
 
 def register(app: faust.App, events: faust.TopicT, deliveries: faust.TopicT,
@@ -63,10 +63,10 @@ def register(app: faust.App, events: faust.TopicT, deliveries: faust.TopicT,
         async for batch in stream.take(1000, within=0.05):
             for value in batch:
                 event = orjson.loads(value)
-                stamp = event.get("route_after")
+                stamp = {int(p): o for p, o in (event.get("route_after") or {}).items()}
                 if stamp:
                     await _wait_for_stamp(view, stamp, wait_timeout_s)
-                for key, delivery in deliveries_for(event, view):
+                for key, delivery in deliveries_for(event, view, stamp or None):
                     # Attached to the current event: Faust produces it before it commits
                     # the source offset, so a crash re-routes rather than loses it.
                     await deliveries.send(key=key, value=delivery)

@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# `make run`: the whole stack in the foreground — Kafka, PostgreSQL, RabbitMQ, the worker
+# and the API on 127.0.0.1:8080. Ctrl-C stops everything this script started.
+# Data lives under .data/ and survives a restart.
+SERVICE=herald
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+cd "$HERALD_ROOT"
+
+mkdir -p .data
+[[ -s .data/encryption.key ]] || { .venv/bin/herald keygen >.data/encryption.key; chmod 600 .data/encryption.key; }
+
+export HERALD_KAFKA_BOOTSTRAP="127.0.0.1:${HERALD_KAFKA_PORT:-9092}"
+export HERALD_DATABASE_URL="postgresql://herald@127.0.0.1:${HERALD_PG_PORT:-54329}/herald"
+export HERALD_ENCRYPTION_KEYS="${HERALD_ENCRYPTION_KEYS:-$(cat .data/encryption.key)}"
+export HERALD_DEV_API_KEY="${HERALD_DEV_API_KEY:-sk_test_dev}"
+# The dev stack delivers to receivers on this machine; production refuses internal addresses.
+export HERALD_OUTBOUND_ALLOWLIST="${HERALD_OUTBOUND_ALLOWLIST:-[\"127.0.0.1/32\"]}"
+API_PORT=${HERALD_API_PORT:-8080}
+WORKER_PORT=${HERALD_WORKER_PORT:-8081}
+
+children=()
+shutdown() {
+  trap - INT TERM EXIT
+  log "stopping"
+  for pid in "${children[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${children[@]}"; do wait "$pid" 2>/dev/null || true; done
+  scripts/rabbitmq.sh stop || true
+  scripts/postgres.sh stop || true
+  scripts/kafka/kafka.sh stop || true
+  log "stopped"
+}
+trap shutdown INT TERM EXIT
+
+scripts/kafka/kafka.sh start
+scripts/postgres.sh start
+scripts/rabbitmq.sh start
+.venv/bin/herald topics apply
+
+mkdir -p .data/logs
+.venv/bin/herald worker > >(tee -a .data/logs/worker.log) 2>&1 &
+children+=($!)
+.venv/bin/herald api > >(tee -a .data/logs/api.log) 2>&1 &
+children+=($!)
+
+ready() { curl -fsS "http://127.0.0.1:$1/readyz" >/dev/null; }
+wait_for "the worker" 120 ready "$WORKER_PORT" || exit 1
+wait_for "the API" 60 ready "$API_PORT" || exit 1
+
+cat <<BANNER
+
+  Herald is running.
+    API        http://127.0.0.1:$API_PORT   (docs: http://127.0.0.1:$API_PORT/docs)
+    metrics    http://127.0.0.1:$API_PORT/metrics  and  http://127.0.0.1:$WORKER_PORT/metrics
+    dev key    $HERALD_DEV_API_KEY   (tenant "dev", role manage)
+    Kafka      $HERALD_KAFKA_BOOTSTRAP    PostgreSQL  $HERALD_DATABASE_URL
+    RabbitMQ   amqp://guest:guest@127.0.0.1:${HERALD_RABBITMQ_PORT:-5672}/   logs: .data/logs/
+
+  Try it:
+    curl -s http://127.0.0.1:$API_PORT/v2/event-destinations \\
+      -H 'Authorization: Bearer $HERALD_DEV_API_KEY' -H 'Content-Type: application/json' \\
+      -d '{"name": "my hook", "webhook": {"url": "http://127.0.0.1:9000/hook"}, "events": ["*"]}'
+    curl -s http://127.0.0.1:$API_PORT/v2/events \\
+      -H 'Authorization: Bearer $HERALD_DEV_API_KEY' -H 'Content-Type: application/json' \\
+      -d '{"type": "task_run.completed", "data": {"task_run_id": "tr_123"}}'
+
+  Ctrl-C stops everything.
+BANNER
+
+# Stay in the foreground until Ctrl-C or until the API or the worker dies.
+while kill -0 "${children[0]}" 2>/dev/null && kill -0 "${children[1]}" 2>/dev/null; do
+  sleep 1
+done
+log "a Herald process exited; see .data/logs/"
+exit 1

@@ -1,0 +1,148 @@
+"""Real services for the integration tests, started once per session by these fixtures.
+
+Kafka (KRaft, from the Maven Central jars), PostgreSQL and RabbitMQ (Debian's packages)
+run on test ports with their data under .data/test/; Kafka starts from an empty log dir
+every session. The Herald worker and API run as real subprocesses against them.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from pipeline.crypto import generate_key
+
+ROOT = Path(__file__).resolve().parents[2]
+TEST_DATA = ROOT / ".data" / "test"
+KAFKA_PORT = 19092
+PG_PORT = 15432
+RABBITMQ_PORT = 35672
+API_PORT = 18080
+WORKER_PORT = 18081
+DEV_KEY = "sk_test_integration"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "tests/integration" in str(item.path):
+            item.add_marker(pytest.mark.integration)
+
+
+def _script(*args: str, env: dict[str, str]) -> None:
+    subprocess.run([str(ROOT / "scripts" / args[0]), *args[1:]], check=True,
+                   env={**os.environ, **env}, timeout=300)
+
+
+@dataclass(frozen=True)
+class Services:
+    """Where the session's services listen."""
+
+    kafka_bootstrap: str
+    database_url: str
+    amqp_url: str
+
+
+@pytest.fixture(scope="session")
+def services() -> Iterator[Services]:
+    kafka_env = {"HERALD_KAFKA_PORT": str(KAFKA_PORT),
+                 "HERALD_KAFKA_DATA": str(TEST_DATA / "kafka")}
+    pg_env = {"HERALD_PG_PORT": str(PG_PORT), "HERALD_PG_DATA": str(TEST_DATA / "postgres")}
+    rabbit_env = {"HERALD_RABBITMQ_PORT": str(RABBITMQ_PORT),
+                  "HERALD_RABBITMQ_DATA": str(TEST_DATA / "rabbitmq")}
+    _script("kafka/kafka.sh", "stop", env=kafka_env)  # a broker left over by a killed run
+    shutil.rmtree(TEST_DATA / "kafka", ignore_errors=True)
+    _script("kafka/kafka.sh", "start", env=kafka_env)
+    _script("postgres.sh", "start", env=pg_env)
+    _script("rabbitmq.sh", "start", env=rabbit_env)
+    subprocess.run([str(ROOT / ".venv/bin/herald"), "topics", "apply"], check=True, timeout=60,
+                   env={**os.environ, "HERALD_KAFKA_BOOTSTRAP": f"127.0.0.1:{KAFKA_PORT}"})
+    try:
+        yield Services(f"127.0.0.1:{KAFKA_PORT}", f"postgresql://herald@127.0.0.1:{PG_PORT}/herald",
+                       f"amqp://guest:guest@127.0.0.1:{RABBITMQ_PORT}/")
+    finally:
+        _script("rabbitmq.sh", "stop", env=rabbit_env)
+        _script("postgres.sh", "stop", env=pg_env)
+        _script("kafka/kafka.sh", "stop", env=kafka_env)
+
+
+def herald_env(services: Services, **extra: str) -> dict[str, str]:
+    """Environment for a Herald process of the test stack."""
+    return {
+        **os.environ,
+        "HERALD_KAFKA_BOOTSTRAP": services.kafka_bootstrap,
+        "HERALD_DATABASE_URL": services.database_url,
+        "HERALD_ENCRYPTION_KEYS": ENCRYPTION_KEY,
+        "HERALD_DEV_API_KEY": DEV_KEY,
+        "HERALD_OUTBOUND_ALLOWLIST": '["127.0.0.1/32"]',
+        "HERALD_API_PORT": str(API_PORT),
+        "HERALD_WORKER_PORT": str(WORKER_PORT),
+        "HERALD_RETRY_BASE_DELAY_S": "0.2",
+        **extra,
+    }
+
+
+ENCRYPTION_KEY = generate_key()
+
+
+def _ready(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as r:  # noqa: S310
+            return bool(r.status == 200)
+    except OSError:
+        return False
+
+
+def _wait_ready(process: subprocess.Popen[bytes], port: int, log: Path, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"process exited ({process.returncode}):\n{log.read_text()[-4000:]}")
+        if _ready(port):
+            return
+        time.sleep(0.2)
+    raise RuntimeError(f"not ready on port {port} after {timeout_s}s:\n{log.read_text()[-4000:]}")
+
+
+@dataclass(frozen=True)
+class Stack:
+    """A running worker and API."""
+
+    api_url: str
+    worker_url: str
+    api_key: str
+    logs: Path
+
+
+@pytest.fixture(scope="session")
+def stack(services: Services) -> Iterator[Stack]:
+    logs = TEST_DATA / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    env = herald_env(services)
+    processes = []
+    for role, port in (("worker", WORKER_PORT), ("api", API_PORT)):
+        log = logs / f"{role}.log"
+        with log.open("wb") as out:
+            process = subprocess.Popen([str(ROOT / ".venv/bin/herald"), role], env=env,
+                                       stdout=out, stderr=subprocess.STDOUT)
+        processes.append(process)
+        _wait_ready(process, port, log, timeout_s=120)
+    try:
+        yield Stack(f"http://127.0.0.1:{API_PORT}", f"http://127.0.0.1:{WORKER_PORT}", DEV_KEY,
+                    logs)
+    finally:
+        for process in processes:
+            process.send_signal(signal.SIGTERM)
+        for process in processes:
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
