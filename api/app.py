@@ -46,8 +46,9 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
         response = ApiError(exc.status, code, exc.reason).response(request_id)
     except Exception:
         log.exception("unhandled error", extra={"request_id": request_id})
-        response = ApiError(500, "internal_error", "Something went wrong on Herald's side.",
-                            error_type="api_error").response(request_id)
+        response = ApiError(
+            500, "internal_error", "Something went wrong on Herald's side.", error_type="api_error"
+        ).response(request_id)
     response.headers[REQUEST_ID_HEADER] = request_id
     return response
 
@@ -55,8 +56,9 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
 def create_app(settings: Settings) -> web.Application:
     """The API application: routes, middlewares, and the producer and view it owns."""
     # Room for the event's data plus its envelope; a larger body is a 413.
-    app = web.Application(middlewares=[request_context],
-                          client_max_size=settings.max_event_bytes + 16 * 1024)
+    app = web.Application(
+        middlewares=[request_context], client_max_size=settings.max_event_bytes + 16 * 1024
+    )
     app[SETTINGS] = settings
     app[KEYRING] = KeyRing(settings)
     app[SEALER] = Sealer(settings.encryption_keys.get_secret_value())
@@ -64,8 +66,11 @@ def create_app(settings: Settings) -> web.Application:
     app.add_routes(destinations.routes)
     app.add_routes(events.routes)
     app.cleanup_ctx.append(_database)
-    app.add_routes(health_routes({"kafka": lambda: _kafka_ready(app),
-                                  "database": lambda: _database_ready(app)}))
+    app.add_routes(
+        health_routes(
+            {"kafka": lambda: _kafka_ready(app), "database": lambda: _database_ready(app)}
+        )
+    )
     return app
 
 
@@ -98,8 +103,13 @@ async def _kafka(app: web.Application) -> AsyncIterator[None]:
     """Own the producer (acks=all, idempotent) and the destinations view for the app's life."""
     settings = app[SETTINGS]
     producer = AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap, acks="all", enable_idempotence=True,
-        linger_ms=2, request_timeout_ms=10_000, client_id=f"{settings.app_id}-api")
+        bootstrap_servers=settings.kafka_bootstrap,
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=2,
+        request_timeout_ms=10_000,
+        client_id=f"{settings.app_id}-api",
+    )
     view = DestinationView(settings.kafka_bootstrap)
     await producer.start()
     await view.start()

@@ -12,7 +12,8 @@ from api.errors import ApiError, RequestValidationError
 
 def _json_content_type(content_type: str) -> bool:
     return content_type in ("application/json", "text/json") or (
-        content_type.startswith("application/") and content_type.endswith("+json"))
+        content_type.startswith("application/") and content_type.endswith("+json")
+    )
 
 
 async def read_json(request: web.Request) -> Any:
@@ -21,12 +22,16 @@ async def read_json(request: web.Request) -> Any:
         raise RequestValidationError({"body": ["A JSON body is required."]})
     if not _json_content_type(request.content_type):
         raise RequestValidationError(
-            {"body": [f"Content-Type must be application/json, not '{request.content_type}'."]})
+            {"body": [f"Content-Type must be application/json, not '{request.content_type}'."]}
+        )
     try:
         raw = await request.read()
     except web.HTTPRequestEntityTooLarge as exc:
-        raise ApiError(413, "payload_too_large",
-                       f"The body is larger than {request.app._client_max_size} bytes.") from exc
+        raise ApiError(
+            413,
+            "payload_too_large",
+            f"The body is larger than {request.app._client_max_size} bytes.",
+        ) from exc
     if not raw.strip():
         raise RequestValidationError({"body": ["A JSON body is required."]})
     try:

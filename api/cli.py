@@ -18,8 +18,13 @@ def _api(settings: Settings) -> int:
     from api.app import create_app
 
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    web.run_app(create_app(settings), host=settings.api_host, port=settings.api_port,
-                access_log=None, print=lambda *_: None)
+    web.run_app(
+        create_app(settings),
+        host=settings.api_host,
+        port=settings.api_port,
+        access_log=None,
+        print=lambda *_: None,
+    )
     return 0
 
 
@@ -62,8 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("keygen", help="print a new encryption key for HERALD_ENCRYPTION_KEYS")
     args = parser.parse_args(argv)
     settings = Settings()
-    logging.basicConfig(level=settings.log_level,
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
     handler = {"api": _api, "worker": _worker, "topics": _topics_apply, "keygen": _keygen}
     return handler[args.command](settings)
 

@@ -1,8 +1,9 @@
 """Domain errors → the contract's error bodies, in one place.
 
-    ApiError                     ErrorResponse: {"errors": [{type, code, message, field}], "request_id"}
-    └── (status 401/403/404/409/413/422/503 …)
-    RequestValidationError       ValidationErrorResponse (400): {type, title, status, errors: {field: [..]}, traceId}
+ApiError                ErrorResponse: {"errors": [{type, code, message, field}],
+                        "request_id"} (401/403/404/409/413/422/503 …)
+RequestValidationError  ValidationErrorResponse (400): {type, title, status,
+                        errors: {field: [messages]}, traceId}
 """
 
 from __future__ import annotations
@@ -15,9 +16,16 @@ VALIDATION_TYPE = "https://tools.ietf.org/html/rfc9110#section-15.5.1"
 class ApiError(Exception):
     """An error answered with the ErrorResponse body."""
 
-    def __init__(self, status: int, code: str, message: str, *, field: str | None = None,
-                 error_type: str = "invalid_request_error",
-                 headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        field: str | None = None,
+        error_type: str = "invalid_request_error",
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
@@ -28,9 +36,17 @@ class ApiError(Exception):
 
     def response(self, request_id: str) -> web.Response:
         """The HTTP response for this error."""
-        body = {"errors": [{"type": self.error_type, "code": self.code,
-                            "message": self.message, "field": self.field}],
-                "request_id": request_id}
+        body = {
+            "errors": [
+                {
+                    "type": self.error_type,
+                    "code": self.code,
+                    "message": self.message,
+                    "field": self.field,
+                }
+            ],
+            "request_id": request_id,
+        }
         return web.json_response(body, status=self.status, headers=self.headers)
 
 
@@ -43,8 +59,13 @@ class RequestValidationError(Exception):
 
     def response(self, request_id: str) -> web.Response:
         """The 400 ValidationErrorResponse."""
-        body = {"type": VALIDATION_TYPE, "title": "One or more validation errors occurred.",
-                "status": 400, "errors": self.errors, "traceId": request_id}
+        body = {
+            "type": VALIDATION_TYPE,
+            "title": "One or more validation errors occurred.",
+            "status": 400,
+            "errors": self.errors,
+            "traceId": request_id,
+        }
         return web.json_response(body, status=400)
 
 
@@ -55,18 +76,31 @@ def not_found(what: str = "resource") -> ApiError:
 
 def unauthorized() -> ApiError:
     """401: no key, or a key Herald does not know."""
-    return ApiError(401, "unauthorized", "Missing or unknown API key.",
-                    error_type="authentication_error",
-                    headers={"WWW-Authenticate": 'Bearer realm="herald"'})
+    return ApiError(
+        401,
+        "unauthorized",
+        "Missing or unknown API key.",
+        error_type="authentication_error",
+        headers={"WWW-Authenticate": 'Bearer realm="herald"'},
+    )
 
 
 def forbidden() -> ApiError:
     """403: the key's role does not allow this call."""
-    return ApiError(403, "forbidden", "This API key's role does not allow this request.",
-                    error_type="permission_error")
+    return ApiError(
+        403,
+        "forbidden",
+        "This API key's role does not allow this request.",
+        error_type="permission_error",
+    )
 
 
 def unavailable(message: str, retry_after_s: int = 2) -> ApiError:
     """503 with Retry-After: the broker (or the view) is not reachable right now."""
-    return ApiError(503, "service_unavailable", message, error_type="api_error",
-                    headers={"Retry-After": str(retry_after_s)})
+    return ApiError(
+        503,
+        "service_unavailable",
+        message,
+        error_type="api_error",
+        headers={"Retry-After": str(retry_after_s)},
+    )

@@ -22,10 +22,28 @@ MAX_EVENTS = 200
 
 # Types whose sinks exist; the others are answered with a clear 400 until they do.
 SUPPORTED_TYPES = ("webhook",)
-KNOWN_TYPES = ("webhook", "aws_sqs", "aws_kinesis", "aws_s3", "aws_eventbridge", "gcp_pubsub",
-               "rabbitmq", "azure_servicebus", "hookdeck", "kafka")
-CREATE_FIELDS = {"id", "name", "description", "type", "events", "metadata", "rate_limit",
-                 *KNOWN_TYPES}
+KNOWN_TYPES = (
+    "webhook",
+    "aws_sqs",
+    "aws_kinesis",
+    "aws_s3",
+    "aws_eventbridge",
+    "gcp_pubsub",
+    "rabbitmq",
+    "azure_servicebus",
+    "hookdeck",
+    "kafka",
+)
+CREATE_FIELDS = {
+    "id",
+    "name",
+    "description",
+    "type",
+    "events",
+    "metadata",
+    "rate_limit",
+    *KNOWN_TYPES,
+}
 
 
 class Errors:
@@ -42,8 +60,15 @@ class Errors:
             raise RequestValidationError(self.by_field)
 
 
-def _string(errors: Errors, body: dict[str, Any], field: str, *, required: bool,
-            max_length: int, path: str | None = None) -> str | None:
+def _string(
+    errors: Errors,
+    body: dict[str, Any],
+    field: str,
+    *,
+    required: bool,
+    max_length: int,
+    path: str | None = None,
+) -> str | None:
     path = path or field
     value = body.get(field)
     if value is None:
@@ -63,8 +88,9 @@ def _string(errors: Errors, body: dict[str, Any], field: str, *, required: bool,
 def http_url(errors: Errors, value: Any, path: str) -> str | None:
     """An absolute http(s) URL with a host."""
     if not isinstance(value, str) or not value:
-        errors.add(path, "is required and must be a string." if value is None
-                   else "must be a string.")
+        errors.add(
+            path, "is required and must be a string." if value is None else "must be a string."
+        )
         return None
     if len(value) > 2048:
         errors.add(path, "must be at most 2048 characters.")
@@ -81,15 +107,18 @@ def http_url(errors: Errors, value: Any, path: str) -> str | None:
 
 
 def webhook_secret(errors: Errors, value: Any, path: str) -> str | None:
-    """whsec_ + base64 (standard or URL-safe) of 16–64 bytes."""
+    """whsec_ + base64 (standard or URL-safe) of 16 to 64 bytes."""
     if not isinstance(value, str) or not value.startswith(SECRET_PREFIX):
         errors.add(path, f"must be '{SECRET_PREFIX}' followed by base64 of 16 to 64 bytes.")
         return None
     encoded = value.removeprefix(SECRET_PREFIX)
     padded = encoded + "=" * (-len(encoded) % 4)
     try:
-        raw = (base64.urlsafe_b64decode(padded) if ("-" in encoded or "_" in encoded)
-               else base64.b64decode(padded, validate=True))
+        raw = (
+            base64.urlsafe_b64decode(padded)
+            if ("-" in encoded or "_" in encoded)
+            else base64.b64decode(padded, validate=True)
+        )
     except (binascii.Error, ValueError):
         raw = b""
     if not 16 <= len(raw) <= 64:
@@ -101,20 +130,24 @@ def webhook_secret(errors: Errors, value: Any, path: str) -> str | None:
 def event_patterns(errors: Errors, value: Any, path: str = "events") -> list[str] | None:
     """A non-empty list: `["*"]`, exact types (`object.action`) or prefixes (`task_run.*`)."""
     if value is None:
-        errors.add(path, "is required: a non-empty list of event types, or [\"*\"].")
+        errors.add(path, 'is required: a non-empty list of event types, or ["*"].')
         return None
     if not isinstance(value, list) or not value:
-        errors.add(path, "must be a non-empty list of event types, or [\"*\"].")
+        errors.add(path, 'must be a non-empty list of event types, or ["*"].')
         return None
     if len(value) > MAX_EVENTS:
         errors.add(path, f"must list at most {MAX_EVENTS} event types.")
         return None
     ok = True
     for i, item in enumerate(value):
-        if not isinstance(item, str) or not (item == "*" or EVENT_TYPE.match(item)
-                                             or EVENT_PATTERN.match(item)):
-            errors.add(f"{path}[{i}]", "must be an event type like 'task_run.completed', "
-                       "a prefix like 'task_run.*', or '*'.")
+        if not isinstance(item, str) or not (
+            item == "*" or EVENT_TYPE.match(item) or EVENT_PATTERN.match(item)
+        ):
+            errors.add(
+                f"{path}[{i}]",
+                "must be an event type like 'task_run.completed', "
+                "a prefix like 'task_run.*', or '*'.",
+            )
             ok = False
     if "*" in value and len(value) > 1:
         errors.add(path, "'*' subscribes to every event and cannot be combined with other types.")
@@ -127,7 +160,8 @@ def metadata(errors: Errors, value: Any, path: str = "metadata") -> dict[str, st
     if value is None:
         return None
     if not isinstance(value, dict) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
         errors.add(path, "must be an object of string keys to string values.")
         return None
     if len(value) > MAX_METADATA_KEYS:
@@ -150,7 +184,8 @@ def webhook_config(errors: Errors, value: Any) -> tuple[dict[str, Any], dict[str
     headers = value.get("custom_headers")
     if headers is not None:
         if not isinstance(headers, dict) or not all(
-                isinstance(k, str) and isinstance(v, str) for k, v in headers.items()):
+            isinstance(k, str) and isinstance(v, str) for k, v in headers.items()
+        ):
             errors.add("webhook.custom_headers", "must be an object of string values.")
         else:
             config["custom_headers"] = headers
@@ -179,18 +214,27 @@ def create_destination(body: Any) -> dict[str, Any]:
         if other != destination_type and other in body:
             errors.add(other, f"is not allowed when type is '{destination_type}'.")
     client_id = body.get("id")
-    if client_id is not None and (not isinstance(client_id, str)
-                                  or not DESTINATION_ID.match(client_id)):
+    if client_id is not None and (
+        not isinstance(client_id, str) or not DESTINATION_ID.match(client_id)
+    ):
         errors.add("id", "must be 'evtd_' followed by 1 to 64 of A-Z a-z 0-9 _ -.")
     events = event_patterns(errors, body.get("events"))
     meta = metadata(errors, body.get("metadata"))
-    config, credentials = ({}, {})
+    config: dict[str, Any] = {}
+    credentials: dict[str, Any] = {}
     if destination_type == "webhook":
         config, credentials = webhook_config(errors, body.get("webhook"))
     errors.raise_if_any()
-    return {"id": client_id, "name": name, "description": description,
-            "type": destination_type, "events": events, "metadata": meta or {},
-            "config": config, "credentials": credentials}
+    return {
+        "id": client_id,
+        "name": name,
+        "description": description,
+        "type": destination_type,
+        "events": events,
+        "metadata": meta or {},
+        "config": config,
+        "credentials": credentials,
+    }
 
 
 def publish_event(body: Any, max_id: int = 64) -> dict[str, Any]:
@@ -203,8 +247,10 @@ def publish_event(body: Any, max_id: int = 64) -> dict[str, Any]:
         errors.add(unknown, "is not a known field.")
     event_type = body.get("type")
     if not isinstance(event_type, str) or not EVENT_TYPE.match(event_type) or len(event_type) > 200:
-        errors.add("type", "is required: an event type like 'task_run.completed' "
-                   "(lowercase object.action).")
+        errors.add(
+            "type",
+            "is required: an event type like 'task_run.completed' (lowercase object.action).",
+        )
     data = body.get("data")
     if not isinstance(data, dict):
         errors.add("data", "is required and must be a JSON object.")

@@ -43,14 +43,28 @@ def create_app(settings: Settings) -> faust.App:
         table_cleanup_interval=3600.0,
     )
     partitions = specs[DESTINATIONS].partitions
-    changelog = app.topic(DESTINATIONS, partitions=partitions, compacting=True, deleting=False,
-                          key_serializer="raw", value_serializer="raw", internal=False)
-    table = app.Table("destinations", default=None, partitions=partitions,
-                      changelog_topic=changelog, key_type=bytes, value_type=bytes)
+    changelog = app.topic(
+        DESTINATIONS,
+        partitions=partitions,
+        compacting=True,
+        deleting=False,
+        key_serializer="raw",
+        value_serializer="raw",
+        internal=False,
+    )
+    table = app.Table(
+        "destinations",
+        default=None,
+        partitions=partitions,
+        changelog_topic=changelog,
+        key_type=bytes,
+        value_type=bytes,
+    )
     view = DestinationView(settings.kafka_bootstrap)
     fold.register(app, app.topic(DESTINATION_CHANGES), table)
-    router.register(app, app.topic(EVENTS), app.topic(DELIVERIES), view,
-                    settings.view_wait_timeout_s)
+    router.register(
+        app, app.topic(EVENTS), app.topic(DELIVERIES), view, settings.view_wait_timeout_s
+    )
     app.service(_worker_services(settings, view))
     return app
 
@@ -62,12 +76,18 @@ def _worker_services(settings: Settings, view: DestinationView) -> type[mode.Ser
         def __init__(self, **kwargs: Any) -> None:
             super().__init__(**kwargs)
             self.producer = AIOKafkaProducer(
-                bootstrap_servers=settings.kafka_bootstrap, acks="all",
-                enable_idempotence=True, linger_ms=5, client_id=f"{settings.app_id}-worker")
-            self.publishers = PublisherCache(settings, Sealer(
-                settings.encryption_keys.get_secret_value()))
-            self.runner = DeliveryRunner(settings, view, AttemptRecorder(
-                self.producer, DUE_HEADER), self.publishers)
+                bootstrap_servers=settings.kafka_bootstrap,
+                acks="all",
+                enable_idempotence=True,
+                linger_ms=5,
+                client_id=f"{settings.app_id}-worker",
+            )
+            self.publishers = PublisherCache(
+                settings, Sealer(settings.encryption_keys.get_secret_value())
+            )
+            self.runner = DeliveryRunner(
+                settings, view, AttemptRecorder(self.producer, DUE_HEADER), self.publishers
+            )
             self.http: web.AppRunner | None = None
 
         async def on_start(self) -> None:

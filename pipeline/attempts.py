@@ -28,34 +28,61 @@ class AttemptRecorder:
         self._verified_sent: set[str] = set()
         self._disable_sent: set[str] = set()
 
-    async def success(self, delivery: dict[str, Any], result: DeliveryResult,
-                      latency_ms: float) -> None:
+    async def success(
+        self, delivery: dict[str, Any], result: DeliveryResult, latency_ms: float
+    ) -> None:
         """Record a successful attempt."""
-        await self._attempt(delivery, "success", latency_ms, result.response_status,
-                            result.response_body, None, None)
+        await self._attempt(
+            delivery,
+            "success",
+            latency_ms,
+            result.response_status,
+            result.response_body,
+            None,
+            None,
+        )
         log.info("delivered", extra=_extra(delivery, outcome="success"))
 
-    async def failure(self, delivery: dict[str, Any], exc: DeliveryError, latency_ms: float,
-                      step: Retry | DeadLetter) -> None:
+    async def failure(
+        self,
+        delivery: dict[str, Any],
+        exc: DeliveryError,
+        latency_ms: float,
+        step: Retry | DeadLetter,
+    ) -> None:
         """Record a failed attempt and what comes next."""
-        following = ({"dead_letter": step.reason} if isinstance(step, DeadLetter)
-                     else {"tier": step.tier, "due_ms": step.due_ms})
-        await self._attempt(delivery, "failed", latency_ms, exc.response_status,
-                            exc.response_body, str(exc), following)
+        following = (
+            {"dead_letter": step.reason}
+            if isinstance(step, DeadLetter)
+            else {"tier": step.tier, "due_ms": step.due_ms}
+        )
+        await self._attempt(
+            delivery,
+            "failed",
+            latency_ms,
+            exc.response_status,
+            exc.response_body,
+            str(exc),
+            following,
+        )
         log.info("delivery failed: %s", exc, extra=_extra(delivery, outcome="failed"))
 
     async def retry(self, delivery: dict[str, Any], step: Retry) -> None:
         """Queue the delivery in its next retry tier."""
         record = {**delivery, "attempt": step.tier, "due_at": step.due_ms}
         await self._producer.send_and_wait(
-            step.topic, orjson.dumps(record), key=delivery["destination_id"].encode(),
-            headers=[(self._due_header, str(step.due_ms).encode())])
+            step.topic,
+            orjson.dumps(record),
+            key=delivery["destination_id"].encode(),
+            headers=[(self._due_header, str(step.due_ms).encode())],
+        )
 
     async def dead_letter(self, delivery: dict[str, Any], reason: str) -> None:
         """Park the delivery in the DLQ."""
         record = {**delivery, "dead_letter_reason": reason, "dead_lettered_at": now_iso()}
-        await self._producer.send_and_wait(DLQ, orjson.dumps(record),
-                                           key=delivery["destination_id"].encode())
+        await self._producer.send_and_wait(
+            DLQ, orjson.dumps(record), key=delivery["destination_id"].encode()
+        )
 
     async def verified(self, destination_id: str) -> None:
         """Append a `verified` change once per destination and process."""
@@ -72,29 +99,54 @@ class AttemptRecorder:
         await self._change(destination_id, "auto_disable", reason=reason)
 
     async def _change(self, destination_id: str, op: str, **extra: str) -> None:
-        change = {"change_id": ids.new_id(ids.CHANGE), "op": op, "at": now_iso(),
-                  "destination_id": destination_id, **extra}
-        await self._producer.send_and_wait(DESTINATION_CHANGES, orjson.dumps(change),
-                                           key=destination_id.encode())
+        change = {
+            "change_id": ids.new_id(ids.CHANGE),
+            "op": op,
+            "at": now_iso(),
+            "destination_id": destination_id,
+            **extra,
+        }
+        await self._producer.send_and_wait(
+            DESTINATION_CHANGES, orjson.dumps(change), key=destination_id.encode()
+        )
 
-    async def _attempt(self, delivery: dict[str, Any], outcome: str, latency_ms: float,
-                       status: int | None, body: str | None, error: str | None,
-                       following: dict[str, Any] | None) -> None:
+    async def _attempt(
+        self,
+        delivery: dict[str, Any],
+        outcome: str,
+        latency_ms: float,
+        status: int | None,
+        body: str | None,
+        error: str | None,
+        following: dict[str, Any] | None,
+    ) -> None:
         event = delivery["event"]
         attempt = {
-            "id": ids.new_id(ids.ATTEMPT), "delivery_id": delivery["id"],
-            "event_id": event["id"], "event_type": event["type"],
-            "tenant": delivery["tenant"], "destination_id": delivery["destination_id"],
-            "attempt": delivery["attempt"], "outcome": outcome,
-            "response_status": status, "latency_ms": round(latency_ms, 2), "error": error,
+            "id": ids.new_id(ids.ATTEMPT),
+            "delivery_id": delivery["id"],
+            "event_id": event["id"],
+            "event_type": event["type"],
+            "tenant": delivery["tenant"],
+            "destination_id": delivery["destination_id"],
+            "attempt": delivery["attempt"],
+            "outcome": outcome,
+            "response_status": status,
+            "latency_ms": round(latency_ms, 2),
+            "error": error,
             "response_body": body[:RESPONSE_BODY_CHARS] if body else body,
-            "next": following, "created_at": now_iso(),
+            "next": following,
+            "created_at": now_iso(),
         }
-        await self._producer.send_and_wait(ATTEMPTS, orjson.dumps(attempt),
-                                           key=delivery["destination_id"].encode())
+        await self._producer.send_and_wait(
+            ATTEMPTS, orjson.dumps(attempt), key=delivery["destination_id"].encode()
+        )
 
 
 def _extra(delivery: dict[str, Any], **more: Any) -> dict[str, Any]:
-    return {"event_id": delivery["event"]["id"], "delivery_id": delivery["id"],
-            "destination_id": delivery["destination_id"], "attempt": delivery["attempt"],
-            **more}
+    return {
+        "event_id": delivery["event"]["id"],
+        "delivery_id": delivery["id"],
+        "destination_id": delivery["destination_id"],
+        "attempt": delivery["attempt"],
+        **more,
+    }

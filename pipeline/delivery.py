@@ -57,8 +57,13 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
 class DeliveryRunner:
     """Owns the sink consumer group of one worker process."""
 
-    def __init__(self, settings: Settings, view: DestinationView, recorder: AttemptRecorder,
-                 publishers: PublisherCache) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        view: DestinationView,
+        recorder: AttemptRecorder,
+        publishers: PublisherCache,
+    ) -> None:
         self._settings = settings
         self._view = view
         self._recorder = recorder
@@ -71,7 +76,8 @@ class DeliveryRunner:
         self._wakeups: dict[TopicPartition, asyncio.TimerHandle] = {}
         self._slots = asyncio.Semaphore(settings.sink_max_in_flight)
         self._per_destination: dict[str, asyncio.Semaphore] = defaultdict(
-            lambda: asyncio.Semaphore(settings.sink_max_in_flight_per_destination))
+            lambda: asyncio.Semaphore(settings.sink_max_in_flight_per_destination)
+        )
         self._tasks: set[asyncio.Task[None]] = set()
         self._loop_task: asyncio.Task[None] | None = None
 
@@ -136,8 +142,7 @@ class DeliveryRunner:
     def _schedule_wakeup(self, tp: TopicPartition, due_ms: int) -> None:
         delay_s = max(0.0, due_ms / 1000 - time.time())
         loop = asyncio.get_running_loop()
-        self._wakeups[tp] = loop.call_later(
-            delay_s, lambda: loop.create_task(self._release(tp)))
+        self._wakeups[tp] = loop.call_later(delay_s, lambda: loop.create_task(self._release(tp)))
 
     async def _release(self, tp: TopicPartition) -> None:
         """Dispatch the held records that are due; resume the partition when none are left."""
@@ -175,8 +180,9 @@ class DeliveryRunner:
         except Exception:
             # Not marked done: the offset stays uncommitted and the record is retried
             # after a restart or rebalance rather than lost.
-            log.exception("delivery handling failed", extra={"topic": tp.topic,
-                                                            "offset": record.offset})
+            log.exception(
+                "delivery handling failed", extra={"topic": tp.topic, "offset": record.offset}
+            )
         finally:
             self._slots.release()
 
@@ -185,10 +191,11 @@ class DeliveryRunner:
     async def _deliver(self, delivery: dict[str, Any]) -> None:
         destination = self._view.get(delivery["destination_id"])
         if destination is None or destination["status"] == "inactive":
-            log.info("delivery dropped: destination %s",
-                     "deleted" if destination is None else "inactive",
-                     extra={"delivery_id": delivery["id"],
-                            "destination_id": delivery["destination_id"]})
+            log.info(
+                "delivery dropped: destination %s",
+                "deleted" if destination is None else "inactive",
+                extra={"delivery_id": delivery["id"], "destination_id": delivery["destination_id"]},
+            )
             return
         event = delivery["event"]
         body = orjson.dumps(event)
@@ -205,12 +212,22 @@ class DeliveryRunner:
         if not destination.get("verified_at"):
             await self._recorder.verified(destination["id"])
 
-    async def _failed(self, delivery: dict[str, Any], destination: dict[str, Any],
-                      exc: DeliveryError, latency_ms: float) -> None:
+    async def _failed(
+        self,
+        delivery: dict[str, Any],
+        destination: dict[str, Any],
+        exc: DeliveryError,
+        latency_ms: float,
+    ) -> None:
         permanent = isinstance(exc, PermanentError)
         retry_after = exc.retry_after_s if isinstance(exc, RetryableError) else None
-        step = next_step(self._schedule, delivery["attempt"], permanent=permanent,
-                         now_ms=int(time.time() * 1000), retry_after_s=retry_after)
+        step = next_step(
+            self._schedule,
+            delivery["attempt"],
+            permanent=permanent,
+            now_ms=int(time.time() * 1000),
+            retry_after_s=retry_after,
+        )
         await self._recorder.failure(delivery, exc, latency_ms, step)
         if isinstance(step, DeadLetter):
             await self._recorder.dead_letter(delivery, step.reason)

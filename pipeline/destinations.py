@@ -21,49 +21,99 @@ ROUTABLE = frozenset({PENDING, ACTIVE})
 
 # Fields a create or update may set; everything else is derived by the fold.
 WRITABLE = frozenset(
-    {"tenant", "name", "description", "type", "events", "config", "sealed", "metadata",
-     "rate_limit", "routes_from"}
+    {
+        "tenant",
+        "name",
+        "description",
+        "type",
+        "events",
+        "config",
+        "sealed",
+        "metadata",
+        "rate_limit",
+        "routes_from",
+    }
 )
 
 
 def fold(current: dict[str, Any] | None, change: dict[str, Any]) -> dict[str, Any]:
     """The record after `change`. A delete yields a record with `deleted: True`."""
     op, at, change_id = change["op"], change["at"], change["change_id"]
-    fields = {k: v for k, v in (change.get("fields") or {}).items() if k in WRITABLE}
     if op == "create":
         if current is not None and not current.get("deleted"):
             return {**current, "change_id": change_id, "change_ok": False}
         return {
-            "id": change["destination_id"], **fields, "status": PENDING, "status_reason": None,
-            "verified_at": None, "created_at": at, "updated_at": at,
-            "change_id": change_id, "change_ok": True, "deleted": False,
+            "id": change["destination_id"],
+            **_writable(change),
+            "status": PENDING,
+            "status_reason": None,
+            "verified_at": None,
+            "created_at": at,
+            "updated_at": at,
+            "change_id": change_id,
+            "change_ok": True,
+            "deleted": False,
         }
     if current is None or current.get("deleted"):
-        return {"id": change["destination_id"], "deleted": True,
-                "change_id": change_id, "change_ok": False}
-    record = {**current, "updated_at": at, "change_id": change_id, "change_ok": True}
-    if op == "update":
-        record.update(fields)
-    elif op == "enable":
-        record.update(status=ACTIVE if current.get("verified_at") else PENDING, status_reason=None)
-    elif op == "disable":
-        record.update(status=INACTIVE, status_reason=change.get("reason") or "disabled")
-    elif op == "auto_disable":
-        if current["status"] == INACTIVE:
-            return {**current, "change_id": change_id, "change_ok": False}
-        record.update(status=INACTIVE, status_reason=change.get("reason") or "auto-disabled")
-    elif op == "verified":
-        if current.get("verified_at"):
-            return {**current, "change_id": change_id, "change_ok": False}
-        record["verified_at"] = at
-        if current["status"] == PENDING:
-            record["status"] = ACTIVE
-    elif op == "delete":
-        return {"id": current["id"], "tenant": current.get("tenant"), "deleted": True,
-                "change_id": change_id, "change_ok": True}
-    else:
+        return {
+            "id": change["destination_id"],
+            "deleted": True,
+            "change_id": change_id,
+            "change_ok": False,
+        }
+    if op == "delete":
+        return {
+            "id": current["id"],
+            "tenant": current.get("tenant"),
+            "deleted": True,
+            "change_id": change_id,
+            "change_ok": True,
+        }
+    apply = _OPERATIONS.get(op)
+    updates = apply(current, change) if apply is not None else None
+    if updates is None:  # unknown, or nothing to do: the record stays, the change is refused
         return {**current, "change_id": change_id, "change_ok": False}
-    return record
+    return {**current, **updates, "updated_at": at, "change_id": change_id, "change_ok": True}
+
+
+def _writable(change: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in (change.get("fields") or {}).items() if k in WRITABLE}
+
+
+def _update(current: dict[str, Any], change: dict[str, Any]) -> dict[str, Any] | None:
+    return _writable(change)
+
+
+def _enable(current: dict[str, Any], change: dict[str, Any]) -> dict[str, Any] | None:
+    return {"status": ACTIVE if current.get("verified_at") else PENDING, "status_reason": None}
+
+
+def _disable(current: dict[str, Any], change: dict[str, Any]) -> dict[str, Any] | None:
+    return {"status": INACTIVE, "status_reason": change.get("reason") or "disabled"}
+
+
+def _auto_disable(current: dict[str, Any], change: dict[str, Any]) -> dict[str, Any] | None:
+    if current["status"] == INACTIVE:
+        return None
+    return {"status": INACTIVE, "status_reason": change.get("reason") or "auto-disabled"}
+
+
+def _verified(current: dict[str, Any], change: dict[str, Any]) -> dict[str, Any] | None:
+    if current.get("verified_at"):
+        return None
+    updates: dict[str, Any] = {"verified_at": change["at"]}
+    if current["status"] == PENDING:
+        updates["status"] = ACTIVE
+    return updates
+
+
+_OPERATIONS = {
+    "update": _update,
+    "enable": _enable,
+    "disable": _disable,
+    "auto_disable": _auto_disable,
+    "verified": _verified,
+}
 
 
 def prefix_of(pattern: str) -> str | None:

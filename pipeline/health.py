@@ -30,13 +30,19 @@ def health_routes(checks: Mapping[str, Check]) -> list[web.RouteDef]:
         results = await asyncio.gather(*(_run(checks[n]) for n in names))
         ready = all(results)
         return web.json_response(
-            {"status": "ready" if ready else "not_ready",
-             "checks": {n: "ok" if r else "failing" for n, r in zip(names, results, strict=True)}},
-            status=200 if ready else 503)
+            {
+                "status": "ready" if ready else "not_ready",
+                "checks": {
+                    n: "ok" if r else "failing" for n, r in zip(names, results, strict=True)
+                },
+            },
+            status=200 if ready else 503,
+        )
 
     async def metrics(_: web.Request) -> web.Response:
         body = prometheus_client.generate_latest(prometheus_client.REGISTRY)
-        return web.Response(body=body,
-                            headers={"Content-Type": prometheus_client.CONTENT_TYPE_LATEST})
+        return web.Response(
+            body=body, headers={"Content-Type": prometheus_client.CONTENT_TYPE_LATEST}
+        )
 
     return [web.get("/healthz", healthz), web.get("/readyz", readyz), web.get("/metrics", metrics)]

@@ -38,8 +38,13 @@ class AddressPolicy:
         if any(ip in network for network in self._allowed):
             return True
         internal = (
-            ip.is_loopback or ip.is_private or ip.is_link_local or ip.is_multicast
-            or ip.is_reserved or ip.is_unspecified or ip in _CGNAT
+            ip.is_loopback
+            or ip.is_private
+            or ip.is_link_local
+            or ip.is_multicast
+            or ip.is_reserved
+            or ip.is_unspecified
+            or ip in _CGNAT
         )
         return not internal
 
@@ -51,8 +56,9 @@ class PolicyResolver(AbstractResolver):
         self._policy = policy
         self._inner = DefaultResolver()
 
-    async def resolve(self, host: str, port: int = 0,
-                      family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
         results = await self._inner.resolve(host, port, family)
         permitted = [r for r in results if self._policy.permits(r["host"])]
         if not permitted:

@@ -36,7 +36,8 @@ class PublisherCache:
             raise PermanentError(str(exc)) from exc
         credentials = self._credentials(destination)
         publisher = await sink.open(
-            Target(destination_id, destination.get("config") or {}, credentials), self._settings)
+            Target(destination_id, destination.get("config") or {}, credentials), self._settings
+        )
         self._open[destination_id] = (version, publisher)
         self._open.move_to_end(destination_id)
         while len(self._open) > self._capacity:

@@ -39,8 +39,14 @@ class DeadLetter:
     topic: str = DLQ
 
 
-def next_step(schedule: Schedule, attempt: int, *, permanent: bool, now_ms: int,
-              retry_after_s: float | None = None) -> Retry | DeadLetter:
+def next_step(
+    schedule: Schedule,
+    attempt: int,
+    *,
+    permanent: bool,
+    now_ms: int,
+    retry_after_s: float | None = None,
+) -> Retry | DeadLetter:
     """After attempt number `attempt` (0 = the first) failed, what comes next.
 
     A Retry-After hint longer than the next tier's delay moves the delivery to the first

@@ -8,7 +8,7 @@ import hmac
 import os
 from collections.abc import Iterable
 
-SECRET_PREFIX = "whsec_"
+SECRET_PREFIX = "whsec_"  # noqa: S105 - a prefix, not a secret
 
 
 def generate_secret() -> str:

@@ -49,7 +49,9 @@ def load_specs(path: Path) -> list[TopicSpec]:
         raise ValueError(f"{path}: a topic is declared twice")
     by_name = {s.name: s for s in specs}
     if by_name[DESTINATION_CHANGES].partitions != by_name[DESTINATIONS].partitions:
-        raise ValueError(f"{path}: {DESTINATION_CHANGES} and {DESTINATIONS} must have equal partitions")
+        raise ValueError(
+            f"{path}: {DESTINATION_CHANGES} and {DESTINATIONS} must have equal partitions"
+        )
     return specs
 
 

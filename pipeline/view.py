@@ -89,8 +89,9 @@ class DestinationView:
         """Every live record."""
         return list(self._records.values())
 
-    def match(self, tenant: str, event_type: str,
-              stamp: Offsets | None = None) -> list[dict[str, Any]]:
+    def match(
+        self, tenant: str, event_type: str, stamp: Offsets | None = None
+    ) -> list[dict[str, Any]]:
         """Routable (active or pending) destinations of `tenant` subscribed to `event_type`.
 
         With the event's `stamp`, a destination created after the event was published is
@@ -112,7 +113,7 @@ class DestinationView:
         partition = self._partition_of.get(record["id"])
         if not routes_from or partition is None:
             return True
-        return stamp.get(partition, 0) > routes_from.get(str(partition), -1)
+        return bool(stamp.get(partition, 0) > routes_from.get(str(partition), -1))
 
     @property
     def positions(self) -> Offsets:
@@ -127,8 +128,9 @@ class DestinationView:
         self._change_waiters[change_id] = future
         return future
 
-    async def wait_change(self, future: asyncio.Future[dict[str, Any]], change_id: str,
-                          timeout_s: float) -> dict[str, Any]:
+    async def wait_change(
+        self, future: asyncio.Future[dict[str, Any]], change_id: str, timeout_s: float
+    ) -> dict[str, Any]:
         """Wait for a change registered with `expect_change`."""
         try:
             return await asyncio.wait_for(future, timeout_s)
@@ -156,8 +158,10 @@ class DestinationView:
     async def end_offsets(self) -> Offsets:
         """The topic's current end offsets, as the broker says now."""
         assert self._consumer is not None
-        tps = [TopicPartition(self._topic, p) for p in self._consumer.partitions_for_topic(
-            self._topic) or ()]
+        tps = [
+            TopicPartition(self._topic, p)
+            for p in self._consumer.partitions_for_topic(self._topic) or ()
+        ]
         ends = await self._consumer.end_offsets(tps)
         return {tp.partition: offset for tp, offset in ends.items()}
 

@@ -11,9 +11,13 @@ from typing import Any
 from aiohttp import web
 
 
-async def eventually(check: Callable[[], Awaitable[Any]] | Callable[[], Any], *,
-                     timeout_s: float = 20.0, interval_s: float = 0.05,
-                     what: str = "condition") -> Any:
+async def eventually(
+    check: Callable[[], Awaitable[Any]] | Callable[[], Any],
+    *,
+    timeout_s: float = 20.0,
+    interval_s: float = 0.05,
+    what: str = "condition",
+) -> Any:
     """Poll `check` until it returns something truthy; fail the test at the deadline."""
     deadline = time.monotonic() + timeout_s
     last: Any = None

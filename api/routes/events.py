@@ -29,20 +29,36 @@ async def publish(request: web.Request) -> web.Response:
     data = orjson.dumps(fields["data"])
     limit = request.app[SETTINGS].max_event_bytes
     if len(data) > limit:
-        raise ApiError(413, "payload_too_large",
-                       f"Event data is {len(data)} bytes; the limit is {limit}.", field="data")
+        raise ApiError(
+            413,
+            "payload_too_large",
+            f"Event data is {len(data)} bytes; the limit is {limit}.",
+            field="data",
+        )
     event = {
-        "id": fields["id"] or ids.new_id(ids.EVENT), "object": "event", "type": fields["type"],
-        "data": fields["data"], "created_at": now_iso(), "tenant": principal.tenant,
+        "id": fields["id"] or ids.new_id(ids.EVENT),
+        "object": "event",
+        "type": fields["type"],
+        "data": fields["data"],
+        "created_at": now_iso(),
+        "tenant": principal.tenant,
     }
     try:
         # Destination changes that returned before this call must be in force for it.
         stamp = await request.app[VIEW].stamp()
         event["route_after"] = {str(partition): offset for partition, offset in stamp.items()}
-        await request.app[PRODUCER].send_and_wait(EVENTS, orjson.dumps(event),
-                                                  key=event["id"].encode())
+        await request.app[PRODUCER].send_and_wait(
+            EVENTS, orjson.dumps(event), key=event["id"].encode()
+        )
     except KafkaError as exc:
         raise unavailable("The event broker is unreachable; the event was not accepted.") from exc
-    return json_response({"id": event["id"], "object": "event", "type": event["type"],
-                          "created_at": event["created_at"],
-                          "request_id": request["request_id"]}, status=202)
+    return json_response(
+        {
+            "id": event["id"],
+            "object": "event",
+            "type": event["type"],
+            "created_at": event["created_at"],
+            "request_id": request["request_id"],
+        },
+        status=202,
+    )

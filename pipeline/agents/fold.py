@@ -7,11 +7,12 @@ from typing import Any
 
 import faust
 import orjson
+from faust.types import TableT
 
 from pipeline.destinations import fold
 
 
-def register(app: faust.App, changes: faust.TopicT, table: faust.Table[bytes, bytes | None]) -> Any:
+def register(app: faust.App, changes: faust.TopicT, table: TableT[bytes, bytes | None]) -> Any:
     """Attach the fold agent to `app`. Changes are applied in partition order."""
 
     @app.agent(changes, name="fold")

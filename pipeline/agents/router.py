@@ -17,8 +17,9 @@ log = logging.getLogger(__name__)
 ENVELOPE_KEYS = ("id", "object", "type", "data", "created_at")
 
 
-def deliveries_for(event: dict[str, Any], view: DestinationView,
-                   stamp: dict[int, int] | None = None) -> list[tuple[bytes, bytes]]:
+def deliveries_for(
+    event: dict[str, Any], view: DestinationView, stamp: dict[int, int] | None = None
+) -> list[tuple[bytes, bytes]]:
     """(key, value) of every delivery `event` fans out to; pure apart from the view read."""
     tenant = event["tenant"]
     envelope = {k: event[k] for k in ENVELOPE_KEYS}
@@ -31,8 +32,9 @@ def deliveries_for(event: dict[str, Any], view: DestinationView,
     out = []
     for destination in matches:
         delivery = {
-            "id": ids.derived_id(ids.DELIVERY, event["id"], destination["id"],
-                                 event.get("replay_id", "")),
+            "id": ids.derived_id(
+                ids.DELIVERY, event["id"], destination["id"], event.get("replay_id", "")
+            ),
             "event": envelope,
             "tenant": tenant,
             "destination_id": destination["id"],
@@ -53,8 +55,13 @@ async def _wait_for_stamp(view: DestinationView, stamp: dict[int, int], timeout_
             log.warning("destination view is behind the event's stamp %s; still waiting", stamp)
 
 
-def register(app: faust.App, events: faust.TopicT, deliveries: faust.TopicT,
-             view: DestinationView, wait_timeout_s: float) -> Any:
+def register(
+    app: faust.App,
+    events: faust.TopicT,
+    deliveries: faust.TopicT,
+    view: DestinationView,
+    wait_timeout_s: float,
+) -> Any:
     """Attach the router agent to `app`."""
 
     @app.agent(events, name="router")

@@ -18,8 +18,9 @@ from pipeline.settings import Settings
 class DeliveryError(Exception):
     """A failed attempt. Messages never contain credentials."""
 
-    def __init__(self, message: str, *, response_status: int | None = None,
-                 response_body: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, response_status: int | None = None, response_body: str | None = None
+    ) -> None:
         super().__init__(message)
         self.response_status = response_status
         self.response_body = response_body
@@ -28,8 +29,14 @@ class DeliveryError(Exception):
 class RetryableError(DeliveryError):
     """Try again later; `retry_after_s` is the destination's own hint, if it gave one."""
 
-    def __init__(self, message: str, *, retry_after_s: float | None = None,
-                 response_status: int | None = None, response_body: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after_s: float | None = None,
+        response_status: int | None = None,
+        response_body: str | None = None,
+    ) -> None:
         super().__init__(message, response_status=response_status, response_body=response_body)
         self.retry_after_s = retry_after_s
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import time
+from collections.abc import Iterator
 from email.utils import parsedate_to_datetime
 from typing import Any
 
@@ -63,48 +64,50 @@ class WebhookPublisher:
             "webhook-signature": sign(self._secrets, delivery_id, timestamp_s, body),
         }
         with _map_errors():
-            async with self._session.post(self._url, data=body, headers=headers,
-                                          timeout=self._timeout, allow_redirects=False) as resp:
+            async with self._session.post(
+                self._url, data=body, headers=headers, timeout=self._timeout, allow_redirects=False
+            ) as resp:
                 raw = await resp.content.read(RESPONSE_BODY_BYTES)
                 text = raw.decode("utf-8", errors="replace")
                 if 200 <= resp.status < 300:
                     return DeliveryResult(response_status=resp.status, response_body=text)
                 if resp.status == 410:
-                    raise PermanentError("410 Gone: the receiver asked to stop",
-                                         response_status=410, response_body=text)
+                    raise PermanentError(
+                        "410 Gone: the receiver asked to stop",
+                        response_status=410,
+                        response_body=text,
+                    )
                 raise RetryableError(
                     f"HTTP {resp.status}",
                     retry_after_s=_retry_after_s(resp.headers.get("Retry-After")),
-                    response_status=resp.status, response_body=text,
+                    response_status=resp.status,
+                    response_body=text,
                 )
-        raise AssertionError("unreachable")  # pragma: no cover
 
     async def close(self) -> None:
         """Nothing per destination: connections belong to the sink's pool."""
 
 
-class _map_errors:
-    """Map aiohttp and socket errors onto RetryableError / PermanentError (never the URL)."""
+@contextlib.contextmanager
+def _map_errors() -> Iterator[None]:
+    """aiohttp and socket errors → RetryableError / PermanentError, most specific first.
 
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: object) -> bool:
-        if exc is None or isinstance(exc, RetryableError | PermanentError):
-            return False
-        if isinstance(exc, AddressRefused) or isinstance(exc.__cause__, AddressRefused):
+    Messages never include the URL: it may carry credentials in its userinfo or query.
+    """
+    try:
+        yield
+    except (RetryableError, PermanentError):
+        raise
+    except AddressRefused as exc:
+        raise PermanentError("destination address refused by the outbound policy") from exc
+    except aiohttp.ClientConnectorError as exc:
+        if isinstance(exc.os_error, AddressRefused):
             raise PermanentError("destination address refused by the outbound policy") from exc
-        if isinstance(exc, aiohttp.ClientConnectorError) and isinstance(
-                exc.os_error, AddressRefused):
-            raise PermanentError("destination address refused by the outbound policy") from exc
-        if isinstance(exc, asyncio.TimeoutError | TimeoutError):
-            raise RetryableError("timed out waiting for the receiver") from exc
-        if isinstance(exc, aiohttp.ClientConnectorError):
-            raise RetryableError(f"connection failed: {exc.os_error.strerror or 'error'}") from exc
-        if isinstance(exc, aiohttp.ClientError | OSError):
-            raise RetryableError(f"request failed: {type(exc).__name__}") from exc
-        return False
+        raise RetryableError(f"connection failed: {exc.os_error.strerror or 'error'}") from exc
+    except TimeoutError as exc:
+        raise RetryableError("timed out waiting for the receiver") from exc
+    except (aiohttp.ClientError, OSError) as exc:
+        raise RetryableError(f"request failed: {type(exc).__name__}") from exc
 
 
 class WebhookSink:

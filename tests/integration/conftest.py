@@ -38,8 +38,12 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 def _script(*args: str, env: dict[str, str]) -> None:
-    subprocess.run([str(ROOT / "scripts" / args[0]), *args[1:]], check=True,
-                   env={**os.environ, **env}, timeout=300)
+    subprocess.run(
+        [str(ROOT / "scripts" / args[0]), *args[1:]],
+        check=True,
+        env={**os.environ, **env},
+        timeout=300,
+    )
 
 
 @dataclass(frozen=True)
@@ -53,21 +57,32 @@ class Services:
 
 @pytest.fixture(scope="session")
 def services() -> Iterator[Services]:
-    kafka_env = {"HERALD_KAFKA_PORT": str(KAFKA_PORT),
-                 "HERALD_KAFKA_DATA": str(TEST_DATA / "kafka")}
+    kafka_env = {
+        "HERALD_KAFKA_PORT": str(KAFKA_PORT),
+        "HERALD_KAFKA_DATA": str(TEST_DATA / "kafka"),
+    }
     pg_env = {"HERALD_PG_PORT": str(PG_PORT), "HERALD_PG_DATA": str(TEST_DATA / "postgres")}
-    rabbit_env = {"HERALD_RABBITMQ_PORT": str(RABBITMQ_PORT),
-                  "HERALD_RABBITMQ_DATA": str(TEST_DATA / "rabbitmq")}
+    rabbit_env = {
+        "HERALD_RABBITMQ_PORT": str(RABBITMQ_PORT),
+        "HERALD_RABBITMQ_DATA": str(TEST_DATA / "rabbitmq"),
+    }
     _script("kafka/kafka.sh", "stop", env=kafka_env)  # a broker left over by a killed run
     shutil.rmtree(TEST_DATA / "kafka", ignore_errors=True)
     _script("kafka/kafka.sh", "start", env=kafka_env)
     _script("postgres.sh", "start", env=pg_env)
     _script("rabbitmq.sh", "start", env=rabbit_env)
-    subprocess.run([str(ROOT / ".venv/bin/herald"), "topics", "apply"], check=True, timeout=60,
-                   env={**os.environ, "HERALD_KAFKA_BOOTSTRAP": f"127.0.0.1:{KAFKA_PORT}"})
+    subprocess.run(
+        [str(ROOT / ".venv/bin/herald"), "topics", "apply"],
+        check=True,
+        timeout=60,
+        env={**os.environ, "HERALD_KAFKA_BOOTSTRAP": f"127.0.0.1:{KAFKA_PORT}"},
+    )
     try:
-        yield Services(f"127.0.0.1:{KAFKA_PORT}", f"postgresql://herald@127.0.0.1:{PG_PORT}/herald",
-                       f"amqp://guest:guest@127.0.0.1:{RABBITMQ_PORT}/")
+        yield Services(
+            f"127.0.0.1:{KAFKA_PORT}",
+            f"postgresql://herald@127.0.0.1:{PG_PORT}/herald",
+            f"amqp://guest:guest@127.0.0.1:{RABBITMQ_PORT}/",
+        )
     finally:
         _script("rabbitmq.sh", "stop", env=rabbit_env)
         _script("postgres.sh", "stop", env=pg_env)
@@ -95,7 +110,7 @@ ENCRYPTION_KEY = generate_key()
 
 def _ready(port: int) -> bool:
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as r:  # noqa: S310
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as r:
             return bool(r.status == 200)
     except OSError:
         return False
@@ -131,13 +146,18 @@ def stack(services: Services) -> Iterator[Stack]:
     for role, port in (("worker", WORKER_PORT), ("api", API_PORT)):
         log = logs / f"{role}.log"
         with log.open("wb") as out:
-            process = subprocess.Popen([str(ROOT / ".venv/bin/herald"), role], env=env,
-                                       stdout=out, stderr=subprocess.STDOUT)
+            process = subprocess.Popen(
+                [str(ROOT / ".venv/bin/herald"), role],
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
         processes.append(process)
         _wait_ready(process, port, log, timeout_s=120)
     try:
-        yield Stack(f"http://127.0.0.1:{API_PORT}", f"http://127.0.0.1:{WORKER_PORT}", DEV_KEY,
-                    logs)
+        yield Stack(
+            f"http://127.0.0.1:{API_PORT}", f"http://127.0.0.1:{WORKER_PORT}", DEV_KEY, logs
+        )
     finally:
         for process in processes:
             process.send_signal(signal.SIGTERM)

@@ -21,23 +21,33 @@ def test_apply_twice_changes_nothing(services: Services) -> None:
 
 
 def test_partition_drift_is_reported_not_ignored(services: Services) -> None:
-    specs = [dataclasses.replace(s, partitions=s.partitions + 1) if s.name == DESTINATIONS else s
-             for s in load_specs(Settings().topics_file)]
+    specs = [
+        dataclasses.replace(s, partitions=s.partitions + 1) if s.name == DESTINATIONS else s
+        for s in load_specs(Settings().topics_file)
+    ]
     report = apply(services.kafka_bootstrap, specs)
     assert len(report.drift) == 1
     assert DESTINATIONS in report.drift[0]
 
 
 def test_new_topic_is_created_with_its_config(services: Services) -> None:
-    spec = dataclasses.replace(load_specs(Settings().topics_file)[0], name="herald-test-new",
-                               config={"retention.ms": "3600000"})
+    spec = dataclasses.replace(
+        load_specs(Settings().topics_file)[0],
+        name="herald-test-new",
+        config={"retention.ms": "3600000"},
+    )
     assert apply(services.kafka_bootstrap, [spec]).created == ["herald-test-new"]
     assert apply(services.kafka_bootstrap, [spec]).unchanged == ["herald-test-new"]
 
 
 def test_cli_exit_code(services: Services) -> None:
-    result = subprocess.run([str(ROOT / ".venv/bin/herald"), "topics", "apply"],
-                            env={**os.environ, "HERALD_KAFKA_BOOTSTRAP": services.kafka_bootstrap},
-                            capture_output=True, text=True, timeout=60, check=False)
+    result = subprocess.run(
+        [str(ROOT / ".venv/bin/herald"), "topics", "apply"],
+        env={**os.environ, "HERALD_KAFKA_BOOTSTRAP": services.kafka_bootstrap},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr
     assert "unchanged" in result.stdout

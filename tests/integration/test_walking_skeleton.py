@@ -27,11 +27,17 @@ async def http(stack: Stack) -> AsyncIterator[aiohttp.ClientSession]:
         yield session
 
 
-async def test_event_reaches_subscribed_webhook_signed(http: aiohttp.ClientSession,
-                                                       receiver: Receiver) -> None:
-    created = await http.post("/v2/event-destinations", json={
-        "name": "skeleton", "webhook": {"url": f"{receiver.url}/hook"},
-        "events": ["task_run.completed"]})
+async def test_event_reaches_subscribed_webhook_signed(
+    http: aiohttp.ClientSession, receiver: Receiver
+) -> None:
+    created = await http.post(
+        "/v2/event-destinations",
+        json={
+            "name": "skeleton",
+            "webhook": {"url": f"{receiver.url}/hook"},
+            "events": ["task_run.completed"],
+        },
+    )
     assert created.status == 201, await created.text()
     destination = await created.json()
     secret = destination["webhook"]["secret"]
@@ -43,8 +49,10 @@ async def test_event_reaches_subscribed_webhook_signed(http: aiohttp.ClientSessi
     assert fetched.status == 200
     assert "secret" not in (await fetched.json())["webhook"]
 
-    published = await http.post("/v2/events", json={
-        "type": "task_run.completed", "data": {"task_run_id": "tr_1", "ok": True}})
+    published = await http.post(
+        "/v2/events",
+        json={"type": "task_run.completed", "data": {"task_run_id": "tr_1", "ok": True}},
+    )
     assert published.status == 202, await published.text()
     event = await published.json()
     # Not subscribed: must not be delivered.
@@ -55,9 +63,13 @@ async def test_event_reaches_subscribed_webhook_signed(http: aiohttp.ClientSessi
     request = receiver.requests[0]
     assert request.path == "/hook"
     body = orjson.loads(request.body)
-    assert body == {"id": event["id"], "object": "event", "type": "task_run.completed",
-                    "data": {"task_run_id": "tr_1", "ok": True},
-                    "created_at": event["created_at"]}
+    assert body == {
+        "id": event["id"],
+        "object": "event",
+        "type": "task_run.completed",
+        "data": {"task_run_id": "tr_1", "ok": True},
+        "created_at": event["created_at"],
+    }
     headers = {k.lower(): v for k, v in request.headers.items()}
     assert headers["webhook-id"].startswith("evdl_")
     # The official Standard Webhooks library accepts the signature.
@@ -75,11 +87,14 @@ async def test_event_reaches_subscribed_webhook_signed(http: aiohttp.ClientSessi
 
 
 async def test_destination_created_after_publish_gets_nothing_older(
-        http: aiohttp.ClientSession, receiver: Receiver) -> None:
+    http: aiohttp.ClientSession, receiver: Receiver
+) -> None:
     before = await http.post("/v2/events", json={"type": "order.placed", "data": {"n": 1}})
     assert before.status == 202
-    created = await http.post("/v2/event-destinations", json={
-        "name": "late", "webhook": {"url": f"{receiver.url}/late"}, "events": ["order.*"]})
+    created = await http.post(
+        "/v2/event-destinations",
+        json={"name": "late", "webhook": {"url": f"{receiver.url}/late"}, "events": ["order.*"]},
+    )
     assert created.status == 201
     after = await http.post("/v2/events", json={"type": "order.placed", "data": {"n": 2}})
     assert after.status == 202
