@@ -34,6 +34,7 @@ def create_app(settings: Settings) -> faust.App:
         settings.app_id,
         broker=f"kafka://{settings.kafka_bootstrap}",
         store="memory://",
+        datadir=str(settings.worker_data_dir),
         key_serializer="raw",
         value_serializer="raw",
         web_enabled=False,

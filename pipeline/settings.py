@@ -29,6 +29,9 @@ class Settings(BaseSettings):
     database_url: str = "postgresql://herald@127.0.0.1:54329/herald"
     topics_file: Path = ROOT / "topics.yaml"
     app_id: str = "herald"
+    # Faust's working directory (it keeps nothing durable there: tables are in memory and
+    # recovered from Kafka). Relative paths are relative to the working directory.
+    worker_data_dir: Path = Path(".data/worker")
 
     api_host: str = "127.0.0.1"
     api_port: int = 8080
