@@ -37,9 +37,9 @@ scripts/rabbitmq.sh start
 .venv/bin/herald topics apply
 
 mkdir -p .data/logs
-.venv/bin/herald worker > >(tee -a .data/logs/worker.log) 2>&1 &
+.venv/bin/herald worker >>.data/logs/worker.log 2>&1 &
 children+=($!)
-.venv/bin/herald api > >(tee -a .data/logs/api.log) 2>&1 &
+.venv/bin/herald api >>.data/logs/api.log 2>&1 &
 children+=($!)
 
 ready() { curl -fsS "http://127.0.0.1:$1/readyz" >/dev/null; }
@@ -49,7 +49,7 @@ wait_for "the API" 60 ready "$API_PORT" || exit 1
 cat <<BANNER
 
   Herald is running.
-    API        http://127.0.0.1:$API_PORT   (docs: http://127.0.0.1:$API_PORT/docs)
+    API        http://127.0.0.1:$API_PORT
     metrics    http://127.0.0.1:$API_PORT/metrics  and  http://127.0.0.1:$WORKER_PORT/metrics
     dev key    $HERALD_DEV_API_KEY   (tenant "dev", role manage)
     Kafka      $HERALD_KAFKA_BOOTSTRAP    PostgreSQL  $HERALD_DATABASE_URL
@@ -63,12 +63,19 @@ cat <<BANNER
       -H 'Authorization: Bearer $HERALD_DEV_API_KEY' -H 'Content-Type: application/json' \\
       -d '{"type": "task_run.completed", "data": {"task_run_id": "tr_123"}}'
 
+  Delivery outcomes, warnings and errors follow; full logs are in .data/logs/.
   Ctrl-C stops everything.
 BANNER
 
-# Stay in the foreground until Ctrl-C or until the API or the worker dies.
+tail -n0 -F .data/logs/worker.log .data/logs/api.log 2>/dev/null \
+  | grep --line-buffered -E "WARNING|ERROR|CRITICAL|delivered|delivery failed|delivery dropped" &
+children+=($!)
+
+# Stay in the foreground until Ctrl-C or until the API or the worker dies. `wait` (unlike a
+# foreground sleep) returns as soon as a trapped signal arrives.
 while kill -0 "${children[0]}" 2>/dev/null && kill -0 "${children[1]}" 2>/dev/null; do
-  sleep 1
+  sleep 1 &
+  wait $! || true
 done
 log "a Herald process exited; see .data/logs/"
 exit 1
