@@ -56,8 +56,8 @@ def _keygen(_: Settings) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of the `herald` console script."""
+def build_parser() -> argparse.ArgumentParser:
+    """The command line: `herald api|worker|topics apply|keygen`."""
     parser = argparse.ArgumentParser(prog="herald", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("api", help="run the HTTP API")
@@ -65,7 +65,12 @@ def main(argv: list[str] | None = None) -> int:
     topics = commands.add_parser("topics", help="manage Kafka topics")
     topics.add_argument("action", choices=["apply"])
     commands.add_parser("keygen", help="print a new encryption key for HERALD_ENCRYPTION_KEYS")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `herald` console script."""
+    args = build_parser().parse_args(argv)
     settings = Settings()
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"

@@ -30,6 +30,7 @@ from pipeline.view import DestinationView
 def create_app(settings: Settings) -> faust.App:
     """Build the worker's Faust app with its agents and services."""
     specs = {s.name: s for s in load_specs(settings.topics_file)}
+    settings.worker_data_dir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
         settings.app_id,
         broker=f"kafka://{settings.kafka_bootstrap}",

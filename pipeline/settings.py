@@ -23,7 +23,8 @@ class ApiKey(BaseModel):
 class Settings(BaseSettings):
     """Every knob Herald reads. Built once in main and passed down; nothing else reads env."""
 
-    model_config = SettingsConfigDict(env_prefix="HERALD_", extra="ignore")
+    # An empty variable means "not set" (so HERALD_DEV_API_KEY= never registers a "" key).
+    model_config = SettingsConfigDict(env_prefix="HERALD_", extra="ignore", env_ignore_empty=True)
 
     kafka_bootstrap: str = "127.0.0.1:9092"
     database_url: str = "postgresql://herald@127.0.0.1:54329/herald"

@@ -29,7 +29,9 @@ shutdown() {
   scripts/kafka/kafka.sh stop || true
   log "stopped"
 }
-trap shutdown INT TERM EXIT
+trap 'shutdown; exit 130' INT
+trap 'shutdown; exit 143' TERM
+trap shutdown EXIT
 
 scripts/kafka/kafka.sh start
 scripts/postgres.sh start
