@@ -8,6 +8,8 @@ import hmac
 import os
 from collections.abc import Iterable
 
+from pipeline.sinks.fields import base64_bytes
+
 SECRET_PREFIX = "whsec_"  # noqa: S105 - a prefix, not a secret
 
 
@@ -18,11 +20,18 @@ def generate_secret() -> str:
 
 def secret_bytes(secret: str) -> bytes:
     """The HMAC key inside a whsec_ secret (standard or URL-safe base64)."""
-    encoded = secret.removeprefix(SECRET_PREFIX)
-    padded = encoded + "=" * (-len(encoded) % 4)
-    if "-" in encoded or "_" in encoded:
-        return base64.urlsafe_b64decode(padded)
-    return base64.b64decode(padded, validate=True)
+    key = base64_bytes(secret.removeprefix(SECRET_PREFIX))
+    if key is None:
+        raise ValueError("not a whsec_ secret")
+    return key
+
+
+def valid_secret(secret: object) -> bool:
+    """True for whsec_ + base64 (standard or URL-safe) of 16 to 64 bytes."""
+    if not isinstance(secret, str) or not secret.startswith(SECRET_PREFIX):
+        return False
+    key = base64_bytes(secret.removeprefix(SECRET_PREFIX))
+    return key is not None and 16 <= len(key) <= 64
 
 
 def sign(secrets: Iterable[str], message_id: str, timestamp_s: int, body: bytes) -> str:

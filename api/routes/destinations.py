@@ -81,7 +81,7 @@ async def _stamp(request: web.Request) -> dict[int, int]:
 async def create(request: web.Request) -> web.Response:
     """Create a destination (201); a generated webhook secret is returned this once."""
     principal = _manager(request)
-    fields = validation.create_destination(await read_json(request))
+    fields = validation.create_destination(await read_json(request), request.app[SETTINGS])
     destination_id = fields["id"] or ids.new_id(ids.DESTINATION)
     if request.app[VIEW].get(destination_id) is not None:
         raise ApiError(

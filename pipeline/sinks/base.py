@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from pipeline.settings import Settings
+from pipeline.sinks.fields import FieldErrors
 
 
 class DeliveryError(Exception):
@@ -73,11 +74,26 @@ class Publisher(Protocol):
         calling it twice is harmless."""
 
 
+Config = dict[str, Any]
+Credentials = dict[str, Any]
+
+
 class Sink(Protocol):
-    """One destination type. Called by the delivery runner when a destination is first
-    needed (open) and by the worker on shutdown (aclose)."""
+    """One destination type (the provider): validates its config, opens publishers.
+
+    Called by the API on create and PATCH (validate: shape only, no network), by the
+    delivery runner when a destination is first needed (open), and by the worker on
+    shutdown (aclose).
+    """
 
     type: str
+
+    def validate(
+        self, raw: Any, errors: FieldErrors, path: str, settings: Settings
+    ) -> tuple[Config, Credentials]:
+        """Check the config object at `path` (aliases resolved), adding every problem to
+        `errors`. Returns the public config (shown by the API) and the credentials (sealed
+        at rest, never shown)."""
 
     async def open(self, target: Target, settings: Settings) -> Publisher:
         """A publisher for `target`. Must not do network I/O that can hang."""

@@ -12,13 +12,22 @@ import aiohttp
 
 from pipeline.outbound import AddressPolicy, AddressRefused, PolicyResolver
 from pipeline.settings import Settings
-from pipeline.signing import sign
+from pipeline.signing import SECRET_PREFIX, sign, valid_secret
 from pipeline.sinks.base import (
+    Config,
+    Credentials,
     DeliveryResult,
     PermanentError,
     Publisher,
     RetryableError,
     Target,
+)
+from pipeline.sinks.fields import (
+    FieldErrors,
+    config_object,
+    http_url,
+    string_map,
+    unknown_fields,
 )
 
 RESPONSE_BODY_BYTES = 1024
@@ -117,6 +126,36 @@ class WebhookSink:
 
     def __init__(self) -> None:
         self._session: aiohttp.ClientSession | None = None
+
+    def validate(
+        self, raw: Any, errors: FieldErrors, path: str, settings: Settings
+    ) -> tuple[Config, Credentials]:
+        """`url` (absolute http/https), optional `secret` (whsec_…), `custom_headers`."""
+        raw = config_object(errors, raw, path, self.type)
+        unknown_fields(errors, raw, path, ("url", "secret", "custom_headers"))
+        config: Config = {"url": http_url(errors, raw.get("url"), f"{path}.url")}
+        headers = string_map(errors, raw.get("custom_headers"), f"{path}.custom_headers")
+        if headers:
+            reserved = sorted(
+                h
+                for h in headers
+                if h.lower().startswith("webhook-")
+                or h.lower() in ("content-type", "content-length", "host")
+            )
+            if reserved:
+                errors.add(f"{path}.custom_headers", f"may not set {', '.join(reserved)}.")
+            config["custom_headers"] = headers
+        credentials: Credentials = {}
+        secret = raw.get("secret")
+        if secret is not None:
+            if valid_secret(secret):
+                credentials["secret"] = secret
+            else:
+                errors.add(
+                    f"{path}.secret",
+                    f"must be '{SECRET_PREFIX}' followed by base64 of 16 to 64 bytes.",
+                )
+        return config, credentials
 
     def _session_for(self, settings: Settings) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:

@@ -9,7 +9,16 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from api.errors import RequestValidationError
-from api.validation import create_destination, publish_event
+from api.validation import create_destination as create
+from api.validation import publish_event
+from pipeline.settings import Settings
+
+SETTINGS = Settings()
+
+
+def create_destination(body: Any) -> dict[str, Any]:
+    return create(body, SETTINGS)
+
 
 GOOD = {"name": "hook", "webhook": {"url": "https://example.com/h"}, "events": ["a.b"]}
 
@@ -71,6 +80,12 @@ def test_other_types_config_object_is_refused() -> None:
 @pytest.mark.parametrize("body", [[], "x", 1, None])
 def test_body_must_be_an_object(body: Any) -> None:
     assert errors_of(body) == {"body": ["must be a JSON object."]}
+
+
+def test_reserved_custom_headers_are_refused() -> None:
+    assert "webhook.custom_headers" in errors_of(
+        {**GOOD, "webhook": {**GOOD["webhook"], "custom_headers": {"webhook-id": "x"}}}
+    )
 
 
 @given(
