@@ -56,6 +56,17 @@ class Settings(BaseSettings):
     # CIDRs that outbound deliveries may reach although they are loopback/private.
     outbound_allowlist: list[str] = Field(default_factory=list)
 
+    # Sinks. Endpoint overrides exist for local peers (moto, emulators) and LocalStack-style
+    # deployments; None means the provider's real endpoint.
+    aws_endpoint_url: str | None = None
+    # A destination without credentials may use Herald's own AWS credential chain only if
+    # the operator allows it: a tenant must never borrow Herald's identity by default.
+    aws_default_credentials_allowed: bool = False
+    eventbridge_source: str = "herald"
+    gcp_pubsub_endpoint: str | None = None
+    hookdeck_base_url: str = "https://hkdk.events"
+    sink_client_cache_size: int = 1000
+
     log_level: str = "INFO"
 
     @field_validator("outbound_allowlist")

@@ -1,0 +1,125 @@
+"""The shared sink conformance suite: every destination type runs it against a real peer.
+
+A type's test module subclasses SinkConformance and provides a `case` fixture (a SinkCase):
+how to reach a working peer, a peer that fails in a retryable way, one that fails
+permanently, and how to read back what the peer received.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import pytest
+
+from pipeline import ids
+from pipeline.settings import Settings
+from pipeline.sinks import load_sink
+from pipeline.sinks.base import PermanentError, RetryableError, Target
+from pipeline.sinks.fields import FieldErrors
+from tests.support import eventually
+
+
+@dataclass
+class SinkCase:
+    """What the suite needs to exercise one destination type."""
+
+    sink_type: str
+    settings: Settings
+    # The config object a user would POST (aliases allowed), for a working peer.
+    raw_config: dict[str, Any]
+    # Bodies (the event envelope bytes) the peer has received, oldest first.
+    received: Callable[[], Awaitable[list[bytes]]]
+    # Config objects whose first publish fails retryably / permanently.
+    retryable_config: dict[str, Any]
+    permanent_config: dict[str, Any]
+    # Credential values that must never appear in a config, an error or its cause chain.
+    secrets: list[str] = field(default_factory=list)
+
+
+def target_of(case: SinkCase, raw: dict[str, Any]) -> Target:
+    """Validate `raw` like the API does and build the Target a worker would open."""
+    errors = FieldErrors()
+    config, credentials = load_sink(case.sink_type).validate(
+        raw, errors, case.sink_type, case.settings
+    )
+    assert not errors, errors.by_field
+    return Target(ids.new_id(ids.DESTINATION), config, credentials)
+
+
+def envelope() -> tuple[str, dict[str, Any], bytes]:
+    event = {
+        "id": ids.new_id(ids.EVENT),
+        "object": "event",
+        "type": "conformance.checked",
+        "data": {"n": time.time_ns()},
+        "created_at": "2026-01-01T00:00:00.000Z",
+    }
+    return ids.derived_id(ids.DELIVERY, event["id"], "d"), event, orjson.dumps(event)
+
+
+def _chain(exc: BaseException) -> str:
+    parts = []
+    seen: BaseException | None = exc
+    while seen is not None:
+        parts.append(f"{type(seen).__name__}: {seen}")
+        seen = seen.__cause__ or seen.__context__
+    return "\n".join(parts)
+
+
+class SinkConformance:
+    """Subclass with a `case` fixture returning a SinkCase."""
+
+    @pytest.fixture(autouse=True)
+    async def _close_sink(self, case: SinkCase) -> AsyncIterator[None]:
+        # A sink owns process-wide pools bound to the running loop; each test has its own.
+        yield
+        await load_sink(case.sink_type).aclose()
+
+    async def test_config_never_holds_credentials(self, case: SinkCase) -> None:
+        target = target_of(case, case.raw_config)
+        shown = orjson.dumps(target.config).decode()
+        for secret in case.secrets:
+            assert secret not in shown
+
+    async def test_delivers_exactly_the_payload(self, case: SinkCase) -> None:
+        sink = load_sink(case.sink_type)
+        publisher = await sink.open(target_of(case, case.raw_config), case.settings)
+        try:
+            delivery_id, event, body = envelope()
+            await publisher.publish(delivery_id, event, body)
+
+            async def arrived() -> bool:
+                return body in await case.received()
+
+            await eventually(arrived, timeout_s=15, what=f"{case.sink_type} peer to receive it")
+        finally:
+            await publisher.close()
+
+    async def test_retryable_failure_is_retryable(self, case: SinkCase) -> None:
+        await self._expect(case, case.retryable_config, RetryableError)
+
+    async def test_permanent_failure_is_permanent(self, case: SinkCase) -> None:
+        await self._expect(case, case.permanent_config, PermanentError)
+
+    async def test_close_is_idempotent(self, case: SinkCase) -> None:
+        publisher = await load_sink(case.sink_type).open(
+            target_of(case, case.raw_config), case.settings
+        )
+        await publisher.close()
+        await publisher.close()
+
+    async def _expect(self, case: SinkCase, raw: dict[str, Any], kind: type[Exception]) -> None:
+        publisher = await load_sink(case.sink_type).open(target_of(case, raw), case.settings)
+        try:
+            delivery_id, event, body = envelope()
+            with pytest.raises(kind) as caught:
+                await publisher.publish(delivery_id, event, body)
+            chain = _chain(caught.value)
+            for secret in case.secrets:
+                assert secret not in chain, "a credential leaked into an error"
+        finally:
+            await publisher.close()
