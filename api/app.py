@@ -9,8 +9,9 @@ import asyncpg
 from aiohttp import web
 from aiokafka import AIOKafkaProducer
 
-from api.app_keys import DB, KEYRING, PRODUCER, SEALER, SETTINGS, VIEW
+from api.app_keys import DB, DESTINATIONS, KEYRING, PRODUCER, SEALER, SETTINGS, VIEW
 from api.auth import KeyRing
+from api.destinations import Destinations
 from api.errors import ApiError, RequestValidationError, unauthorized
 from api.routes import destinations, events
 from pipeline import ids
@@ -115,6 +116,7 @@ async def _kafka(app: web.Application) -> AsyncIterator[None]:
     await view.start()
     app[PRODUCER] = producer
     app[VIEW] = view
+    app[DESTINATIONS] = Destinations(settings, view, producer, app[SEALER])
     try:
         yield
     finally:

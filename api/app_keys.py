@@ -7,6 +7,7 @@ from aiohttp import web
 from aiokafka import AIOKafkaProducer
 
 from api.auth import KeyRing
+from api.destinations import Destinations
 from pipeline.crypto import Sealer
 from pipeline.settings import Settings
 from pipeline.view import DestinationView
@@ -17,3 +18,4 @@ SEALER = web.AppKey("sealer", Sealer)
 PRODUCER = web.AppKey("producer", AIOKafkaProducer)
 VIEW = web.AppKey("view", DestinationView)
 DB = web.AppKey("db", asyncpg.Pool)
+DESTINATIONS = web.AppKey("destinations", Destinations)

@@ -53,6 +53,7 @@ def fold(current: dict[str, Any] | None, change: dict[str, Any]) -> dict[str, An
             "change_id": change_id,
             "change_ok": True,
             "deleted": False,
+            "last_op": "create",
         }
     if current is None or current.get("deleted"):
         return {
@@ -73,7 +74,14 @@ def fold(current: dict[str, Any] | None, change: dict[str, Any]) -> dict[str, An
     updates = apply(current, change) if apply is not None else None
     if updates is None:  # unknown, or nothing to do: the record stays, the change is refused
         return {**current, "change_id": change_id, "change_ok": False}
-    return {**current, **updates, "updated_at": at, "change_id": change_id, "change_ok": True}
+    return {
+        **current,
+        **updates,
+        "updated_at": at,
+        "change_id": change_id,
+        "change_ok": True,
+        "last_op": op,
+    }
 
 
 def _writable(change: dict[str, Any]) -> dict[str, Any]:
@@ -114,6 +122,60 @@ _OPERATIONS = {
     "auto_disable": _auto_disable,
     "verified": _verified,
 }
+
+
+def subscribed(patterns: list[str], event_type: str) -> bool:
+    """Whether a destination with these patterns takes events of `event_type`."""
+    return any(
+        p in ("*", event_type) or (p.endswith(".*") and event_type.startswith(p[:-1]))
+        for p in patterns
+    )
+
+
+MAX_VERSIONS = 16
+
+
+class Versions:
+    """The recent versions of one destination, by their offset in its partition.
+
+    An event is routed with the destinations as they were at its stamp: a change that
+    returned after the event was published must not apply to it, even if the router
+    reads the event later, when its view is already newer.
+    """
+
+    def __init__(self, partition: int) -> None:
+        self.partition = partition
+        self._items: list[tuple[int, dict[str, Any]]] = []
+
+    def add(self, offset: int, record: dict[str, Any]) -> None:
+        """A newer version, read at `offset`; the oldest beyond MAX_VERSIONS are dropped."""
+        self._items.append((offset, record))
+        del self._items[:-MAX_VERSIONS]
+
+    @property
+    def latest(self) -> dict[str, Any]:
+        """The current version."""
+        return self._items[-1][1]
+
+    def patterns(self) -> set[str]:
+        """Every pattern any kept version subscribes to (for the match index)."""
+        return {p for _, record in self._items for p in record.get("events") or ()}
+
+    def as_of(self, stamp: dict[int, int]) -> dict[str, Any] | None:
+        """The version in force for an event stamped `stamp`, or None if none was."""
+        bound = stamp.get(self.partition)
+        if bound is None:
+            return self.latest
+        earlier = [version for offset, version in self._items if offset < bound]
+        if earlier:
+            return earlier[-1]
+        oldest = self._items[0][1]
+        if oldest.get("last_op") == "create":
+            return None  # the whole history is here: it did not exist yet
+        # History cut short (compaction, or pruning): the creation bound still tells
+        # whether it existed when the event was published.
+        created_from = (oldest.get("routes_from") or {}).get(str(self.partition), -1)
+        return oldest if bound > created_from else None
 
 
 def prefix_of(pattern: str) -> str | None:

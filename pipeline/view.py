@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from pipeline.destinations import ROUTABLE, MatchIndex
+from pipeline.destinations import ROUTABLE, MatchIndex, Versions, subscribed
 from pipeline.topics import DESTINATIONS
 
 log = logging.getLogger(__name__)
@@ -35,8 +35,7 @@ class DestinationView:
         self._topic = topic
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
-        self._records: dict[str, dict[str, Any]] = {}
-        self._partition_of: dict[str, int] = {}
+        self._versions: dict[str, Versions] = {}
         self._index = MatchIndex()
         self._positions: Offsets = {}
         self._progress = asyncio.Event()
@@ -83,37 +82,31 @@ class DestinationView:
 
     def get(self, destination_id: str) -> dict[str, Any] | None:
         """The current record, or None if unknown or deleted."""
-        return self._records.get(destination_id)
+        versions = self._versions.get(destination_id)
+        return versions.latest if versions is not None else None
 
     def all(self) -> list[dict[str, Any]]:
         """Every live record."""
-        return list(self._records.values())
+        return [v.latest for v in self._versions.values()]
 
     def match(
         self, tenant: str, event_type: str, stamp: Offsets | None = None
     ) -> list[dict[str, Any]]:
-        """Routable (active or pending) destinations of `tenant` subscribed to `event_type`.
-
-        With the event's `stamp`, a destination created after the event was published is
-        left out: its `routes_from` offset (the topic's end when the create began) is not
-        below the stamp on the destination's own partition.
-        """
+        """Routable (active or pending) destinations of `tenant` subscribed to `event_type`,
+        as they were at `stamp` (the event's publish time) if given, else as they are now."""
         found = []
         for destination_id in self._index.match(tenant, event_type):
-            record = self._records.get(destination_id)
-            if record is None or record["status"] not in ROUTABLE:
+            versions = self._versions.get(destination_id)
+            if versions is None:
                 continue
-            if stamp is not None and not self._created_before(record, stamp):
-                continue
-            found.append(record)
+            record = versions.as_of(stamp) if stamp else versions.latest
+            if (
+                record is not None
+                and record["status"] in ROUTABLE
+                and subscribed(record.get("events") or [], event_type)
+            ):
+                found.append(record)
         return found
-
-    def _created_before(self, record: dict[str, Any], stamp: Offsets) -> bool:
-        routes_from = record.get("routes_from")
-        partition = self._partition_of.get(record["id"])
-        if not routes_from or partition is None:
-            return True
-        return bool(stamp.get(partition, 0) > routes_from.get(str(partition), -1))
 
     @property
     def positions(self) -> Offsets:
@@ -202,34 +195,32 @@ class DestinationView:
                 continue
             for messages in batches.values():
                 for message in messages:
-                    self._apply(message.key, message.value, message.partition)
+                    self._apply(message.key, message.value, message.partition, message.offset)
             for tp in consumer.assignment():
                 self._positions[tp.partition] = await consumer.position(tp)
             progress, self._progress = self._progress, asyncio.Event()
             progress.set()
             if not self.ready.is_set() and self._reached(initial):
                 self.ready.set()
-                log.info("destination view ready: %d destinations", len(self._records))
+                log.info("destination view ready: %d destinations", len(self._versions))
 
-    def _apply(self, key: bytes | None, value: bytes | None, partition: int) -> None:
+    def _apply(self, key: bytes | None, value: bytes | None, partition: int, offset: int) -> None:
         if key is None:
             return
         destination_id = key.decode()
-        if value is None:
-            self._drop(destination_id)
-            return
-        record = orjson.loads(value)
-        if record.get("deleted"):
-            self._drop(destination_id)
+        record = orjson.loads(value) if value is not None else None
+        if record is None or record.get("deleted"):
+            # Deleted: gone at once, for events routed from now on whatever their stamp
+            # (queued deliveries to it are dropped by the sinks too).
+            self._versions.pop(destination_id, None)
+            self._index.remove(destination_id)
         else:
-            self._records[destination_id] = record
-            self._partition_of[destination_id] = partition
-            self._index.put(destination_id, record["tenant"], record.get("events") or ())
-        waiter = self._change_waiters.get(record.get("change_id", ""))
-        if waiter is not None and not waiter.done():
-            waiter.set_result(record)
-
-    def _drop(self, destination_id: str) -> None:
-        self._records.pop(destination_id, None)
-        self._partition_of.pop(destination_id, None)
-        self._index.remove(destination_id)
+            versions = self._versions.get(destination_id)
+            if versions is None or versions.partition != partition:
+                versions = self._versions[destination_id] = Versions(partition)
+            versions.add(offset, record)
+            self._index.put(destination_id, record["tenant"], versions.patterns())
+        if record is not None:
+            waiter = self._change_waiters.get(record.get("change_id", ""))
+            if waiter is not None and not waiter.done():
+                waiter.set_result(record)

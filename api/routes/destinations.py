@@ -1,4 +1,4 @@
-"""/v2/event-destinations: create, list and read destinations."""
+"""/v2/event-destinations: parse → call api.destinations → respond."""
 
 from __future__ import annotations
 
@@ -7,21 +7,16 @@ from typing import Any
 
 import orjson
 from aiohttp import web
-from aiokafka.errors import KafkaError
 
 from api import validation
-from api.app_keys import PRODUCER, SEALER, SETTINGS, VIEW
+from api.app_keys import DESTINATIONS, SETTINGS
 from api.auth import MANAGE, Principal
 from api.body import read_json
-from api.errors import ApiError, RequestValidationError, forbidden, not_found, unavailable
+from api.errors import RequestValidationError, forbidden
 from api.responses import json_response, principal_of
-from pipeline import ids
-from pipeline.signing import generate_secret
-from pipeline.timeutil import now_iso
-from pipeline.topics import DESTINATION_CHANGES
-from pipeline.view import ViewTimeout
 
 routes = web.RouteTableDef()
+ITEM = "/v2/event-destinations/{destination_id}"
 
 
 def _manager(request: web.Request) -> Principal:
@@ -43,6 +38,7 @@ def present(record: dict[str, Any], request_id: str | None) -> dict[str, Any]:
         "type": record["type"],
         "events": record["events"],
         "metadata": record.get("metadata") or {},
+        "rate_limit": record.get("rate_limit"),
         record["type"]: dict(record.get("config") or {}),
         "created_at": record["created_at"],
         "updated_at": record["updated_at"],
@@ -50,31 +46,13 @@ def present(record: dict[str, Any], request_id: str | None) -> dict[str, Any]:
     }
 
 
-async def append_change(
-    request: web.Request, destination_id: str, change: dict[str, Any]
-) -> dict[str, Any]:
-    """Write a change record and wait until this process's view has folded it."""
-    view = request.app[VIEW]
-    change_id = ids.new_id(ids.CHANGE)
-    change = {"change_id": change_id, "at": now_iso(), **change}
-    folded = view.expect_change(change_id)
-    try:
-        await request.app[PRODUCER].send_and_wait(
-            DESTINATION_CHANGES, orjson.dumps(change), key=destination_id.encode()
-        )
-        return await view.wait_change(folded, change_id, request.app[SETTINGS].view_wait_timeout_s)
-    except KafkaError as exc:
-        folded.cancel()
-        raise unavailable("The event broker is unreachable; nothing was changed.") from exc
-    except ViewTimeout as exc:
-        raise unavailable("The change was accepted but is not visible yet; read it again.") from exc
-
-
-async def _stamp(request: web.Request) -> dict[int, int]:
-    try:
-        return await request.app[VIEW].stamp()
-    except KafkaError as exc:
-        raise unavailable("The event broker is unreachable; nothing was changed.") from exc
+def _respond(
+    request: web.Request, record: dict[str, Any], secret: str | None = None, status: int = 200
+) -> web.Response:
+    body = present(record, request["request_id"])
+    if secret is not None:  # generated or rotated: shown this once
+        body["webhook"]["secret"] = secret
+    return json_response(body, status=status)
 
 
 @routes.post("/v2/event-destinations")
@@ -82,76 +60,90 @@ async def create(request: web.Request) -> web.Response:
     """Create a destination (201); a generated webhook secret is returned this once."""
     principal = _manager(request)
     fields = validation.create_destination(await read_json(request), request.app[SETTINGS])
-    destination_id = fields["id"] or ids.new_id(ids.DESTINATION)
-    if request.app[VIEW].get(destination_id) is not None:
-        raise ApiError(
-            409,
-            "resource_already_exists",
-            f"A destination with id '{destination_id}' already exists.",
-            field="id",
-        )
-    credentials = fields["credentials"]
-    generated_secret = None
-    if fields["type"] == "webhook" and "secret" not in credentials:
-        generated_secret = credentials["secret"] = generate_secret()
-    sealed = request.app[SEALER].seal(credentials, destination_id) if credentials else None
-    # Events published before this call began are not routed to the new destination.
-    routes_from = {str(p): o for p, o in (await _stamp(request)).items()}
-    record = await append_change(
-        request,
-        destination_id,
-        {
-            "op": "create",
-            "fields": {
-                "tenant": principal.tenant,
-                "name": fields["name"],
-                "description": fields["description"],
-                "type": fields["type"],
-                "events": fields["events"],
-                "metadata": fields["metadata"],
-                "config": fields["config"],
-                "sealed": sealed,
-                "routes_from": routes_from,
-            },
-        },
-    )
-    if not record.get("change_ok"):
-        raise ApiError(
-            409,
-            "resource_already_exists",
-            f"A destination with id '{destination_id}' already exists.",
-            field="id",
-        )
-    body = present(record, request["request_id"])
-    if generated_secret is not None:
-        body["webhook"]["secret"] = generated_secret
-    return json_response(body, status=201)
+    record, secret = await request.app[DESTINATIONS].create(principal, fields)
+    return _respond(request, record, secret, status=201)
 
 
-@routes.get("/v2/event-destinations/{destination_id}")
+@routes.get(ITEM)
 async def read(request: web.Request) -> web.Response:
     """One destination of the caller's tenant."""
     principal = _manager(request)
-    record = request.app[VIEW].get(request.match_info["destination_id"])
-    if record is None or record["tenant"] != principal.tenant:
-        raise not_found("event destination")
-    return json_response(present(record, request["request_id"]))
+    return _respond(request, request.app[DESTINATIONS].get(principal, _id(request)))
+
+
+@routes.patch(ITEM)
+async def update(request: web.Request) -> web.Response:
+    """Change name, description, metadata, events, rate_limit, type or the type's config."""
+    principal = _manager(request)
+    service = request.app[DESTINATIONS]
+    current = service.get(principal, _id(request))
+    changes = validation.update_destination(
+        await read_json(request), current["type"], request.app[SETTINGS]
+    )
+    record, secret = await service.update(principal, _id(request), changes)
+    return _respond(request, record, secret)
+
+
+@routes.delete(ITEM)
+async def delete(request: web.Request) -> web.Response:
+    """Delete; nothing more is delivered to it."""
+    await request.app[DESTINATIONS].delete(_manager(request), _id(request))
+    return json_response(
+        {
+            "id": _id(request),
+            "object": "event_destination",
+            "deleted": True,
+            "request_id": request["request_id"],
+        }
+    )
+
+
+@routes.post(ITEM + "/enable")
+async def enable(request: web.Request) -> web.Response:
+    """Set active (or pending_verification if it never delivered successfully)."""
+    record = await request.app[DESTINATIONS].set_enabled(_manager(request), _id(request), True)
+    return _respond(request, record)
+
+
+@routes.post(ITEM + "/disable")
+async def disable(request: web.Request) -> web.Response:
+    """Set inactive: nothing is delivered until it is enabled again."""
+    record = await request.app[DESTINATIONS].set_enabled(_manager(request), _id(request), False)
+    return _respond(request, record)
+
+
+@routes.post(ITEM + "/rotate-secret")
+async def rotate_secret(request: web.Request) -> web.Response:
+    """A new webhook signing secret, returned once; the old one signs alongside for 24 h."""
+    record, secret = await request.app[DESTINATIONS].rotate_secret(_manager(request), _id(request))
+    return _respond(request, record, secret)
+
+
+@routes.post(ITEM + "/test")
+async def send_test(request: web.Request) -> web.Response:
+    """Deliver an `event_destination.test` event to this destination only (202)."""
+    event = await request.app[DESTINATIONS].send_test(_manager(request), _id(request))
+    return json_response(
+        {
+            "id": event["id"],
+            "object": "event",
+            "type": event["type"],
+            "created_at": event["created_at"],
+            "request_id": request["request_id"],
+        },
+        status=202,
+    )
 
 
 @routes.get("/v2/event-destinations")
 async def list_all(request: web.Request) -> web.Response:
     """The tenant's destinations, newest first, `limit` per page with a cursor."""
-    principal = _manager(request)
-    limit = _limit(request)
+    records = request.app[DESTINATIONS].all_for(_manager(request))
+    limit = page_limit(request)
     after = _cursor(request)
-    mine = sorted(
-        (r for r in request.app[VIEW].all() if r["tenant"] == principal.tenant),
-        key=lambda r: (r["created_at"], r["id"]),
-        reverse=True,
-    )
     if after is not None:
-        mine = [r for r in mine if (r["created_at"], r["id"]) < after]
-    page, more = mine[:limit], len(mine) > limit
+        records = [r for r in records if (r["created_at"], r["id"]) < after]
+    page, more = records[:limit], len(records) > limit
     cursor = None
     if more:
         last = page[-1]
@@ -166,7 +158,12 @@ async def list_all(request: web.Request) -> web.Response:
     )
 
 
-def _limit(request: web.Request) -> int:
+def _id(request: web.Request) -> str:
+    return request.match_info["destination_id"]
+
+
+def page_limit(request: web.Request) -> int:
+    """`?limit=`: 1 to 100, default 20."""
     raw = request.query.get("limit", "20")
     if not raw.isdigit() or not 1 <= int(raw) <= 100:
         raise RequestValidationError({"limit": ["must be an integer from 1 to 100."]})

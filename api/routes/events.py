@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import orjson
 from aiohttp import web
-from aiokafka.errors import KafkaError
 
 from api import validation
 from api.app_keys import PRODUCER, SETTINGS, VIEW
 from api.auth import PUBLISH
 from api.body import read_json
-from api.errors import ApiError, forbidden, unavailable
+from api.destinations import publish_events
+from api.errors import ApiError, forbidden
 from api.responses import json_response, principal_of
 from pipeline import ids
 from pipeline.timeutil import now_iso
-from pipeline.topics import EVENTS
 
 routes = web.RouteTableDef()
 
@@ -43,15 +42,7 @@ async def publish(request: web.Request) -> web.Response:
         "created_at": now_iso(),
         "tenant": principal.tenant,
     }
-    try:
-        # Destination changes that returned before this call must be in force for it.
-        stamp = await request.app[VIEW].stamp()
-        event["route_after"] = {str(partition): offset for partition, offset in stamp.items()}
-        await request.app[PRODUCER].send_and_wait(
-            EVENTS, orjson.dumps(event), key=event["id"].encode()
-        )
-    except KafkaError as exc:
-        raise unavailable("The event broker is unreachable; the event was not accepted.") from exc
+    await publish_events(request.app[VIEW], request.app[PRODUCER], [event])
     return json_response(
         {
             "id": event["id"],

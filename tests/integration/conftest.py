@@ -7,28 +7,37 @@ every session. The Herald worker and API run as real subprocesses against them.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
 import subprocess
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import aiohttp
 import pytest
 
+from api.auth import hash_key
 from pipeline.crypto import generate_key
+from tests.integration.api_client import Api
+from tests.support import Receiver
 
 ROOT = Path(__file__).resolve().parents[2]
-TEST_DATA = ROOT / ".data" / "test"
-KAFKA_PORT = 19092
-PG_PORT = 15432
-RABBITMQ_PORT = 35672
-API_PORT = 18080
-WORKER_PORT = 18081
+# Two test sessions on one machine (say, two checkouts) use different offsets.
+OFFSET = int(os.environ.get("HERALD_TEST_PORT_OFFSET", "0"))
+TEST_DATA = ROOT / ".data" / (f"test-{OFFSET}" if OFFSET else "test")
+KAFKA_PORT = 19092 + OFFSET
+PG_PORT = 15432 + OFFSET
+RABBITMQ_PORT = 35672 + OFFSET
+API_PORT = 18080 + OFFSET
+WORKER_PORT = 18081 + OFFSET
 DEV_KEY = "sk_test_integration"
+OTHER_TENANT_KEY = "sk_test_other_tenant"
+PUBLISH_ONLY_KEY = "sk_test_publish_only"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -97,6 +106,13 @@ def herald_env(services: Services, **extra: str) -> dict[str, str]:
         "HERALD_DATABASE_URL": services.database_url,
         "HERALD_ENCRYPTION_KEYS": ENCRYPTION_KEY,
         "HERALD_DEV_API_KEY": DEV_KEY,
+        "HERALD_DEV_TENANT": "dev",
+        "HERALD_API_KEYS": json.dumps(
+            [
+                {"key_sha256": hash_key(OTHER_TENANT_KEY), "tenant": "other", "role": "manage"},
+                {"key_sha256": hash_key(PUBLISH_ONLY_KEY), "tenant": "dev", "role": "publish"},
+            ]
+        ),
         "HERALD_OUTBOUND_ALLOWLIST": '["127.0.0.1/32"]',
         "HERALD_API_PORT": str(API_PORT),
         "HERALD_WORKER_PORT": str(WORKER_PORT),
@@ -166,3 +182,34 @@ def stack(services: Services) -> Iterator[Stack]:
                 process.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 process.kill()
+
+
+async def _api(stack: Stack, key: str) -> AsyncIterator[Api]:
+    headers = {"Authorization": f"Bearer {key}"}
+    async with aiohttp.ClientSession(base_url=stack.api_url, headers=headers) as session:
+        yield Api(session)
+
+
+@pytest.fixture
+async def api(stack: Stack) -> AsyncIterator[Api]:
+    async for client in _api(stack, stack.api_key):
+        yield client
+
+
+@pytest.fixture
+async def other_tenant(stack: Stack) -> AsyncIterator[Api]:
+    async for client in _api(stack, OTHER_TENANT_KEY):
+        yield client
+
+
+@pytest.fixture
+async def publisher(stack: Stack) -> AsyncIterator[Api]:
+    async for client in _api(stack, PUBLISH_ONLY_KEY):
+        yield client
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    server = await Receiver().start()
+    yield server
+    await server.stop()

@@ -140,3 +140,30 @@ def test_index_agrees_with_a_linear_scan(puts: list[tuple[str, list[str]]], even
 
     expected = {d for d, patterns in latest.items() if any(matches(p) for p in patterns)}
     assert index.match("t", event) == expected
+
+
+def test_versions_route_with_the_state_at_the_stamp() -> None:
+    from pipeline.destinations import Versions
+
+    record = created()
+    versions = Versions(partition=0)
+    versions.add(10, record)
+    disabled = fold(record, change("disable", 2))
+    versions.add(11, disabled)
+    enabled = fold(disabled, change("enable", 3))
+    versions.add(12, enabled)
+    assert versions.as_of({0: 10}) is None  # published before it existed
+    assert versions.as_of({0: 11}) == record
+    assert versions.as_of({0: 12})["status"] == INACTIVE
+    assert versions.as_of({0: 13}) == enabled
+    assert versions.as_of({1: 5}) == enabled  # another partition's stamp says nothing
+
+
+def test_versions_cut_by_compaction_fall_back_to_the_creation_bound() -> None:
+    from pipeline.destinations import Versions
+
+    record = {**fold(created(), change("update", 2, fields={"name": "x"})), "routes_from": {"0": 7}}
+    versions = Versions(partition=0)
+    versions.add(40, record)  # only the latest version survived compaction
+    assert versions.as_of({0: 7}) is None
+    assert versions.as_of({0: 8}) == record

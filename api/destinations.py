@@ -1,0 +1,240 @@
+"""Destination operations: every write is a change record folded by the pipeline.
+
+The API never writes a full destination record. It appends a change to
+`destination-changes` and waits until its own view of `destinations` has the folded
+result, so the response (and any read after it) shows the change.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+
+from api.auth import Principal
+from api.errors import ApiError, not_found, unavailable
+from pipeline import ids
+from pipeline.crypto import Sealer
+from pipeline.destinations import INACTIVE
+from pipeline.settings import Settings
+from pipeline.signing import generate_secret
+from pipeline.timeutil import now_iso
+from pipeline.topics import DESTINATION_CHANGES, EVENTS
+from pipeline.view import DestinationView, ViewTimeout
+
+ROTATION_OVERLAP_S = 24 * 3600
+TEST_EVENT_TYPE = "event_destination.test"
+
+
+class Destinations:
+    """Create, change and act on destinations of one tenant at a time."""
+
+    def __init__(
+        self, settings: Settings, view: DestinationView, producer: AIOKafkaProducer, sealer: Sealer
+    ) -> None:
+        self._settings = settings
+        self._view = view
+        self._producer = producer
+        self._sealer = sealer
+
+    def get(self, principal: Principal, destination_id: str) -> dict[str, Any]:
+        """The tenant's destination, or 404 (also for another tenant's)."""
+        record = self._view.get(destination_id)
+        if record is None or record["tenant"] != principal.tenant:
+            raise not_found("event destination")
+        return record
+
+    def all_for(self, principal: Principal) -> list[dict[str, Any]]:
+        """The tenant's destinations, newest first."""
+        mine = [r for r in self._view.all() if r["tenant"] == principal.tenant]
+        return sorted(mine, key=lambda r: (r["created_at"], r["id"]), reverse=True)
+
+    async def create(
+        self, principal: Principal, fields: dict[str, Any]
+    ) -> tuple[dict[str, Any], str | None]:
+        """The folded record, and the generated webhook secret if one was made."""
+        destination_id = fields["id"] or ids.new_id(ids.DESTINATION)
+        if self._view.get(destination_id) is not None:
+            raise _taken(destination_id)
+        credentials, generated = self._with_generated_secret(fields["type"], fields["credentials"])
+        # Events published before this call began are not routed to the new destination.
+        routes_from = {str(p): o for p, o in (await self._stamp()).items()}
+        record = await self._change(
+            destination_id,
+            "create",
+            fields={
+                "tenant": principal.tenant,
+                "name": fields["name"],
+                "description": fields["description"],
+                "type": fields["type"],
+                "events": fields["events"],
+                "metadata": fields["metadata"],
+                "rate_limit": fields["rate_limit"],
+                "config": fields["config"],
+                "sealed": self._seal(credentials, destination_id),
+                "routes_from": routes_from,
+            },
+        )
+        if not record.get("change_ok"):
+            raise _taken(destination_id)
+        return record, generated
+
+    async def update(
+        self, principal: Principal, destination_id: str, changes: dict[str, Any]
+    ) -> tuple[dict[str, Any], str | None]:
+        """Apply a validated PATCH; a type change needs the new type's config (422)."""
+        current = self.get(principal, destination_id)
+        new_type = changes.get("type", current["type"])
+        if new_type != current["type"] and "config" not in changes:
+            raise ApiError(
+                422,
+                "config_required",
+                f"Changing type to '{new_type}' needs the '{new_type}' object.",
+                field=new_type,
+            )
+        generated = None
+        if "config" in changes:
+            given = changes.pop("credentials")
+            if new_type == current["type"]:
+                # Credentials are write-only: the ones not given again are kept.
+                given = {**self._open(current), **given}
+            else:
+                given, generated = self._with_generated_secret(new_type, given)
+            changes["sealed"] = self._seal(given, destination_id)
+        record = await self._change(destination_id, "update", fields=changes)
+        return self._checked(record), generated
+
+    async def set_enabled(
+        self, principal: Principal, destination_id: str, enabled: bool
+    ) -> dict[str, Any]:
+        """Enable (active, or pending if it never succeeded) or disable (inactive)."""
+        self.get(principal, destination_id)
+        op = "enable" if enabled else "disable"
+        extra = {} if enabled else {"reason": "disabled by user"}
+        return self._checked(await self._change(destination_id, op, **extra))
+
+    async def delete(self, principal: Principal, destination_id: str) -> None:
+        """Delete: nothing more is delivered to it, queued or retrying deliveries included."""
+        self.get(principal, destination_id)
+        self._checked(await self._change(destination_id, "delete"))
+
+    async def rotate_secret(
+        self, principal: Principal, destination_id: str
+    ) -> tuple[dict[str, Any], str]:
+        """A new webhook secret; the old one keeps signing alongside for 24 h."""
+        current = self.get(principal, destination_id)
+        if current["type"] != "webhook":
+            raise ApiError(422, "not_a_webhook", "Only webhook destinations have a secret.")
+        credentials = self._open(current)
+        secret = generate_secret()
+        credentials.update(
+            secret=secret,
+            previous_secret=credentials.get("secret"),
+            previous_until=time.time() + ROTATION_OVERLAP_S,
+        )
+        record = await self._change(
+            destination_id, "update", fields={"sealed": self._seal(credentials, destination_id)}
+        )
+        return self._checked(record), secret
+
+    async def send_test(self, principal: Principal, destination_id: str) -> dict[str, Any]:
+        """Publish an `event_destination.test` event routed to this destination only."""
+        record = self.get(principal, destination_id)
+        if record["status"] == INACTIVE:
+            raise ApiError(
+                422,
+                "destination_inactive",
+                "The destination is inactive: enable it before sending a test.",
+            )
+        event = {
+            "id": ids.new_id(ids.EVENT),
+            "object": "event",
+            "type": TEST_EVENT_TYPE,
+            "data": {"destination_id": destination_id, "message": "A test event from Herald."},
+            "created_at": now_iso(),
+            "tenant": principal.tenant,
+            "destination_id": destination_id,
+        }
+        await publish_events(self._view, self._producer, [event])
+        return event
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _with_generated_secret(
+        self, destination_type: str, credentials: dict[str, Any]
+    ) -> tuple[dict[str, Any], str | None]:
+        if destination_type != "webhook" or credentials.get("secret"):
+            return credentials, None
+        secret = generate_secret()
+        return {**credentials, "secret": secret}, secret
+
+    def _seal(self, credentials: dict[str, Any], destination_id: str) -> str | None:
+        return self._sealer.seal(credentials, destination_id) if credentials else None
+
+    def _open(self, record: dict[str, Any]) -> dict[str, Any]:
+        sealed = record.get("sealed")
+        return dict(self._sealer.open(sealed, record["id"])) if sealed else {}
+
+    def _checked(self, record: dict[str, Any]) -> dict[str, Any]:
+        if not record.get("change_ok"):
+            # The destination went away between our read and the fold (a concurrent delete).
+            raise not_found("event destination")
+        return record
+
+    async def _stamp(self) -> dict[int, int]:
+        try:
+            return await self._view.stamp()
+        except KafkaError as exc:
+            raise unavailable("The event broker is unreachable; nothing was changed.") from exc
+
+    async def _change(self, destination_id: str, op: str, **extra: Any) -> dict[str, Any]:
+        """Append a change record and wait until this process's view has folded it."""
+        change_id = ids.new_id(ids.CHANGE)
+        change = {"change_id": change_id, "op": op, "at": now_iso(), **extra}
+        folded = self._view.expect_change(change_id)
+        try:
+            await self._producer.send_and_wait(
+                DESTINATION_CHANGES, orjson.dumps(change), key=destination_id.encode()
+            )
+            return await self._view.wait_change(
+                folded, change_id, self._settings.view_wait_timeout_s
+            )
+        except KafkaError as exc:
+            folded.cancel()
+            raise unavailable("The event broker is unreachable; nothing was changed.") from exc
+        except ViewTimeout as exc:
+            raise unavailable("The change was accepted but is not visible yet.") from exc
+
+
+def _taken(destination_id: str) -> ApiError:
+    return ApiError(
+        409,
+        "resource_already_exists",
+        f"A destination with id '{destination_id}' already exists.",
+        field="id",
+    )
+
+
+async def publish_events(
+    view: DestinationView, producer: AIOKafkaProducer, events: list[dict[str, Any]]
+) -> None:
+    """Stamp and write events to Kafka; returns once every one is acknowledged (acks=all).
+
+    The stamp (the `destinations` end offsets, fetched after this call began) makes every
+    destination change that returned before it be in force when the events are routed.
+    """
+    try:
+        stamp = {str(p): o for p, o in (await view.stamp()).items()}
+        futures = [
+            await producer.send(
+                EVENTS, orjson.dumps({**event, "route_after": stamp}), key=event["id"].encode()
+            )
+            for event in events
+        ]
+        for future in futures:
+            await future
+    except KafkaError as exc:
+        raise unavailable("The event broker is unreachable; the event was not accepted.") from exc
