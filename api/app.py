@@ -13,9 +13,11 @@ from api.app_keys import DB, DESTINATIONS, KEYRING, PRODUCER, SEALER, SETTINGS, 
 from api.auth import KeyRing
 from api.destinations import Destinations
 from api.errors import ApiError, RequestValidationError, unauthorized
-from api.routes import destinations, events
+from api.idempotency import idempotency
+from api.routes import deliveries, destinations, events
 from pipeline import ids
 from pipeline.crypto import Sealer
+from pipeline.db import create_pool, migrate
 from pipeline.health import health_routes
 from pipeline.settings import Settings
 from pipeline.view import DestinationView
@@ -58,7 +60,8 @@ def create_app(settings: Settings) -> web.Application:
     """The API application: routes, middlewares, and the producer and view it owns."""
     # Room for the event's data plus its envelope; a larger body is a 413.
     app = web.Application(
-        middlewares=[request_context], client_max_size=settings.max_event_bytes + 16 * 1024
+        middlewares=[request_context, idempotency],
+        client_max_size=max(settings.max_batch_bytes, settings.max_event_bytes + 16 * 1024),
     )
     app[SETTINGS] = settings
     app[KEYRING] = KeyRing(settings)
@@ -66,6 +69,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_kafka)
     app.add_routes(destinations.routes)
     app.add_routes(events.routes)
+    app.add_routes(deliveries.routes)
     app.cleanup_ctx.append(_database)
     app.add_routes(
         health_routes(
@@ -93,7 +97,12 @@ async def _database_ready(app: web.Application) -> bool:
 
 async def _database(app: web.Application) -> AsyncIterator[None]:
     """Own the PostgreSQL pool (the query index); the API starts even if it is down."""
-    app[DB] = await asyncpg.create_pool(app[SETTINGS].database_url, min_size=0, max_size=10)
+    app[DB] = await create_pool(app[SETTINGS].database_url)
+    try:
+        await migrate(app[DB])
+    except (OSError, asyncpg.PostgresError) as exc:
+        # The API still publishes while the index is down; /readyz says what is missing.
+        log.warning("could not migrate the database: %s", exc)
     try:
         yield
     finally:

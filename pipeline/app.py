@@ -2,29 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import faust
-import mode
-from aiohttp import web
-from aiokafka import AIOKafkaProducer
 
 from pipeline.agents import fold, router
-from pipeline.attempts import AttemptRecorder
-from pipeline.crypto import Sealer
-from pipeline.delivery import DUE_HEADER, DeliveryRunner
-from pipeline.health import health_routes
-from pipeline.publishers import PublisherCache
 from pipeline.settings import Settings
-from pipeline.sinks import load_sink
 from pipeline.topics import (
     DELIVERIES,
     DESTINATION_CHANGES,
     DESTINATIONS,
+    EVENT_IDS,
     EVENTS,
     load_specs,
 )
 from pipeline.view import DestinationView
+from pipeline.worker import bind_worker_services
 
 
 def create_app(settings: Settings) -> faust.App:
@@ -62,63 +53,26 @@ def create_app(settings: Settings) -> faust.App:
         key_type=bytes,
         value_type=bytes,
     )
+    seen = app.Table(
+        "event-ids",
+        default=None,
+        partitions=specs[EVENTS].partitions,
+        changelog_topic=app.topic(
+            EVENT_IDS,
+            partitions=specs[EVENTS].partitions,
+            key_serializer="raw",
+            value_serializer="json",
+        ),
+        key_type=bytes,
+        value_type=int,
+    )
     view = DestinationView(settings.kafka_bootstrap)
     fold.register(app, app.topic(DESTINATION_CHANGES), table)
     router.register(
-        app, app.topic(EVENTS), app.topic(DELIVERIES), view, settings.view_wait_timeout_s
+        app, app.topic(EVENTS), app.topic(DELIVERIES), view, settings.view_wait_timeout_s, seen
     )
-    app.service(_worker_services(settings, view))
+    app.service(bind_worker_services(settings, view))
     return app
-
-
-def _worker_services(settings: Settings, view: DestinationView) -> type[mode.Service]:
-    class WorkerServices(mode.Service):
-        """The destination view, the delivery runner and the worker's HTTP endpoints."""
-
-        def __init__(self, **kwargs: Any) -> None:
-            super().__init__(**kwargs)
-            self.producer = AIOKafkaProducer(
-                bootstrap_servers=settings.kafka_bootstrap,
-                acks="all",
-                enable_idempotence=True,
-                linger_ms=5,
-                client_id=f"{settings.app_id}-worker",
-            )
-            self.publishers = PublisherCache(
-                settings, Sealer(settings.encryption_keys.get_secret_value())
-            )
-            self.runner = DeliveryRunner(
-                settings, view, AttemptRecorder(self.producer, DUE_HEADER), self.publishers
-            )
-            self.http: web.AppRunner | None = None
-
-        async def on_start(self) -> None:
-            await view.start()
-            await self.producer.start()
-            await view.ready.wait()
-            await self.runner.start()
-            http = web.Application()
-            http.add_routes(health_routes({"kafka": self._kafka_ready}))
-            self.http = web.AppRunner(http, access_log=None)
-            await self.http.setup()
-            await web.TCPSite(self.http, settings.worker_host, settings.worker_port).start()
-
-        async def _kafka_ready(self) -> bool:
-            if not view.ready.is_set():
-                return False
-            await view.end_offsets()
-            return True
-
-        async def on_stop(self) -> None:
-            if self.http is not None:
-                await self.http.cleanup()
-            await self.runner.stop()
-            await self.publishers.aclose()
-            await load_sink("webhook").aclose()
-            await self.producer.stop()
-            await view.stop()
-
-    return WorkerServices
 
 
 def run_worker(settings: Settings) -> None:

@@ -12,7 +12,7 @@ from pipeline import ids
 from pipeline.retry import DeadLetter, Retry
 from pipeline.sinks.base import DeliveryError, DeliveryResult
 from pipeline.timeutil import now_iso
-from pipeline.topics import ATTEMPTS, DESTINATION_CHANGES, DLQ
+from pipeline.topics import ATTEMPTS, DESTINATION_CHANGES, DLQ, EVENTS
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,8 @@ class AttemptRecorder:
     async def success(
         self, delivery: dict[str, Any], result: DeliveryResult, latency_ms: float
     ) -> None:
-        """Record a successful attempt."""
+        """Record a successful attempt (a later run of failures may disable it again)."""
+        self._disable_sent.discard(delivery["destination_id"])
         await self._attempt(
             delivery,
             "success",
@@ -91,12 +92,30 @@ class AttemptRecorder:
         self._verified_sent.add(destination_id)
         await self._change(destination_id, "verified")
 
-    async def auto_disable(self, destination_id: str, reason: str) -> None:
-        """Append an `auto_disable` change (the fold ignores it if already inactive)."""
-        if destination_id in self._disable_sent:
+    async def auto_disable(self, destination: dict[str, Any], reason: str) -> None:
+        """Append an `auto_disable` change (the fold ignores it if already inactive) and
+        tell the tenant's other subscribers with an `event_destination.disabled` event."""
+        destination_id = destination["id"]
+        if destination_id in self._disable_sent or destination["status"] == "inactive":
             return
         self._disable_sent.add(destination_id)
         await self._change(destination_id, "auto_disable", reason=reason)
+        event = {
+            "id": ids.new_id(ids.EVENT),
+            "object": "event",
+            "type": "event_destination.disabled",
+            "data": {
+                "destination_id": destination_id,
+                "name": destination.get("name"),
+                "reason": reason,
+            },
+            "created_at": now_iso(),
+            "tenant": destination["tenant"],
+        }
+        await self._producer.send_and_wait(EVENTS, orjson.dumps(event), key=event["id"].encode())
+        log.warning(
+            "destination auto-disabled: %s", reason, extra={"destination_id": destination_id}
+        )
 
     async def _change(self, destination_id: str, op: str, **extra: str) -> None:
         change = {

@@ -79,6 +79,8 @@ class DeliveryRunner:
             lambda: asyncio.Semaphore(settings.sink_max_in_flight_per_destination)
         )
         self._tasks: set[asyncio.Task[None]] = set()
+        # Deliveries in a row that exhausted their retries, per destination (this process).
+        self._dead_letters: dict[str, int] = defaultdict(int)
         self._loop_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -209,6 +211,7 @@ class DeliveryRunner:
             return
         latency_ms = (time.perf_counter() - started) * 1000
         await self._recorder.success(delivery, result, latency_ms)
+        self._dead_letters.pop(destination["id"], None)
         if not destination.get("verified_at"):
             await self._recorder.verified(destination["id"])
 
@@ -231,10 +234,19 @@ class DeliveryRunner:
         await self._recorder.failure(delivery, exc, latency_ms, step)
         if isinstance(step, DeadLetter):
             await self._recorder.dead_letter(delivery, step.reason)
+            await self._count_dead_letter(destination)
         else:
             await self._recorder.retry(delivery, step)
         if permanent and exc.response_status == 410:
-            await self._recorder.auto_disable(destination["id"], "receiver answered 410 Gone")
+            await self._recorder.auto_disable(destination, "the receiver answered 410 Gone")
+
+    async def _count_dead_letter(self, destination: dict[str, Any]) -> None:
+        threshold = self._settings.auto_disable_after_dead_letters
+        count = self._dead_letters[destination["id"]] = self._dead_letters[destination["id"]] + 1
+        if threshold and count >= threshold:
+            await self._recorder.auto_disable(
+                destination, f"the last {count} deliveries exhausted their retries"
+            )
 
     # -- offsets -------------------------------------------------------------------------
 

@@ -46,11 +46,15 @@ class Settings(BaseSettings):
     encryption_keys: SecretStr = SecretStr("")
 
     max_event_bytes: int = 256 * 1024
+    max_batch_bytes: int = 8 * 1024 * 1024
     view_wait_timeout_s: float = 10.0
 
     delivery_timeout_s: float = 5.0
     retry_base_delay_s: float = 30.0
     max_retries: int = 10
+    # A destination whose last N deliveries in a row all exhausted their retries is
+    # disabled (status inactive, status_reason says why). 0 turns this off.
+    auto_disable_after_dead_letters: int = 5
     sink_max_in_flight: int = 1000
     sink_max_in_flight_per_destination: int = 16
     # CIDRs that outbound deliveries may reach although they are loopback/private.
@@ -66,6 +70,9 @@ class Settings(BaseSettings):
     gcp_pubsub_endpoint: str | None = None
     hookdeck_base_url: str = "https://hkdk.events"
     sink_client_cache_size: int = 1000
+
+    # How long events, deliveries and attempts stay queryable in PostgreSQL.
+    index_retention_days: int = 30
 
     log_level: str = "INFO"
 

@@ -14,6 +14,7 @@ DESTINATIONS = "destinations"
 DELIVERIES = "deliveries"
 ATTEMPTS = "delivery-attempts"
 DLQ = "deliveries.dlq"
+EVENT_IDS = "event-ids"
 
 
 def retry_topic(tier: int) -> str:
@@ -48,6 +49,8 @@ def load_specs(path: Path) -> list[TopicSpec]:
     if len(set(names)) != len(names):
         raise ValueError(f"{path}: a topic is declared twice")
     by_name = {s.name: s for s in specs}
+    if by_name[EVENTS].partitions != by_name[EVENT_IDS].partitions:
+        raise ValueError(f"{path}: {EVENTS} and {EVENT_IDS} must have equal partitions")
     if by_name[DESTINATION_CHANGES].partitions != by_name[DESTINATIONS].partitions:
         raise ValueError(
             f"{path}: {DESTINATION_CHANGES} and {DESTINATIONS} must have equal partitions"

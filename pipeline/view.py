@@ -34,6 +34,9 @@ class DestinationView:
         self._bootstrap = bootstrap
         self._topic = topic
         self._consumer: AIOKafkaConsumer | None = None
+        # End offsets are asked on a connection of their own: a broker answers a connection's
+        # requests in order, so behind the follower's long-poll fetch they would wait.
+        self._offsets: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
         self._versions: dict[str, Versions] = {}
         self._index = MatchIndex()
@@ -54,6 +57,13 @@ class DestinationView:
         )
         await consumer.start()
         self._consumer = consumer
+        self._offsets = AIOKafkaConsumer(
+            bootstrap_servers=self._bootstrap,
+            group_id=None,
+            enable_auto_commit=False,
+            client_id="herald-destination-offsets",
+        )
+        await self._offsets.start()
         partitions = None
         for _ in range(100):
             partitions = consumer.partitions_for_topic(self._topic)
@@ -77,6 +87,8 @@ class DestinationView:
                 await self._task
         if self._consumer is not None:
             await self._consumer.stop()
+        if self._offsets is not None:
+            await self._offsets.stop()
 
     # -- reading -------------------------------------------------------------------------
 
@@ -150,12 +162,12 @@ class DestinationView:
 
     async def end_offsets(self) -> Offsets:
         """The topic's current end offsets, as the broker says now."""
-        assert self._consumer is not None
+        assert self._consumer is not None and self._offsets is not None
         tps = [
             TopicPartition(self._topic, p)
             for p in self._consumer.partitions_for_topic(self._topic) or ()
         ]
-        ends = await self._consumer.end_offsets(tps)
+        ends = await self._offsets.end_offsets(tps)
         return {tp.partition: offset for tp, offset in ends.items()}
 
     async def stamp(self) -> Offsets:

@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from aiohttp import web
 
 
@@ -38,6 +39,7 @@ class Received:
     path: str
     headers: dict[str, str]
     body: bytes
+    received_at: float = field(default_factory=time.monotonic)
 
 
 @dataclass
@@ -46,6 +48,7 @@ class Receiver:
 
     requests: list[Received] = field(default_factory=list)
     status: int = 200
+    delay_s: float = 0.0
     url: str = ""
     _runner: web.AppRunner | None = None
 
@@ -62,7 +65,13 @@ class Receiver:
 
     async def _handle(self, request: web.Request) -> web.Response:
         self.requests.append(Received(request.path, dict(request.headers), await request.read()))
-        return web.Response(status=self.status, text="ok")
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)  # a slow receiver, not synchronization
+        return web.Response(status=self.status, text="ok" if self.status < 300 else "nope")
+
+    def bodies(self, path: str | None = None) -> list[dict[str, Any]]:
+        """The JSON bodies received (at `path`, if given), oldest first."""
+        return [orjson.loads(r.body) for r in self.requests if path is None or r.path == path]
 
     async def stop(self) -> None:
         if self._runner is not None:

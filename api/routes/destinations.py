@@ -13,6 +13,7 @@ from api.app_keys import DESTINATIONS, SETTINGS
 from api.auth import MANAGE, Principal
 from api.body import read_json
 from api.errors import RequestValidationError, forbidden
+from api.index import page_limit
 from api.responses import json_response, principal_of
 
 routes = web.RouteTableDef()
@@ -160,14 +161,6 @@ async def list_all(request: web.Request) -> web.Response:
 
 def _id(request: web.Request) -> str:
     return request.match_info["destination_id"]
-
-
-def page_limit(request: web.Request) -> int:
-    """`?limit=`: 1 to 100, default 20."""
-    raw = request.query.get("limit", "20")
-    if not raw.isdigit() or not 1 <= int(raw) <= 100:
-        raise RequestValidationError({"limit": ["must be an integer from 1 to 100."]})
-    return int(raw)
 
 
 def _cursor(request: web.Request) -> tuple[str, str] | None:

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 import faust
 import orjson
+from faust.types import TableT
 
 from pipeline import ids
+from pipeline.timeutil import now_iso
 from pipeline.view import DestinationView, ViewTimeout
 
 log = logging.getLogger(__name__)
@@ -30,6 +33,7 @@ def deliveries_for(
     else:
         matches = view.match(tenant, event["type"], stamp)
     out = []
+    routed_at = now_iso()
     for destination in matches:
         delivery = {
             "id": ids.derived_id(
@@ -40,6 +44,7 @@ def deliveries_for(
             "destination_id": destination["id"],
             "attempt": 0,
             "due_at": None,
+            "routed_at": routed_at,
         }
         out.append((destination["id"].encode(), orjson.dumps(delivery)))
     return out
@@ -55,21 +60,50 @@ async def _wait_for_stamp(view: DestinationView, stamp: dict[int, int], timeout_
             log.warning("destination view is behind the event's stamp %s; still waiting", stamp)
 
 
+DEDUPLICATE_WINDOW_MS = 24 * 3600 * 1000
+
+
+def first_sighting(
+    seen: TableT[bytes, int | None], key: bytes, partition: int, now_ms: int
+) -> bool:
+    """Record a publisher-chosen event id; False if it was seen in the last 24 h.
+
+    The batch spans partitions, so the changelog partition is given explicitly (it is the
+    event's own: `event-ids` is co-partitioned with `events`).
+    """
+    previous = seen.get(key)
+    if previous is not None and now_ms - previous < DEDUPLICATE_WINDOW_MS:
+        return False
+    seen.data[key] = now_ms
+    seen.send_changelog(partition, key, now_ms)
+    return True
+
+
 def register(
     app: faust.App,
     events: faust.TopicT,
     deliveries: faust.TopicT,
     view: DestinationView,
     wait_timeout_s: float,
+    seen: TableT[bytes, int | None],
 ) -> Any:
     """Attach the router agent to `app`."""
 
     @app.agent(events, name="router")
     async def route(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
         await view.ready.wait()
-        async for batch in stream.take(1000, within=0.05):
-            for value in batch:
-                event = orjson.loads(value)
+        # take_events (unlike take) keeps each message, for its key and partition.
+        async for batch in stream.take_events(1000, within=0.05):  # type: ignore[attr-defined]
+            now_ms = int(time.time() * 1000)
+            for message in batch:
+                event = orjson.loads(message.value)
+                if (
+                    event.get("deduplicate")
+                    and not event.get("replay")
+                    and not first_sighting(seen, message.key, message.message.partition, now_ms)
+                ):
+                    log.info("duplicate event id dropped", extra={"event_id": event["id"]})
+                    continue
                 stamp = {int(p): o for p, o in (event.get("route_after") or {}).items()}
                 if stamp:
                     await _wait_for_stamp(view, stamp, wait_timeout_s)

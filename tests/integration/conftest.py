@@ -117,6 +117,9 @@ def herald_env(services: Services, **extra: str) -> dict[str, str]:
         "HERALD_API_PORT": str(API_PORT),
         "HERALD_WORKER_PORT": str(WORKER_PORT),
         "HERALD_RETRY_BASE_DELAY_S": "0.2",
+        "HERALD_MAX_RETRIES": "3",
+        "HERALD_AUTO_DISABLE_AFTER_DEAD_LETTERS": "2",
+        "HERALD_DELIVERY_TIMEOUT_S": "2",
         **extra,
     }
 

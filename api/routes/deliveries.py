@@ -1,0 +1,139 @@
+"""Deliveries and their attempts: the delivery log, and retrying a delivery now."""
+
+from __future__ import annotations
+
+import orjson
+from aiohttp import web
+from aiokafka.errors import KafkaError
+
+from api.app_keys import DB, DESTINATIONS, PRODUCER, VIEW
+from api.auth import MANAGE, Principal
+from api.errors import ApiError, RequestValidationError, forbidden, not_found, unavailable
+from api.index import (
+    DELIVERY_STATUSES,
+    Query,
+    fetch_all,
+    fetch_one,
+    fetch_page,
+    page_limit,
+    present_attempt,
+    present_delivery,
+    present_event,
+)
+from api.responses import json_response, principal_of
+from pipeline.timeutil import now_iso
+from pipeline.topics import DELIVERIES
+
+routes = web.RouteTableDef()
+COLUMNS = (
+    "id, event_id, event_type, destination_id, status, attempts, last_attempt_at, "
+    "next_attempt_at, created_at, updated_at"
+)
+
+
+def _manager(request: web.Request) -> Principal:
+    principal = principal_of(request)
+    if not principal.may(MANAGE):
+        raise forbidden()
+    return principal
+
+
+@routes.get("/v2/event-destinations/{destination_id}/event-deliveries")
+async def list_deliveries(request: web.Request) -> web.Response:
+    """A destination's deliveries, newest first; filters status, event_type, time range."""
+    principal = _manager(request)
+    destination_id = request.match_info["destination_id"]
+    request.app[DESTINATIONS].get(principal, destination_id)  # 404 unless the tenant's
+    query = Query("deliveries", COLUMNS).where("tenant = $?", principal.tenant)
+    query.where("destination_id = $?", destination_id)
+    status = request.query.get("status")
+    if status is not None:
+        if status not in DELIVERY_STATUSES:
+            raise RequestValidationError(
+                {"status": [f"must be one of: {', '.join(DELIVERY_STATUSES)}."]}
+            )
+        query.where("status = $?", status)
+    event_type = request.query.get("event_type")
+    if event_type is not None:
+        query.where("event_type = $?", event_type)
+    limit = page_limit(request)
+    rows, cursor = await fetch_page(request.app[DB], query.filters(request), limit)
+    return json_response(
+        {
+            "object": "list",
+            "data": [present_delivery(r) for r in rows],
+            "has_more": cursor is not None,
+            "next_cursor": cursor,
+        }
+    )
+
+
+async def _delivery(request: web.Request, principal: Principal) -> dict[str, object]:
+    row = await fetch_one(
+        request.app[DB],
+        f"select {COLUMNS} from deliveries "  # noqa: S608 - constant columns
+        "where tenant = $1 and id = $2",
+        principal.tenant,
+        request.match_info["delivery_id"],
+    )
+    if row is None:
+        raise not_found("event delivery")
+    return present_delivery(row)
+
+
+@routes.get("/v2/event-deliveries/{delivery_id}")
+async def read_delivery(request: web.Request) -> web.Response:
+    """One delivery with its attempts, oldest first."""
+    delivery = await _delivery(request, _manager(request))
+    attempts = await fetch_all(
+        request.app[DB],
+        "select id, attempt, outcome, response_status, latency_ms, error, response_body, "
+        "created_at from delivery_attempts where delivery_id = $1 order by created_at, id",
+        delivery["id"],
+    )
+    return json_response(
+        {
+            **delivery,
+            "attempts": [present_attempt(a) for a in attempts],
+            "request_id": request["request_id"],
+        }
+    )
+
+
+@routes.post("/v2/event-deliveries/{delivery_id}/retry")
+async def retry(request: web.Request) -> web.Response:
+    """Attempt a delivery again now (same delivery id; a new retry schedule if it fails)."""
+    principal = _manager(request)
+    delivery = await _delivery(request, principal)
+    destination = request.app[VIEW].get(str(delivery["destination_id"]))
+    if destination is None:
+        raise ApiError(422, "destination_unusable", "The destination of this delivery was deleted.")
+    if destination["status"] == "inactive":
+        raise ApiError(
+            422, "destination_inactive", "The destination is inactive: enable it before retrying."
+        )
+    event = await fetch_one(
+        request.app[DB],
+        "select id, type, data, created_at from events where tenant = $1 and id = $2",
+        principal.tenant,
+        delivery["event_id"],
+    )
+    if event is None:
+        raise ApiError(422, "event_expired", "The event is past its retention.")
+    record = {
+        "id": delivery["id"],
+        "event": present_event(event),
+        "tenant": principal.tenant,
+        "destination_id": delivery["destination_id"],
+        "attempt": 0,
+        "due_at": None,
+        "routed_at": now_iso(),
+        "manual_retry": True,
+    }
+    try:
+        await request.app[PRODUCER].send_and_wait(
+            DELIVERIES, orjson.dumps(record), key=str(delivery["destination_id"]).encode()
+        )
+    except KafkaError as exc:
+        raise unavailable("The event broker is unreachable; nothing was queued.") from exc
+    return json_response({**delivery, "request_id": request["request_id"]}, status=202)

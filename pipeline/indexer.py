@@ -1,0 +1,231 @@
+"""The indexer: events, deliveries and attempts from Kafka into PostgreSQL, in batches.
+
+A plain aiokafka consumer group. Each batch is written in one transaction and only then
+are its offsets committed; every write is idempotent (keyed by the record's id), so a
+replayed topic or a redelivered batch never duplicates a row.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+import orjson
+from aiokafka import AIOKafkaConsumer
+
+from pipeline.settings import Settings
+from pipeline.topics import ATTEMPTS, DELIVERIES, EVENTS
+
+log = logging.getLogger(__name__)
+
+RETENTION_SWEEP_S = 3600.0
+IDEMPOTENCY_KEEP_S = 24 * 3600
+
+INSERT_EVENT = """
+insert into events (tenant, id, type, data, created_at) values ($1, $2, $3, $4, $5)
+on conflict do nothing"""
+INSERT_DELIVERY = """
+insert into deliveries (id, tenant, event_id, event_type, destination_id, status, created_at,
+                        updated_at)
+values ($1, $2, $3, $4, $5, 'pending', $6, $6) on conflict do nothing"""
+INSERT_ATTEMPT = """
+insert into delivery_attempts (id, delivery_id, tenant, event_id, destination_id, attempt,
+    outcome, response_status, latency_ms, error, response_body, next_attempt_at, dead_letter,
+    created_at)
+values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) on conflict do nothing"""
+# A delivery's summary follows from its attempts, whatever order they were indexed in.
+SUMMARIZE = """
+with latest as (
+    select distinct on (delivery_id) delivery_id, outcome, dead_letter, next_attempt_at,
+           created_at
+    from delivery_attempts where delivery_id = any($1::text[])
+    order by delivery_id, created_at desc, id desc
+), counts as (
+    select delivery_id, count(*) as n from delivery_attempts
+    where delivery_id = any($1::text[]) group by delivery_id
+)
+update deliveries d set
+    attempts = c.n,
+    status = case when l.outcome = 'success' then 'succeeded'
+                  when l.dead_letter is not null then 'failed' else 'retrying' end,
+    last_attempt_at = l.created_at,
+    next_attempt_at = case when l.outcome = 'success' then null else l.next_attempt_at end,
+    updated_at = now()
+from latest l join counts c using (delivery_id)
+where d.id = l.delivery_id"""
+
+
+def _ts(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def _ms(value: int | None) -> datetime | None:
+    return datetime.fromtimestamp(value / 1000, UTC) if value else None
+
+
+class Batch:
+    """Rows of one fetched batch, grouped by table."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[Any, ...]] = []
+        self.deliveries: list[tuple[Any, ...]] = []
+        self.attempts: list[tuple[Any, ...]] = []
+
+    def add(self, topic: str, value: bytes) -> None:
+        """Parse one record into the rows it makes."""
+        record = orjson.loads(value)
+        if topic == EVENTS:
+            if record.get("replay_of") is None and record.get("destination_id") is None:
+                self.events.append(
+                    (
+                        record["tenant"],
+                        record["id"],
+                        record["type"],
+                        orjson.dumps(record["data"]).decode(),
+                        _ts(record["created_at"]),
+                    )
+                )
+        elif topic == DELIVERIES:
+            event = record["event"]
+            created = _ts(record.get("routed_at") or event["created_at"])
+            self.deliveries.append(
+                (
+                    record["id"],
+                    record["tenant"],
+                    event["id"],
+                    event["type"],
+                    record["destination_id"],
+                    created,
+                )
+            )
+        elif topic == ATTEMPTS:
+            following = record.get("next") or {}
+            at = _ts(record["created_at"])
+            self.deliveries.append(
+                (
+                    record["delivery_id"],
+                    record["tenant"],
+                    record["event_id"],
+                    record["event_type"],
+                    record["destination_id"],
+                    at,
+                )
+            )
+            self.attempts.append(
+                (
+                    record["id"],
+                    record["delivery_id"],
+                    record["tenant"],
+                    record["event_id"],
+                    record["destination_id"],
+                    record["attempt"],
+                    record["outcome"],
+                    record.get("response_status"),
+                    record.get("latency_ms"),
+                    record.get("error"),
+                    record.get("response_body"),
+                    _ms(following.get("due_ms")),
+                    following.get("dead_letter"),
+                    at,
+                )
+            )
+
+    async def write(self, connection: asyncpg.Connection) -> None:
+        """Write every row in one transaction."""
+        async with connection.transaction():
+            if self.events:
+                await connection.executemany(INSERT_EVENT, self.events)
+            if self.deliveries:
+                await connection.executemany(INSERT_DELIVERY, self.deliveries)
+            if self.attempts:
+                await connection.executemany(INSERT_ATTEMPT, self.attempts)
+                await connection.execute(SUMMARIZE, sorted({a[1] for a in self.attempts}))
+
+
+class Indexer:
+    """Consumes events, deliveries and attempts; writes them to PostgreSQL."""
+
+    def __init__(self, settings: Settings, pool: asyncpg.Pool) -> None:
+        self._settings = settings
+        self._pool = pool
+        self._consumer: AIOKafkaConsumer | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        """Join the indexer group and start consuming and sweeping."""
+        self._consumer = AIOKafkaConsumer(
+            EVENTS, DELIVERIES, ATTEMPTS,
+            bootstrap_servers=self._settings.kafka_bootstrap,
+            group_id=f"{self._settings.app_id}-indexer",
+            client_id=f"{self._settings.app_id}-indexer",
+            enable_auto_commit=False, auto_offset_reset="earliest",
+            max_poll_records=2000, fetch_max_wait_ms=100,
+        )  # fmt: skip
+        await self._consumer.start()
+        self._tasks = [
+            asyncio.create_task(self._consume(), name="indexer"),
+            asyncio.create_task(self._sweep(), name="indexer-retention"),
+        ]
+
+    async def stop(self) -> None:
+        """Stop consuming; offsets of written batches are already committed."""
+        for task in self._tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._consumer is not None:
+            await self._consumer.stop()
+
+    async def _consume(self) -> None:
+        assert self._consumer is not None
+        while True:
+            batches = await self._consumer.getmany(timeout_ms=200, max_records=2000)
+            if not batches:
+                continue
+            batch = Batch()
+            for tp, records in batches.items():
+                for record in records:
+                    if record.value is not None:
+                        batch.add(tp.topic, record.value)
+            await self._write_until_done(batch)
+            await self._consumer.commit()
+
+    async def _write_until_done(self, batch: Batch) -> None:
+        """Retry a batch until the database takes it: offsets must not pass unwritten rows."""
+        delay_s = 0.5
+        while True:
+            try:
+                async with self._pool.acquire() as connection:
+                    await batch.write(connection)
+                return
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.warning("index write failed (%s); retrying in %.1fs", exc, delay_s)
+                await asyncio.sleep(delay_s)
+                delay_s = min(delay_s * 2, 30.0)
+
+    async def _sweep(self) -> None:
+        """Drop what is older than the retention, and expired idempotency keys."""
+        while True:
+            try:
+                await sweep(self._pool, self._settings.index_retention_days)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.warning("retention sweep failed: %s", exc)
+            await asyncio.sleep(RETENTION_SWEEP_S)
+
+
+async def sweep(pool: asyncpg.Pool, retention_days: int) -> None:
+    """Delete index rows older than `retention_days` and idempotency keys older than 24 h."""
+    async with pool.acquire() as connection:
+        for table in ("delivery_attempts", "deliveries", "events"):
+            await connection.execute(
+                f"delete from {table} where created_at < now() - make_interval(days => $1)",  # noqa: S608 - table names are constants
+                retention_days,
+            )
+        await connection.execute(
+            "delete from idempotency_keys where created_at < now() - make_interval(secs => $1)",
+            float(IDEMPOTENCY_KEEP_S),
+        )
