@@ -14,7 +14,7 @@ from api.auth import KeyRing
 from api.destinations import Destinations
 from api.errors import ApiError, RequestValidationError, unauthorized
 from api.idempotency import idempotency
-from api.routes import deliveries, destinations, events
+from api.routes import deliveries, destinations, docs, events
 from pipeline import ids
 from pipeline.crypto import Sealer
 from pipeline.db import create_pool, migrate
@@ -70,6 +70,7 @@ def create_app(settings: Settings) -> web.Application:
     app.add_routes(destinations.routes)
     app.add_routes(events.routes)
     app.add_routes(deliveries.routes)
+    app.add_routes(docs.routes)
     app.cleanup_ctx.append(_database)
     app.add_routes(
         health_routes(

@@ -160,6 +160,14 @@ class DestinationView:
         positions = self._positions
         return all(positions.get(int(p), 0) >= o for p, o in offsets.items())
 
+    async def sync(self, timeout_s: float) -> None:
+        """Catch up with everything written before this call (a read barrier).
+
+        Another process's change returned to its caller only once it was in the topic, so
+        after this every such change is visible here too.
+        """
+        await self.wait_offsets(await self.stamp(), timeout_s)
+
     async def end_offsets(self) -> Offsets:
         """The topic's current end offsets, as the broker says now."""
         assert self._consumer is not None and self._offsets is not None

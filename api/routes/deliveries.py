@@ -20,7 +20,7 @@ from api.index import (
     present_delivery,
     present_event,
 )
-from api.responses import json_response, principal_of
+from api.responses import json_response, principal_of, synced_view
 from pipeline.timeutil import now_iso
 from pipeline.topics import DELIVERIES
 
@@ -31,17 +31,18 @@ COLUMNS = (
 )
 
 
-def _manager(request: web.Request) -> Principal:
+async def _manager(request: web.Request) -> Principal:
     principal = principal_of(request)
     if not principal.may(MANAGE):
         raise forbidden()
+    await synced_view(request)
     return principal
 
 
 @routes.get("/v2/event-destinations/{destination_id}/event-deliveries")
 async def list_deliveries(request: web.Request) -> web.Response:
     """A destination's deliveries, newest first; filters status, event_type, time range."""
-    principal = _manager(request)
+    principal = await _manager(request)
     destination_id = request.match_info["destination_id"]
     request.app[DESTINATIONS].get(principal, destination_id)  # 404 unless the tenant's
     query = Query("deliveries", COLUMNS).where("tenant = $?", principal.tenant)
@@ -84,7 +85,7 @@ async def _delivery(request: web.Request, principal: Principal) -> dict[str, obj
 @routes.get("/v2/event-deliveries/{delivery_id}")
 async def read_delivery(request: web.Request) -> web.Response:
     """One delivery with its attempts, oldest first."""
-    delivery = await _delivery(request, _manager(request))
+    delivery = await _delivery(request, await _manager(request))
     attempts = await fetch_all(
         request.app[DB],
         "select id, attempt, outcome, response_status, latency_ms, error, response_body, "
@@ -103,7 +104,7 @@ async def read_delivery(request: web.Request) -> web.Response:
 @routes.post("/v2/event-deliveries/{delivery_id}/retry")
 async def retry(request: web.Request) -> web.Response:
     """Attempt a delivery again now (same delivery id; a new retry schedule if it fails)."""
-    principal = _manager(request)
+    principal = await _manager(request)
     delivery = await _delivery(request, principal)
     destination = request.app[VIEW].get(str(delivery["destination_id"]))
     if destination is None:

@@ -14,16 +14,18 @@ from api.auth import MANAGE, Principal
 from api.body import read_json
 from api.errors import RequestValidationError, forbidden
 from api.index import page_limit
-from api.responses import json_response, principal_of
+from api.responses import json_response, principal_of, synced_view
 
 routes = web.RouteTableDef()
 ITEM = "/v2/event-destinations/{destination_id}"
 
 
-def _manager(request: web.Request) -> Principal:
+async def _manager(request: web.Request) -> Principal:
+    """The caller, if it may manage destinations, once this process's view is current."""
     principal = principal_of(request)
     if not principal.may(MANAGE):
         raise forbidden()
+    await synced_view(request)
     return principal
 
 
@@ -59,7 +61,7 @@ def _respond(
 @routes.post("/v2/event-destinations")
 async def create(request: web.Request) -> web.Response:
     """Create a destination (201); a generated webhook secret is returned this once."""
-    principal = _manager(request)
+    principal = await _manager(request)
     fields = validation.create_destination(await read_json(request), request.app[SETTINGS])
     record, secret = await request.app[DESTINATIONS].create(principal, fields)
     return _respond(request, record, secret, status=201)
@@ -68,14 +70,14 @@ async def create(request: web.Request) -> web.Response:
 @routes.get(ITEM)
 async def read(request: web.Request) -> web.Response:
     """One destination of the caller's tenant."""
-    principal = _manager(request)
+    principal = await _manager(request)
     return _respond(request, request.app[DESTINATIONS].get(principal, _id(request)))
 
 
 @routes.patch(ITEM)
 async def update(request: web.Request) -> web.Response:
     """Change name, description, metadata, events, rate_limit, type or the type's config."""
-    principal = _manager(request)
+    principal = await _manager(request)
     service = request.app[DESTINATIONS]
     current = service.get(principal, _id(request))
     changes = validation.update_destination(
@@ -88,7 +90,7 @@ async def update(request: web.Request) -> web.Response:
 @routes.delete(ITEM)
 async def delete(request: web.Request) -> web.Response:
     """Delete; nothing more is delivered to it."""
-    await request.app[DESTINATIONS].delete(_manager(request), _id(request))
+    await request.app[DESTINATIONS].delete(await _manager(request), _id(request))
     return json_response(
         {
             "id": _id(request),
@@ -102,28 +104,34 @@ async def delete(request: web.Request) -> web.Response:
 @routes.post(ITEM + "/enable")
 async def enable(request: web.Request) -> web.Response:
     """Set active (or pending_verification if it never delivered successfully)."""
-    record = await request.app[DESTINATIONS].set_enabled(_manager(request), _id(request), True)
+    record = await request.app[DESTINATIONS].set_enabled(
+        await _manager(request), _id(request), True
+    )
     return _respond(request, record)
 
 
 @routes.post(ITEM + "/disable")
 async def disable(request: web.Request) -> web.Response:
     """Set inactive: nothing is delivered until it is enabled again."""
-    record = await request.app[DESTINATIONS].set_enabled(_manager(request), _id(request), False)
+    record = await request.app[DESTINATIONS].set_enabled(
+        await _manager(request), _id(request), False
+    )
     return _respond(request, record)
 
 
 @routes.post(ITEM + "/rotate-secret")
 async def rotate_secret(request: web.Request) -> web.Response:
     """A new webhook signing secret, returned once; the old one signs alongside for 24 h."""
-    record, secret = await request.app[DESTINATIONS].rotate_secret(_manager(request), _id(request))
+    record, secret = await request.app[DESTINATIONS].rotate_secret(
+        await _manager(request), _id(request)
+    )
     return _respond(request, record, secret)
 
 
 @routes.post(ITEM + "/test")
 async def send_test(request: web.Request) -> web.Response:
     """Deliver an `event_destination.test` event to this destination only (202)."""
-    event = await request.app[DESTINATIONS].send_test(_manager(request), _id(request))
+    event = await request.app[DESTINATIONS].send_test(await _manager(request), _id(request))
     return json_response(
         {
             "id": event["id"],
@@ -139,7 +147,7 @@ async def send_test(request: web.Request) -> web.Response:
 @routes.get("/v2/event-destinations")
 async def list_all(request: web.Request) -> web.Response:
     """The tenant's destinations, newest first, `limit` per page with a cursor."""
-    records = request.app[DESTINATIONS].all_for(_manager(request))
+    records = request.app[DESTINATIONS].all_for(await _manager(request))
     limit = page_limit(request)
     after = _cursor(request)
     if after is not None:

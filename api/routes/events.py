@@ -14,7 +14,7 @@ from api.body import read_json
 from api.destinations import publish_events
 from api.errors import ApiError, RequestValidationError, forbidden, not_found
 from api.index import Query, fetch_one, fetch_page, page_limit, present_event
-from api.responses import json_response, principal_of
+from api.responses import json_response, principal_of, synced_view
 from pipeline import ids
 from pipeline.timeutil import now_iso
 
@@ -175,6 +175,7 @@ async def replay(request: web.Request) -> web.Response:
         raise RequestValidationError({"body": ["may only contain destination_id."]})
     event = await _event_row(request, principal)
     target = body.get("destination_id")
+    await synced_view(request)
     if target is not None:
         record = request.app[VIEW].get(str(target))
         if record is None or record["tenant"] != principal.tenant:

@@ -1,0 +1,72 @@
+"""Two API processes behind one broker: a change made through one is in force through the
+other as soon as the call returned (reads and event routing alike)."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from tests.integration.api_client import Api
+from tests.integration.conftest import (
+    API_PORT,
+    ROOT,
+    TEST_DATA,
+    Services,
+    Stack,
+    _wait_ready,
+    herald_env,
+)
+from tests.support import Receiver, eventually
+
+SECOND_PORT = API_PORT + 2
+
+
+@pytest.fixture(scope="module")
+def second_api(services: Services, stack: Stack) -> Iterator[str]:
+    log = Path(TEST_DATA) / "logs" / "api-2.log"
+    env = herald_env(services, HERALD_API_PORT=str(SECOND_PORT))
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [str(ROOT / ".venv/bin/herald"), "api"], env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+    try:
+        _wait_ready(process, SECOND_PORT, log, timeout_s=60)
+        yield f"http://127.0.0.1:{SECOND_PORT}"
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+@pytest.fixture
+async def api_b(second_api: str, stack: Stack) -> AsyncIterator[Api]:
+    headers = {"Authorization": f"Bearer {stack.api_key}"}
+    async with aiohttp.ClientSession(base_url=second_api, headers=headers) as session:
+        yield Api(session)
+
+
+async def test_writes_through_one_are_read_through_the_other(api: Api, api_b: Api) -> None:
+    for _ in range(5):
+        created = await api.create_webhook("https://example.com/a", ["two.apis"])
+        path = f"/v2/event-destinations/{created['id']}"
+        status, seen = await api_b.call("GET", path)
+        assert (status, seen["id"]) == (200, created["id"])
+        status, _ = await api_b.call("PATCH", path, {"name": "renamed by b"})
+        assert status == 200
+        assert (await api.call("GET", path))[1]["name"] == "renamed by b"
+        assert (await api.call("DELETE", path))[0] == 200
+        assert (await api_b.call("GET", path))[0] == 404
+
+
+async def test_event_published_through_the_other_sees_the_new_destination(
+    api: Api, api_b: Api, receiver: Receiver
+) -> None:
+    for i in range(5):
+        created = await api.create_webhook(f"{receiver.url}/n{i}", [f"cross.process{i}"])
+        event_id = await api_b.publish(f"cross.process{i}", {"i": i})
+        await eventually(lambda i=i: receiver.bodies(f"/n{i}"), what="the very next event")
+        assert receiver.bodies(f"/n{i}")[0]["id"] == event_id
+        assert created["id"]
