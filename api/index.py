@@ -153,7 +153,7 @@ def present_delivery(row: asyncpg.Record) -> dict[str, Any]:
         "event_type": row["event_type"],
         "destination_id": row["destination_id"],
         "status": row["status"],
-        "attempts": row["attempts"],
+        "attempt_count": row["attempts"],
         "last_attempt_at": iso(row["last_attempt_at"]),
         "next_attempt_at": iso(row["next_attempt_at"]),
         "created_at": iso(row["created_at"]),

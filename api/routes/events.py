@@ -111,6 +111,14 @@ async def publish_batch(request: web.Request) -> web.Response:
     if events:
         await publish_events(request.app[VIEW], request.app[PRODUCER], events)
     accepted = len(events)
+    if not accepted:  # nothing to publish: an ordinary 400, every item's errors by path
+        raise RequestValidationError(
+            {
+                f"events[{r['index']}].{field}": messages
+                for r in results
+                for field, messages in r["errors"].items()
+            }
+        )
     return json_response(
         {
             "object": "list",
@@ -119,7 +127,7 @@ async def publish_batch(request: web.Request) -> web.Response:
             "data": results,
             "request_id": request["request_id"],
         },
-        status=202 if accepted else 400,
+        status=202,
     )
 
 

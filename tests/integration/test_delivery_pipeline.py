@@ -34,7 +34,7 @@ async def test_fan_out_and_the_delivery_log(api: Api, receiver: Receiver) -> Non
         return [d for d in log if d["status"] == "succeeded"]
 
     [delivery] = await eventually(indexed, timeout_s=10, what="the delivery in the log")
-    assert (delivery["event_id"], delivery["attempts"]) == (event_id, 1)
+    assert (delivery["event_id"], delivery["attempt_count"]) == (event_id, 1)
     status, detail = await api.call("GET", f"/v2/event-deliveries/{delivery['id']}")
     assert status == 200
     [attempt] = detail["attempts"]
@@ -70,7 +70,7 @@ async def test_retries_on_schedule_then_dead_letter_and_auto_disable(api: Api) -
             ]
 
         [delivery] = await eventually(failed, what="the delivery to be dead-lettered")
-        assert delivery["attempts"] == 4
+        assert delivery["attempt_count"] == 4
         _, detail = await api.call("GET", f"/v2/event-deliveries/{delivery['id']}")
         assert [a["outcome"] for a in detail["attempts"]] == ["failed"] * 4
         assert all(a["response_status"] == 500 for a in detail["attempts"])
