@@ -38,6 +38,9 @@ class SinkCase:
     permanent_config: dict[str, Any]
     # Credential values that must never appear in a config, an error or its cause chain.
     secrets: list[str] = field(default_factory=list)
+    # Settings for the retryable case, when the failure lies in them rather than the config
+    # (an AWS endpoint override pointing at a closed port); None means `settings`.
+    retryable_settings: Settings | None = None
 
 
 def target_of(case: SinkCase, raw: dict[str, Any]) -> Target:
@@ -100,10 +103,11 @@ class SinkConformance:
             await publisher.close()
 
     async def test_retryable_failure_is_retryable(self, case: SinkCase) -> None:
-        await self._expect(case, case.retryable_config, RetryableError)
+        settings = case.retryable_settings or case.settings
+        await self._expect(case, case.retryable_config, RetryableError, settings)
 
     async def test_permanent_failure_is_permanent(self, case: SinkCase) -> None:
-        await self._expect(case, case.permanent_config, PermanentError)
+        await self._expect(case, case.permanent_config, PermanentError, case.settings)
 
     async def test_close_is_idempotent(self, case: SinkCase) -> None:
         publisher = await load_sink(case.sink_type).open(
@@ -112,8 +116,10 @@ class SinkConformance:
         await publisher.close()
         await publisher.close()
 
-    async def _expect(self, case: SinkCase, raw: dict[str, Any], kind: type[Exception]) -> None:
-        publisher = await load_sink(case.sink_type).open(target_of(case, raw), case.settings)
+    async def _expect(
+        self, case: SinkCase, raw: dict[str, Any], kind: type[Exception], settings: Settings
+    ) -> None:
+        publisher = await load_sink(case.sink_type).open(target_of(case, raw), settings)
         try:
             delivery_id, event, body = envelope()
             with pytest.raises(kind) as caught:
