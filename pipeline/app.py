@@ -32,6 +32,7 @@ def create_app(settings: Settings) -> faust.App:
         web_enabled=False,
         producer_acks=-1,
         consumer_auto_offset_reset="earliest",
+        broker_session_timeout=settings.consumer_session_timeout_s,
         topic_replication_factor=specs[EVENTS].replication_factor,
         table_cleanup_interval=3600.0,
     )

@@ -90,6 +90,7 @@ class DeliveryRunner:
             group_id=f"{self._settings.app_id}-sinks",
             client_id=f"{self._settings.app_id}-sinks",
             enable_auto_commit=False,
+            session_timeout_ms=int(self._settings.consumer_session_timeout_s * 1000),
             auto_offset_reset="earliest",
             max_poll_records=1000,
             fetch_max_wait_ms=50,

@@ -45,6 +45,9 @@ class Settings(BaseSettings):
     # Base64 32-byte AES keys, comma separated; the first encrypts, all of them decrypt.
     encryption_keys: SecretStr = SecretStr("")
 
+    # How soon a consumer group notices a dead member (kill -9) and hands its partitions on.
+    consumer_session_timeout_s: float = 10.0
+
     max_event_bytes: int = 256 * 1024
     max_batch_bytes: int = 8 * 1024 * 1024
     view_wait_timeout_s: float = 10.0
