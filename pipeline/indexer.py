@@ -163,7 +163,8 @@ class Indexer:
             group_id=f"{self._settings.app_id}-indexer",
             client_id=f"{self._settings.app_id}-indexer",
             enable_auto_commit=False,
-            session_timeout_ms=int(self._settings.consumer_session_timeout_s * 1000), auto_offset_reset="earliest",
+            session_timeout_ms=int(self._settings.consumer_session_timeout_s * 1000),
+            auto_offset_reset="earliest",
             max_poll_records=2000, fetch_max_wait_ms=100,
         )  # fmt: skip
         await self._consumer.start()

@@ -10,7 +10,7 @@ from typing import Any
 
 import aiohttp
 
-from pipeline.outbound import AddressPolicy, AddressRefused, PolicyResolver
+from pipeline.outbound import AddressRefused
 from pipeline.settings import Settings
 from pipeline.signing import SECRET_PREFIX, sign, valid_secret
 from pipeline.sinks.base import (
@@ -29,6 +29,7 @@ from pipeline.sinks.fields import (
     string_map,
     unknown_fields,
 )
+from pipeline.sinks.http_common import SessionPool
 
 RESPONSE_BODY_BYTES = 1024
 USER_AGENT = "Herald-Webhooks/0.1"
@@ -125,7 +126,7 @@ class WebhookSink:
     type = "webhook"
 
     def __init__(self) -> None:
-        self._session: aiohttp.ClientSession | None = None
+        self._pool = SessionPool()
 
     def validate(
         self, raw: Any, errors: FieldErrors, path: str, settings: Settings
@@ -158,24 +159,13 @@ class WebhookSink:
         return config, credentials
 
     def _session_for(self, settings: Settings) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(
-                resolver=PolicyResolver(AddressPolicy(settings.outbound_allowlist)),
-                limit=settings.sink_max_in_flight,
-                limit_per_host=settings.sink_max_in_flight_per_destination * 4,
-                ttl_dns_cache=60,
-                enable_cleanup_closed=True,
-            )
-            self._session = aiohttp.ClientSession(connector=connector, auto_decompress=False)
-        return self._session
+        return self._pool.session(settings)
 
     async def open(self, target: Target, settings: Settings) -> Publisher:
         return WebhookPublisher(self._session_for(settings), target, settings.delivery_timeout_s)
 
     async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self._pool.aclose()
 
 
 SINK = WebhookSink()
