@@ -6,7 +6,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint unit integration setup venv clean
+.PHONY: run test test-faults lint unit integration setup venv clean
 
 $(STAMP): pyproject.toml
 	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -34,7 +34,12 @@ integration: setup
 	$(VENV)/bin/pytest tests/integration -q
 
 test: setup lint
-	$(VENV)/bin/pytest -q
+	$(VENV)/bin/pytest -q tests/unit tests/integration
+
+# The long crash and restart scenarios (kill -9 workers and the API, restart the broker);
+# a separate broker on shifted ports, so it can run beside `make run`.
+test-faults: setup
+	HERALD_TEST_PORT_OFFSET=$${HERALD_TEST_PORT_OFFSET:-500} $(VENV)/bin/pytest -q -p no:cacheprovider tests/faults
 
 clean:
 	rm -rf .data/test .pytest_cache .mypy_cache .ruff_cache

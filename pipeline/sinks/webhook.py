@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Iterator
-from email.utils import parsedate_to_datetime
 from typing import Any
 
 import aiohttp
@@ -29,24 +28,10 @@ from pipeline.sinks.fields import (
     string_map,
     unknown_fields,
 )
-from pipeline.sinks.http_common import SessionPool
+from pipeline.sinks.http_common import SessionPool, retry_after_s
 
 RESPONSE_BODY_BYTES = 1024
 USER_AGENT = "Herald-Webhooks/0.1"
-
-
-def _retry_after_s(value: str | None) -> float | None:
-    """Seconds from a Retry-After header (delta-seconds or an HTTP date)."""
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
-    except (TypeError, ValueError):
-        return None
 
 
 class WebhookPublisher:
@@ -89,7 +74,7 @@ class WebhookPublisher:
                     )
                 raise RetryableError(
                     f"HTTP {resp.status}",
-                    retry_after_s=_retry_after_s(resp.headers.get("Retry-After")),
+                    retry_after_s=retry_after_s(resp.headers.get("Retry-After")),
                     response_status=resp.status,
                     response_body=text,
                 )
