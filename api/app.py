@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import asyncpg
@@ -15,7 +16,7 @@ from api.destinations import Destinations
 from api.errors import ApiError, RequestValidationError, unauthorized
 from api.idempotency import idempotency
 from api.routes import deliveries, destinations, docs, events
-from pipeline import ids
+from pipeline import ids, metrics
 from pipeline.crypto import Sealer
 from pipeline.db import create_pool, migrate
 from pipeline.health import health_routes
@@ -32,7 +33,8 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 @web.middleware
 async def request_context(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Request id on every response; domain errors → contract bodies; auth for /v2."""
+    """Request id on every response; domain errors → contract bodies; auth for /v2; metrics."""
+    started_s = time.perf_counter()
     request_id = ids.new_id("req_")
     request["request_id"] = request_id
     try:
@@ -53,7 +55,16 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
             500, "internal_error", "Something went wrong on Herald's side.", error_type="api_error"
         ).response(request_id)
     response.headers[REQUEST_ID_HEADER] = request_id
+    metrics.record_request(
+        _route_template(request), request.method, response.status, time.perf_counter() - started_s
+    )
     return response
+
+
+def _route_template(request: web.Request) -> str:
+    """The matched route's template (bounded, unlike the path); 'unmatched' for a 404/405."""
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else metrics.UNMATCHED_ROUTE
 
 
 def create_app(settings: Settings) -> web.Application:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
+from pipeline.logs import configure as configure_logging
 from pipeline.settings import Settings
 
 
@@ -72,9 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the `herald` console script."""
     args = build_parser().parse_args(argv)
     settings = Settings()
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
+    # JSON lines for every command; the worker hands the same config to Faust.
+    configure_logging(settings.log_level, service=args.command)
     handler = {"api": _api, "worker": _worker, "topics": _topics_apply, "keygen": _keygen}
     return handler[args.command](settings)
 

@@ -16,7 +16,7 @@ from aiokafka.errors import KafkaError
 
 from api.auth import Principal
 from api.errors import ApiError, not_found, unavailable
-from pipeline import ids
+from pipeline import ids, metrics
 from pipeline.crypto import Sealer
 from pipeline.destinations import INACTIVE
 from pipeline.settings import Settings
@@ -237,4 +237,8 @@ async def publish_events(
         for future in futures:
             await future
     except KafkaError as exc:
+        # The caller is told none was accepted, so all of them count as errors.
+        metrics.EVENTS_FAILED.inc(len(events))
+        metrics.KAFKA_PRODUCE_ERRORS.labels(topic=EVENTS).inc()
         raise unavailable("The event broker is unreachable; the event was not accepted.") from exc
+    metrics.EVENTS_ACCEPTED.inc(len(events))

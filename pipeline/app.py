@@ -5,6 +5,7 @@ from __future__ import annotations
 import faust
 
 from pipeline.agents import fold, router
+from pipeline.logs import logging_config
 from pipeline.settings import Settings
 from pipeline.topics import (
     DELIVERIES,
@@ -79,5 +80,11 @@ def create_app(settings: Settings) -> faust.App:
 def run_worker(settings: Settings) -> None:
     """Run the worker in the foreground until interrupted."""
     app = create_app(settings)
-    worker = faust.Worker(app, loglevel=settings.log_level, quiet=True)
+    # Faust (mode) replaces the root logger's handlers when it starts: give it ours.
+    worker = faust.Worker(
+        app,
+        loglevel=settings.log_level,
+        logging_config=logging_config(settings.log_level, service="worker"),
+        quiet=True,
+    )
     worker.execute_from_commandline()

@@ -7,8 +7,9 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
 
-from pipeline import ids
+from pipeline import ids, metrics
 from pipeline.retry import DeadLetter, Retry
 from pipeline.sinks.base import DeliveryError, DeliveryResult
 from pipeline.timeutil import now_iso
@@ -66,24 +67,35 @@ class AttemptRecorder:
             str(exc),
             following,
         )
-        log.info("delivery failed: %s", exc, extra=_extra(delivery, outcome="failed"))
+        if isinstance(step, DeadLetter):
+            log.info(
+                "delivery failed: %s; dead-lettered (%s)",
+                exc,
+                step.reason,
+                extra=_extra(delivery, outcome="failed"),
+            )
+        else:
+            log.info(
+                "delivery failed: %s; retry tier %d",
+                exc,
+                step.tier,
+                extra=_extra(delivery, outcome="failed", tier=step.tier),
+            )
 
     async def retry(self, delivery: dict[str, Any], step: Retry) -> None:
         """Queue the delivery in its next retry tier."""
         record = {**delivery, "attempt": step.tier, "due_at": step.due_ms}
-        await self._producer.send_and_wait(
+        await self._send(
             step.topic,
             orjson.dumps(record),
-            key=delivery["destination_id"].encode(),
+            delivery["destination_id"],
             headers=[(self._due_header, str(step.due_ms).encode())],
         )
 
     async def dead_letter(self, delivery: dict[str, Any], reason: str) -> None:
         """Park the delivery in the DLQ."""
         record = {**delivery, "dead_letter_reason": reason, "dead_lettered_at": now_iso()}
-        await self._producer.send_and_wait(
-            DLQ, orjson.dumps(record), key=delivery["destination_id"].encode()
-        )
+        await self._send(DLQ, orjson.dumps(record), delivery["destination_id"])
 
     async def verified(self, destination_id: str) -> None:
         """Append a `verified` change once per destination and process."""
@@ -112,7 +124,8 @@ class AttemptRecorder:
             "created_at": now_iso(),
             "tenant": destination["tenant"],
         }
-        await self._producer.send_and_wait(EVENTS, orjson.dumps(event), key=event["id"].encode())
+        await self._send(EVENTS, orjson.dumps(event), event["id"])
+        metrics.AUTO_DISABLES.labels(type=destination["type"]).inc()
         log.warning(
             "destination auto-disabled: %s", reason, extra={"destination_id": destination_id}
         )
@@ -125,9 +138,7 @@ class AttemptRecorder:
             "destination_id": destination_id,
             **extra,
         }
-        await self._producer.send_and_wait(
-            DESTINATION_CHANGES, orjson.dumps(change), key=destination_id.encode()
-        )
+        await self._send(DESTINATION_CHANGES, orjson.dumps(change), destination_id)
 
     async def _attempt(
         self,
@@ -156,9 +167,21 @@ class AttemptRecorder:
             "next": following,
             "created_at": now_iso(),
         }
-        await self._producer.send_and_wait(
-            ATTEMPTS, orjson.dumps(attempt), key=delivery["destination_id"].encode()
-        )
+        await self._send(ATTEMPTS, orjson.dumps(attempt), delivery["destination_id"])
+
+    async def _send(
+        self,
+        topic: str,
+        value: bytes,
+        key: str,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> None:
+        """Write one record and wait for the broker's acknowledgement (counted if it fails)."""
+        try:
+            await self._producer.send_and_wait(topic, value, key=key.encode(), headers=headers)
+        except KafkaError:
+            metrics.KAFKA_PRODUCE_ERRORS.labels(topic=topic).inc()
+            raise
 
 
 def _extra(delivery: dict[str, Any], **more: Any) -> dict[str, Any]:

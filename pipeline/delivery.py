@@ -20,6 +20,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
+from pipeline import metrics
 from pipeline.attempts import AttemptRecorder
 from pipeline.offsets import PartitionTracker
 from pipeline.publishers import PublisherCache
@@ -70,6 +71,10 @@ class DeliveryRunner:
         self._publishers = publishers
         self._schedule = Schedule(settings.retry_base_delay_s, settings.max_retries)
         self._topics = [DELIVERIES] + [retry_topic(n) for n in range(1, settings.max_retries + 1)]
+        # Retry topic → tier label, for the backlog gauges.
+        self._tier_labels = {
+            retry_topic(n): metrics.tier_label(n) for n in range(1, settings.max_retries + 1)
+        }
         self._consumer: AIOKafkaConsumer | None = None
         self._trackers: dict[TopicPartition, PartitionTracker] = defaultdict(PartitionTracker)
         self._held: dict[TopicPartition, deque[ConsumerRecord[bytes, bytes]]] = {}
@@ -83,11 +88,21 @@ class DeliveryRunner:
         self._dead_letters: dict[str, int] = defaultdict(int)
         self._loop_task: asyncio.Task[None] | None = None
 
+    @property
+    def group_id(self) -> str:
+        """The consumer group of every worker's runner."""
+        return f"{self._settings.app_id}-sinks"
+
+    @property
+    def topics(self) -> list[str]:
+        """The topics the runner consumes: `deliveries` and every retry tier."""
+        return list(self._topics)
+
     async def start(self) -> None:
         """Join the consumer group and start consuming."""
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=self._settings.kafka_bootstrap,
-            group_id=f"{self._settings.app_id}-sinks",
+            group_id=self.group_id,
             client_id=f"{self._settings.app_id}-sinks",
             enable_auto_commit=False,
             session_timeout_ms=int(self._settings.consumer_session_timeout_s * 1000),
@@ -183,6 +198,7 @@ class DeliveryRunner:
         except Exception:
             # Not marked done: the offset stays uncommitted and the record is retried
             # after a restart or rebalance rather than lost.
+            metrics.DELIVERY_HANDLING_ERRORS.inc()
             log.exception(
                 "delivery handling failed", extra={"topic": tp.topic, "offset": record.offset}
             )
@@ -194,9 +210,11 @@ class DeliveryRunner:
     async def _deliver(self, delivery: dict[str, Any]) -> None:
         destination = self._view.get(delivery["destination_id"])
         if destination is None or destination["status"] == "inactive":
+            reason = "deleted" if destination is None else "inactive"
+            metrics.DELIVERIES_DROPPED.labels(reason=reason).inc()
             log.info(
                 "delivery dropped: destination %s",
-                "deleted" if destination is None else "inactive",
+                reason,
                 extra={"delivery_id": delivery["id"], "destination_id": delivery["destination_id"]},
             )
             return
@@ -212,6 +230,11 @@ class DeliveryRunner:
             return
         latency_ms = (time.perf_counter() - started) * 1000
         await self._recorder.success(delivery, result, latency_ms)
+        # Counted once recorded: a delivery whose attempt could not be recorded is redone.
+        metrics.record_attempt(
+            destination["type"], "success", delivery["attempt"], latency_ms / 1000
+        )
+        metrics.record_delivered(destination["type"], event["created_at"], time.time())
         self._dead_letters.pop(destination["id"], None)
         if not destination.get("verified_at"):
             await self._recorder.verified(destination["id"])
@@ -233,8 +256,12 @@ class DeliveryRunner:
             retry_after_s=retry_after,
         )
         await self._recorder.failure(delivery, exc, latency_ms, step)
+        metrics.record_attempt(
+            destination["type"], "failed", delivery["attempt"], latency_ms / 1000
+        )
         if isinstance(step, DeadLetter):
             await self._recorder.dead_letter(delivery, step.reason)
+            metrics.DEAD_LETTERS.labels(type=destination["type"]).inc()
             await self._count_dead_letter(destination)
         else:
             await self._recorder.retry(delivery, step)
@@ -248,6 +275,23 @@ class DeliveryRunner:
             await self._recorder.auto_disable(
                 destination, f"the last {count} deliveries exhausted their retries"
             )
+
+    # -- metrics -------------------------------------------------------------------------
+
+    def observe_backlog(self) -> None:
+        """Set the retry backlog gauges from the records held until due (called by a sampler)."""
+        held = dict.fromkeys(self._tier_labels.values(), 0)
+        oldest_due_age_s = dict.fromkeys(self._tier_labels.values(), 0.0)
+        now_ms = time.time() * 1000
+        for tp, queue in self._held.items():
+            tier = self._tier_labels.get(tp.topic)
+            if tier is None or not queue:
+                continue
+            held[tier] += len(queue)
+            # Due times rise within a partition: the head is the partition's oldest due.
+            overdue_s = max(0.0, (now_ms - _due_ms(queue[0])) / 1000)
+            oldest_due_age_s[tier] = max(oldest_due_age_s[tier], overdue_s)
+        metrics.observe_retry_backlog(held, oldest_due_age_s)
 
     # -- offsets -------------------------------------------------------------------------
 

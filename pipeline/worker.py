@@ -1,14 +1,20 @@
-"""The worker's services beside the Faust agents: view, delivery runner, indexer, HTTP."""
+"""The worker's services beside the Faust agents: view, delivery runner, indexer, HTTP, and
+the sampler of the metrics that describe state rather than count events."""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar
 
 import asyncpg
 import mode
 from aiohttp import web
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.structs import OffsetAndMetadata
 
+from pipeline import metrics
 from pipeline.attempts import AttemptRecorder
 from pipeline.crypto import Sealer
 from pipeline.db import create_pool, migrate
@@ -18,7 +24,95 @@ from pipeline.indexer import Indexer
 from pipeline.publishers import PublisherCache
 from pipeline.settings import Settings
 from pipeline.sinks import aclose_all
+from pipeline.topics import ATTEMPTS, DELIVERIES, DESTINATION_CHANGES, DLQ, EVENTS, load_specs
 from pipeline.view import DestinationView
+
+log = logging.getLogger(__name__)
+
+# Below Prometheus' scrape interval (15 s in ops/prometheus/prometheus.yml).
+SAMPLE_INTERVAL_S = 5.0
+
+
+def committed_lag(
+    partitions: Iterable[TopicPartition],
+    ends: Mapping[TopicPartition, int],
+    starts: Mapping[TopicPartition, int],
+    committed: Mapping[TopicPartition, OffsetAndMetadata],
+) -> int:
+    """Records past a group's committed offsets; a partition it never committed counts from
+    its beginning (every Herald group starts from the earliest record)."""
+    lag = 0
+    for tp in partitions:
+        meta = committed.get(tp)
+        position = meta.offset if meta is not None and meta.offset >= 0 else starts[tp]
+        lag += max(0, ends[tp] - position)
+    return lag
+
+
+class MetricsSampler:
+    """Sets the gauges of shared state: consumer lag, DLQ records, destinations, backlog.
+
+    Lag is the consumer group's, from its committed offsets (what kafka-consumer-groups
+    shows), so it covers every member, Faust's agents included, and counts a record as
+    lagging until it is finished, not just fetched. Every worker reports the same numbers.
+    End offsets are asked on a client of its own, not on a consumer that long-polls.
+    """
+
+    def __init__(self, settings: Settings, view: DestinationView, runner: DeliveryRunner) -> None:
+        self._settings = settings
+        self._view = view
+        self._runner = runner
+        app_id = settings.app_id
+        self._groups = {
+            "agents": (app_id, [EVENTS, DESTINATION_CHANGES]),  # Faust's group is the app id
+            "sinks": (runner.group_id, runner.topics),
+            "indexer": (f"{app_id}-indexer", [EVENTS, DELIVERIES, ATTEMPTS]),  # pipeline.indexer
+        }
+        partitions = {s.name: s.partitions for s in load_specs(settings.topics_file)}
+        topics = sorted({t for _, names in self._groups.values() for t in names} | {DLQ})
+        # A topic missing from topics.yaml has no partitions here (never a crash in metrics).
+        self._by_topic = {
+            t: [TopicPartition(t, p) for p in range(partitions.get(t, 0))] for t in topics
+        }
+        self._offsets: AIOKafkaConsumer | None = None
+        self._admin: AIOKafkaAdminClient | None = None
+
+    async def start(self) -> None:
+        """Connect the offsets client and the admin client."""
+        client_id = f"{self._settings.app_id}-metrics"
+        self._offsets = AIOKafkaConsumer(
+            bootstrap_servers=self._settings.kafka_bootstrap, group_id=None, client_id=client_id
+        )
+        await self._offsets.start()
+        self._admin = AIOKafkaAdminClient(
+            bootstrap_servers=self._settings.kafka_bootstrap, client_id=client_id
+        )
+        await self._admin.start()
+
+    async def stop(self) -> None:
+        """Close both clients."""
+        if self._admin is not None:
+            await self._admin.close()
+        if self._offsets is not None:
+            await self._offsets.stop()
+
+    async def sample(self) -> None:
+        """Set every sampled gauge once."""
+        self._runner.observe_backlog()
+        metrics.observe_destinations(self._view.all())
+        await self._sample_offsets()
+
+    async def _sample_offsets(self) -> None:
+        assert self._offsets is not None and self._admin is not None
+        partitions = [tp for tps in self._by_topic.values() for tp in tps]
+        ends = await self._offsets.end_offsets(partitions)
+        starts = await self._offsets.beginning_offsets(partitions)
+        metrics.DLQ_RECORDS.set(sum(ends[tp] - starts[tp] for tp in self._by_topic[DLQ]))
+        for consumer, (group, topics) in self._groups.items():
+            committed = await self._admin.list_consumer_group_offsets(group)
+            for topic in topics:
+                lag = committed_lag(self._by_topic[topic], ends, starts, committed)
+                metrics.CONSUMER_LAG.labels(consumer=consumer, topic=topic).set(lag)
 
 
 class WorkerServices(mode.Service):
@@ -43,6 +137,8 @@ class WorkerServices(mode.Service):
         self.runner = DeliveryRunner(
             settings, self.view, AttemptRecorder(self.producer, DUE_HEADER), self.publishers
         )
+        self.sampler = MetricsSampler(settings, self.view, self.runner)
+        self._sampling_failed = False
         self.http: web.AppRunner | None = None
         self.pool: asyncpg.Pool | None = None
         self.indexer: Indexer | None = None
@@ -58,6 +154,7 @@ class WorkerServices(mode.Service):
         await migrate(self.pool)
         self.indexer = Indexer(settings, self.pool)
         await self.indexer.start()
+        await self.sampler.start()
         http = web.Application()
         http.add_routes(
             health_routes({"kafka": self._kafka_ready, "database": self._database_ready})
@@ -70,6 +167,7 @@ class WorkerServices(mode.Service):
         """Reverse order; in-flight deliveries get a moment to finish and commit."""
         if self.http is not None:
             await self.http.cleanup()
+        await self.sampler.stop()
         if self.indexer is not None:
             await self.indexer.stop()
         if self.pool is not None:
@@ -79,6 +177,18 @@ class WorkerServices(mode.Service):
         await aclose_all()
         await self.producer.stop()
         await self.view.stop()
+
+    @mode.Service.timer(SAMPLE_INTERVAL_S, exec_first=True)
+    async def _sample_metrics(self) -> None:
+        """Refresh the sampled gauges; a failure is logged once per run of failures."""
+        try:
+            await self.sampler.sample()
+        except Exception as exc:  # the edge of a background task: never crash the worker
+            if not self._sampling_failed and not self.should_stop:  # stopping closes clients
+                log.warning("metrics sampling failed: %s", exc)
+            self._sampling_failed = True
+        else:
+            self._sampling_failed = False
 
     async def _kafka_ready(self) -> bool:
         if not self.view.ready.is_set():

@@ -15,7 +15,7 @@ from api.destinations import publish_events
 from api.errors import ApiError, RequestValidationError, forbidden, not_found
 from api.index import Query, fetch_one, fetch_page, page_limit, present_event
 from api.responses import json_response, principal_of, synced_view
-from pipeline import ids
+from pipeline import ids, metrics
 from pipeline.timeutil import now_iso
 
 routes = web.RouteTableDef()
@@ -65,8 +65,12 @@ def _accepted(event: dict[str, Any]) -> dict[str, Any]:
 async def publish(request: web.Request) -> web.Response:
     """Publish one event `{type, data, id?}`; 202 once the broker has it (acks=all)."""
     principal = _allowed(request, PUBLISH)
-    fields = validation.publish_event(await read_json(request))
-    event = _new_event(fields, principal.tenant, request.app[SETTINGS].max_event_bytes)
+    try:
+        fields = validation.publish_event(await read_json(request))
+        event = _new_event(fields, principal.tenant, request.app[SETTINGS].max_event_bytes)
+    except (ApiError, RequestValidationError):
+        metrics.EVENTS_REJECTED.inc()
+        raise
     await publish_events(request.app[VIEW], request.app[PRODUCER], [event])
     return json_response({**_accepted(event), "request_id": request["request_id"]}, status=202)
 
@@ -108,9 +112,10 @@ async def publish_batch(request: web.Request) -> web.Response:
         else:
             events.append(event)
             results.append({"index": index, "status": "accepted", **_accepted(event)})
+    accepted = len(events)
+    metrics.EVENTS_REJECTED.inc(len(items) - accepted)
     if events:
         await publish_events(request.app[VIEW], request.app[PRODUCER], events)
-    accepted = len(events)
     if not accepted:  # nothing to publish: an ordinary 400, every item's errors by path
         raise RequestValidationError(
             {
