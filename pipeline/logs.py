@@ -79,6 +79,8 @@ def logging_config(level: str | int, service: str) -> dict[str, Any]:
             }
         },
         "root": {"level": level, "handlers": ["stderr"]},
+        # The Kafka clients narrate every connection at INFO; their warnings are enough.
+        "loggers": {name: {"level": "WARNING"} for name in ("kafka", "aiokafka")},
     }
 
 

@@ -24,6 +24,7 @@ import pytest
 from api.auth import hash_key
 from pipeline.crypto import generate_key
 from tests.integration.api_client import Api
+from tests.integration.peers import HookdeckPeer, Peers, PubSubPeer, start_moto, stop_process
 from tests.support import Receiver
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -157,10 +158,24 @@ class Stack:
 
 
 @pytest.fixture(scope="session")
-def stack(services: Services) -> Iterator[Stack]:
+def peers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Peers]:
+    """moto's server, a Pub/Sub Publisher and a Hookdeck endpoint for the whole session."""
+    moto, aws_url = start_moto(tmp_path_factory.mktemp("moto") / "moto.log")
+    pubsub = PubSubPeer().start()
+    hookdeck = HookdeckPeer().start()
+    try:
+        yield Peers(aws_url, pubsub, hookdeck)
+    finally:
+        hookdeck.stop()
+        pubsub.stop()
+        stop_process(moto)
+
+
+@pytest.fixture(scope="session")
+def stack(services: Services, peers: Peers) -> Iterator[Stack]:
     logs = TEST_DATA / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    env = herald_env(services)
+    env = herald_env(services, **peers.herald_env())
     processes = []
     for role, port in (("worker", WORKER_PORT), ("api", API_PORT)):
         log = logs / f"{role}.log"

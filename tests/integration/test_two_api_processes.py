@@ -4,6 +4,7 @@ other as soon as the call returned (reads and event routing alike)."""
 from __future__ import annotations
 
 import subprocess
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -70,3 +71,23 @@ async def test_event_published_through_the_other_sees_the_new_destination(
         await eventually(lambda i=i: receiver.bodies(f"/n{i}"), what="the very next event")
         assert receiver.bodies(f"/n{i}")[0]["id"] == event_id
         assert created["id"]
+
+
+async def test_idempotency_key_holds_across_processes(api: Api, api_b: Api) -> None:
+    key = f"idem-{uuid.uuid4().hex}"
+    body = {"name": "idem", "webhook": {"url": "https://example.com/idem"}, "events": ["*"]}
+    headers = {"Idempotency-Key": key}
+    first = await api.call("POST", "/v2/event-destinations", body, headers=headers)
+    again = await api_b.call("POST", "/v2/event-destinations", body, headers=headers)
+    assert first[0] == again[0] == 201
+    assert again[1]["id"] == first[1]["id"], "the second process must replay the first response"
+    # The generated secret is returned once, in the create response: the replay may not
+    # hand it out again from storage.
+    assert again[1]["webhook"].get("secret") == first[1]["webhook"].get("secret")
+    status, error = await api_b.call(
+        "POST", "/v2/event-destinations", {**body, "name": "other"}, headers=headers
+    )
+    assert status == 409
+    assert error["errors"][0]["code"] == "idempotency_error"
+    status, listed = await api_b.call("GET", "/v2/event-destinations?limit=100")
+    assert [d["id"] for d in listed["data"]].count(first[1]["id"]) == 1

@@ -1,78 +1,24 @@
-"""moto's server, the real AWS API peer of the AWS sink tests: one process per session,
-bound to 127.0.0.1 (moto binds 0.0.0.0 unless told otherwise)."""
+"""The AWS peer of the AWS sink tests: the session's moto server (tests/integration/peers.py)
+and boto3 clients on it."""
 
 from __future__ import annotations
 
 import asyncio
-import socket
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
 
 from pipeline.settings import Settings
-
-START_TIMEOUT_S = 30.0
-
-
-def free_port() -> int:
-    """A loopback port nothing listens on (yet)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _answers(port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/moto-api/", timeout=1):
-            return True
-    except urllib.error.HTTPError:
-        return True  # any HTTP answer means it is serving
-    except OSError:
-        return False
-
-
-def _wait_answering(process: subprocess.Popen[bytes], port: int, log: Path) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"moto exited ({process.returncode}):\n{log.read_text()[-4000:]}")
-        if _answers(port):
-            return
-        time.sleep(0.1)
-    raise RuntimeError(f"moto not answering after {START_TIMEOUT_S}s:\n{log.read_text()[-4000:]}")
+from tests.integration.peers import Peers, free_port
 
 
 @pytest.fixture(scope="session")
-def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The URL of a moto server running for the whole session."""
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    log = tmp_path_factory.mktemp("moto") / "moto.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        _wait_answering(process, port, log)
-        yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+def moto_server(peers: Peers) -> str:
+    """The URL of the session's moto server (tests/integration/peers.py)."""
+    return peers.aws_url
 
 
 @dataclass(frozen=True)
