@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from pipeline.crypto import CryptoError, Sealer
@@ -23,7 +24,7 @@ class PublisherCache:
     async def get(self, destination: dict[str, Any]) -> Publisher:
         """The publisher for the destination's current record (reopened if it changed)."""
         destination_id = destination["id"]
-        version = destination["updated_at"] + destination.get("change_id", "")
+        version = _version(destination)
         cached = self._open.get(destination_id)
         if cached is not None and cached[0] == version:
             self._open.move_to_end(destination_id)
@@ -54,8 +55,36 @@ class PublisherCache:
         except CryptoError as exc:
             raise PermanentError("destination credentials cannot be decrypted") from exc
 
+    async def prune(self, current: Callable[[str], Mapping[str, Any] | None]) -> int:
+        """Close the publishers of destinations deleted, disabled or changed since they were
+        opened (`current` looks a destination up in the view); how many were closed.
+
+        A delivery still using one fails retryably and is retried on a fresh publisher.
+        """
+        stale = []
+        for destination_id, (version, _) in self._open.items():
+            destination = current(destination_id)
+            if (
+                destination is None
+                or destination.get("status") == "inactive"
+                or _version(destination) != version
+            ):
+                stale.append(destination_id)
+        for destination_id in stale:
+            _, publisher = self._open.pop(destination_id)
+            await publisher.close()
+        return len(stale)
+
+    def __len__(self) -> int:
+        return len(self._open)
+
     async def aclose(self) -> None:
         """Close every publisher."""
         while self._open:
             _, (_, publisher) = self._open.popitem()
             await publisher.close()
+
+
+def _version(destination: Mapping[str, Any]) -> str:
+    """What identifies one version of a destination's record."""
+    return str(destination["updated_at"]) + str(destination.get("change_id", ""))

@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 
 # Below Prometheus' scrape interval (15 s in ops/prometheus/prometheus.yml).
 SAMPLE_INTERVAL_S = 5.0
+PRUNE_INTERVAL_S = 10.0
 
 
 def committed_lag(
@@ -189,6 +190,18 @@ class WorkerServices(mode.Service):
             self._sampling_failed = True
         else:
             self._sampling_failed = False
+
+    @mode.Service.timer(PRUNE_INTERVAL_S)
+    async def _prune_publishers(self) -> None:
+        """Close the clients of destinations deleted, disabled or changed (not only when the
+        cache overflows, or the next delivery to a changed destination comes)."""
+        try:
+            closed = await self.publishers.prune(self.view.get)
+        except Exception as exc:  # the edge of a background task: never crash the worker
+            log.warning("closing stale publishers failed: %s", exc)
+        else:
+            if closed:
+                log.info("closed %d stale publishers", closed)
 
     async def _kafka_ready(self) -> bool:
         if not self.view.ready.is_set():

@@ -1,0 +1,58 @@
+"""The publisher cache: one open client per destination version, stale ones closed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pipeline.crypto import Sealer, generate_key
+from pipeline.publishers import PublisherCache
+from pipeline.settings import Settings
+from pipeline.sinks import aclose_all
+
+SEALER = Sealer(generate_key())
+
+
+def _destination(n: int, updated_at: str = "2026-01-01T00:00:00Z") -> dict[str, Any]:
+    destination_id = f"evtd_{n}"
+    return {
+        "id": destination_id,
+        "type": "webhook",
+        "status": "active",
+        "updated_at": updated_at,
+        "config": {"url": f"https://example.com/{n}"},
+        "sealed": SEALER.seal({"secret": "whsec_" + "A" * 32}, destination_id),
+    }
+
+
+async def test_prune_closes_deleted_disabled_and_changed_destinations_only() -> None:
+    cache = PublisherCache(Settings(), SEALER)
+    try:
+        kept, deleted, disabled, changed = (_destination(n) for n in range(4))
+        opened = {d["id"]: await cache.get(d) for d in (kept, deleted, disabled, changed)}
+        view = {
+            kept["id"]: kept,
+            disabled["id"]: {**disabled, "status": "inactive"},
+            changed["id"]: _destination(3, updated_at="2026-01-02T00:00:00Z"),
+        }
+        assert await cache.prune(view.get) == 3
+        assert len(cache) == 1
+        assert await cache.get(kept) is opened[kept["id"]], "an unchanged client is reused"
+        assert await cache.prune(view.get) == 0
+    finally:
+        await cache.aclose()
+        await aclose_all()
+
+
+async def test_the_least_recently_used_client_goes_first_beyond_capacity() -> None:
+    cache = PublisherCache(Settings(), SEALER, capacity=2)
+    try:
+        first, second, third = (_destination(n) for n in range(3))
+        one = await cache.get(first)
+        await cache.get(second)
+        assert await cache.get(first) is one  # first is now the most recent
+        await cache.get(third)  # evicts second
+        assert len(cache) == 2
+        assert await cache.get(first) is one
+    finally:
+        await cache.aclose()
+        await aclose_all()
