@@ -138,9 +138,21 @@ def _type_config(
             errors.add(other, f"is not allowed when type is '{destination_type}'.")
     if destination_type is None:
         return {}, {}
-    return load_sink(destination_type).validate(
+    config, credentials = load_sink(destination_type).validate(
         body.get(destination_type), errors, destination_type, settings
     )
+    if settings.https_only:
+        _refuse_plain_http(errors, config, destination_type)
+    return config, credentials
+
+
+def _refuse_plain_http(errors: FieldErrors, config: dict[str, Any], path: str) -> None:
+    """With https_only, every http URL in a type's config (webhook.url, …) is an error."""
+    for name, value in config.items():
+        if isinstance(value, str) and value[:7].lower() == "http://":
+            errors.add(
+                f"{path}.{name}", "must be an https URL: this Herald delivers only over https."
+            )
 
 
 def create_destination(body: Any, settings: Settings) -> dict[str, Any]:

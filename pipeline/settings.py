@@ -6,7 +6,7 @@ import ipaddress
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -87,9 +87,22 @@ class Settings(BaseSettings):
     api_rate_limit_per_s: float = Field(default=0.0, ge=0)
     api_rate_limit_burst: int = Field(default=200, ge=1)
 
+    # Refuse plain-http destination URLs: at create and PATCH (400), and at delivery time
+    # (a permanent failure) for records made before this was switched on. Production sets it.
+    https_only: bool = False
+
     @field_validator("outbound_allowlist")
     @classmethod
     def _cidrs(cls, value: list[str]) -> list[str]:
         for cidr in value:
             ipaddress.ip_network(cidr, strict=False)
         return value
+
+    @model_validator(mode="after")
+    def _https_only_endpoints(self) -> Settings:
+        if self.https_only:
+            for name in ("hookdeck_base_url", "aws_endpoint_url"):
+                url = getattr(self, name)
+                if url is not None and not url.lower().startswith("https://"):
+                    raise ValueError(f"{name} must be an https URL when https_only is set")
+        return self
