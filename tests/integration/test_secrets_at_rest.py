@@ -8,6 +8,7 @@ stack's log files, and looks for each credential a test destination was created 
 from __future__ import annotations
 
 import base64
+import hashlib
 import secrets
 import subprocess
 from collections.abc import Iterator
@@ -298,3 +299,34 @@ async def test_rotated_keys_open_old_records_and_seal_new_ones(
     # The new key alone opens both, and the secret set under the old key survived.
     assert Sealer(NEW_KEY).open(resealed, old["id"])["secret"] == secret
     assert Sealer(NEW_KEY).open(sealed_fresh, fresh["id"])["secret"].startswith("whsec_")
+
+
+async def test_response_sealed_under_a_retired_key_is_409_not_500(
+    api: Api, services: Services
+) -> None:
+    """Found by the schema fuzzer: an idempotency record sealed under a key that is no
+    longer configured made the replay raise (500). The request already ran once, so the
+    answer is a 409 asking for a new key, never a second run."""
+    key = _token("idem-retired-")
+    body = b'{"type": "retired.key", "data": {}}'
+    request_hash = hashlib.sha256(b"POST /v2/events\n" + body).hexdigest()
+    sealed = Sealer(generate_key()).seal({"body": "{}"}, f"dev/{key}")
+    connection = await asyncpg.connect(services.database_url)
+    try:
+        await connection.execute(
+            "insert into idempotency_keys (tenant, key, request_hash, status, body) "
+            "values ('dev', $1, $2, 202, $3)",
+            key,
+            request_hash,
+            sealed.encode(),
+        )
+    finally:
+        await connection.close()
+    async with api.session.post(
+        "/v2/events",
+        data=body,
+        headers={"Content-Type": "application/json", "Idempotency-Key": key},
+    ) as response:
+        assert response.status == 409, await response.text()
+        error = (await response.json())["errors"][0]
+    assert (error["code"], error["field"]) == ("idempotency_key_unreadable", "Idempotency-Key")
