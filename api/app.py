@@ -79,6 +79,18 @@ def _authenticate(request: web.Request) -> None:
     if retry_after_s is not None:
         raise too_many_requests(retry_after_s)
     request["principal"] = principal
+    _refuse_nul_parameters(request)
+
+
+def _refuse_nul_parameters(request: web.Request) -> None:
+    """400 for a path or query parameter holding U+0000, which no id, filter or cursor has
+    (PostgreSQL refuses it in a query, which would otherwise surface as a 503)."""
+    given = [*request.match_info.items(), *request.query.items()]
+    errors = {
+        name: ["must not contain the NUL character."] for name, value in given if "\x00" in value
+    }
+    if errors:
+        raise RequestValidationError(errors)
 
 
 def _route_template(request: web.Request) -> str:
