@@ -28,7 +28,7 @@ from hypothesis import HealthCheck, settings
 from api.openapi import build_spec
 from tests.integration.conftest import FUZZ_KEY, Stack
 
-MAX_EXAMPLES = 25
+MAX_EXAMPLES = 20
 HEADERS = {"Authorization": f"Bearer {FUZZ_KEY}"}
 
 SPEC = build_spec()
