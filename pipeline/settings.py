@@ -91,13 +91,6 @@ class Settings(BaseSettings):
     # (a permanent failure) for records made before this was switched on. Production sets it.
     https_only: bool = False
 
-    @field_validator("outbound_allowlist")
-    @classmethod
-    def _cidrs(cls, value: list[str]) -> list[str]:
-        for cidr in value:
-            ipaddress.ip_network(cidr, strict=False)
-        return value
-
     @model_validator(mode="after")
     def _https_only_endpoints(self) -> Settings:
         if self.https_only:
@@ -106,3 +99,10 @@ class Settings(BaseSettings):
                 if url is not None and not url.lower().startswith("https://"):
                     raise ValueError(f"{name} must be an https URL when https_only is set")
         return self
+
+    @field_validator("outbound_allowlist")
+    @classmethod
+    def _cidrs(cls, value: list[str]) -> list[str]:
+        for cidr in value:
+            ipaddress.ip_network(cidr, strict=False)
+        return value
