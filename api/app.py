@@ -10,11 +10,21 @@ import asyncpg
 from aiohttp import web
 from aiokafka import AIOKafkaProducer
 
-from api.app_keys import DB, DESTINATIONS, KEYRING, PRODUCER, SEALER, SETTINGS, VIEW
+from api.app_keys import (
+    DB,
+    DESTINATIONS,
+    KEYRING,
+    PRODUCER,
+    RATE_LIMITER,
+    SEALER,
+    SETTINGS,
+    VIEW,
+)
 from api.auth import KeyRing
 from api.destinations import Destinations
-from api.errors import ApiError, RequestValidationError, unauthorized
+from api.errors import ApiError, RequestValidationError, too_many_requests, unauthorized
 from api.idempotency import idempotency
+from api.ratelimit import RateLimiter
 from api.routes import deliveries, destinations, docs, events
 from pipeline import ids, metrics
 from pipeline.crypto import Sealer
@@ -33,16 +43,14 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 @web.middleware
 async def request_context(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Request id on every response; domain errors → contract bodies; auth for /v2; metrics."""
+    """Request id on every response; domain errors → contract bodies; auth and rate limits
+    for /v2; metrics."""
     started_s = time.perf_counter()
     request_id = ids.new_id("req_")
     request["request_id"] = request_id
     try:
         if request.path not in PUBLIC_PATHS:
-            principal = request.app[KEYRING].authenticate(request.headers.get("Authorization"))
-            if principal is None:
-                raise unauthorized()
-            request["principal"] = principal
+            _authenticate(request)
         response = await handler(request)
     except (ApiError, RequestValidationError) as exc:
         response = exc.response(request_id)
@@ -61,6 +69,30 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
     return response
 
 
+def _authenticate(request: web.Request) -> None:
+    """401 without a known key; 429 when the key is over its rate limit (checked only after
+    authentication, so an unknown key never fills a bucket)."""
+    principal = request.app[KEYRING].authenticate(request.headers.get("Authorization"))
+    if principal is None:
+        raise unauthorized()
+    retry_after_s = request.app[RATE_LIMITER].retry_after_s(principal.key_sha256)
+    if retry_after_s is not None:
+        raise too_many_requests(retry_after_s)
+    request["principal"] = principal
+    _refuse_nul_parameters(request)
+
+
+def _refuse_nul_parameters(request: web.Request) -> None:
+    """400 for a path or query parameter holding U+0000, which no id, filter or cursor has
+    (PostgreSQL refuses it in a query, which would otherwise surface as a 503)."""
+    given = [*request.match_info.items(), *request.query.items()]
+    errors = {
+        name: ["must not contain the NUL character."] for name, value in given if "\x00" in value
+    }
+    if errors:
+        raise RequestValidationError(errors)
+
+
 def _route_template(request: web.Request) -> str:
     """The matched route's template (bounded, unlike the path); 'unmatched' for a 404/405."""
     resource = request.match_info.route.resource
@@ -76,6 +108,7 @@ def create_app(settings: Settings) -> web.Application:
     )
     app[SETTINGS] = settings
     app[KEYRING] = KeyRing(settings)
+    app[RATE_LIMITER] = RateLimiter(settings)
     app[SEALER] = Sealer(settings.encryption_keys.get_secret_value())
     app.cleanup_ctx.append(_kafka)
     app.add_routes(destinations.routes)

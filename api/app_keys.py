@@ -8,6 +8,7 @@ from aiokafka import AIOKafkaProducer
 
 from api.auth import KeyRing
 from api.destinations import Destinations
+from api.ratelimit import RateLimiter
 from pipeline.crypto import Sealer
 from pipeline.settings import Settings
 from pipeline.view import DestinationView
@@ -19,3 +20,4 @@ PRODUCER = web.AppKey("producer", AIOKafkaProducer)
 VIEW = web.AppKey("view", DestinationView)
 DB = web.AppKey("db", asyncpg.Pool)
 DESTINATIONS = web.AppKey("destinations", Destinations)
+RATE_LIMITER = web.AppKey("rate_limiter", RateLimiter)

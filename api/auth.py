@@ -17,6 +17,7 @@ class Principal:
 
     tenant: str
     role: str
+    key_sha256: str = ""  # which key: rate limits are per key, not per tenant
 
     def may(self, needed: str) -> bool:
         """`manage` may do everything; `publish` only publishing."""
@@ -28,11 +29,11 @@ class KeyRing:
 
     def __init__(self, settings: Settings) -> None:
         self._by_hash: dict[str, Principal] = {
-            k.key_sha256: Principal(k.tenant, k.role) for k in settings.api_keys
+            k.key_sha256: Principal(k.tenant, k.role, k.key_sha256) for k in settings.api_keys
         }
         if settings.dev_api_key is not None:
             digest = hash_key(settings.dev_api_key.get_secret_value())
-            self._by_hash[digest] = Principal(settings.dev_tenant, MANAGE)
+            self._by_hash[digest] = Principal(settings.dev_tenant, MANAGE, digest)
 
     def authenticate(self, authorization: str | None) -> Principal | None:
         """The principal for an `Authorization: Bearer …` header, or None."""

@@ -1,7 +1,7 @@
 """Domain errors → the contract's error bodies, in one place.
 
 ApiError                ErrorResponse: {"errors": [{type, code, message, field}],
-                        "request_id"} (401/403/404/409/413/422/503 …)
+                        "request_id"} (401/403/404/409/413/422/429/503 …)
 RequestValidationError  ValidationErrorResponse (400): {type, title, status,
                         errors: {field: [messages]}, traceId}
 """
@@ -102,5 +102,16 @@ def unavailable(message: str, retry_after_s: int = 2) -> ApiError:
         "service_unavailable",
         message,
         error_type="api_error",
+        headers={"Retry-After": str(retry_after_s)},
+    )
+
+
+def too_many_requests(retry_after_s: int) -> ApiError:
+    """429 with Retry-After: this API key is over its request rate limit."""
+    return ApiError(
+        429,
+        "rate_limited",
+        f"Too many requests for this API key; retry after {retry_after_s} s.",
+        error_type="rate_limit_error",
         headers={"Retry-After": str(retry_after_s)},
     )

@@ -9,6 +9,7 @@ retry runs the request again.
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Awaitable, Callable
 
 import asyncpg
@@ -17,6 +18,9 @@ from aiohttp import web
 from api.app_keys import DB, SEALER
 from api.errors import ApiError, RequestValidationError, unavailable
 from api.responses import principal_of
+from pipeline.crypto import CryptoError
+
+log = logging.getLogger(__name__)
 
 HEADER = "Idempotency-Key"
 MAX_KEY_LENGTH = 255
@@ -80,7 +84,16 @@ async def _replay(
         raise _conflict(
             "A request with this Idempotency-Key is still in progress.", "idempotency_key_in_use"
         )
-    stored = request.app[SEALER].open(row["body"].decode(), f"{tenant}/{key}")
+    try:
+        stored = request.app[SEALER].open(row["body"].decode(), f"{tenant}/{key}")
+    except CryptoError as exc:
+        # Sealed under a key no longer configured: the request ran, so never run it again.
+        log.warning("a stored idempotent response cannot be opened (retired encryption key?)")
+        raise _conflict(
+            "The response stored for this Idempotency-Key can no longer be read; "
+            "send the request with a new key.",
+            "idempotency_key_unreadable",
+        ) from exc
     response = web.Response(
         status=int(row["status"]),
         body=str(stored["body"]).encode(),

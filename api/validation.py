@@ -138,9 +138,21 @@ def _type_config(
             errors.add(other, f"is not allowed when type is '{destination_type}'.")
     if destination_type is None:
         return {}, {}
-    return load_sink(destination_type).validate(
+    config, credentials = load_sink(destination_type).validate(
         body.get(destination_type), errors, destination_type, settings
     )
+    if settings.https_only:
+        _refuse_plain_http(errors, config, destination_type)
+    return config, credentials
+
+
+def _refuse_plain_http(errors: FieldErrors, config: dict[str, Any], path: str) -> None:
+    """With https_only, every http URL in a type's config (webhook.url, …) is an error."""
+    for name, value in config.items():
+        if isinstance(value, str) and value[:7].lower() == "http://":
+            errors.add(
+                f"{path}.{name}", "must be an https URL: this Herald delivers only over https."
+            )
 
 
 def create_destination(body: Any, settings: Settings) -> dict[str, Any]:
@@ -205,8 +217,22 @@ def publish_event(body: Any) -> dict[str, Any]:
         )
     if not isinstance(body.get("data"), dict):
         errors.add("data", "is required and must be a JSON object.")
+    elif _has_nul(body["data"]):
+        # PostgreSQL (the event log) cannot store it, and receivers' parsers often choke.
+        errors.add("data", "must not contain the NUL character (\\u0000) in any string.")
     event_id = body.get("id")
     if event_id is not None and (not isinstance(event_id, str) or not EVENT_ID.match(event_id)):
         errors.add("id", "must be 'evt_' followed by 1 to 64 of A-Z a-z 0-9 _ -.")
     _raise_if_any(errors)
     return {"type": event_type, "data": body["data"], "id": event_id}
+
+
+def _has_nul(value: Any) -> bool:
+    """True if any string (key or value) anywhere in a JSON value holds U+0000."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(item) for item in value)
+    return False

@@ -67,6 +67,28 @@ def _ms(value: int | None) -> datetime | None:
     return datetime.fromtimestamp(value / 1000, UTC) if value else None
 
 
+# PostgreSQL's text and jsonb cannot hold U+0000: one such record (event data from before the
+# API refused it, a receiver's response body) would fail its batch forever and stall the
+# index. It is stored as U+FFFD instead.
+def _text(value: str | None) -> str | None:
+    return value.replace("\x00", "\ufffd") if value else value
+
+
+def _without_nul(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, dict):
+        return {_without_nul(k): _without_nul(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_without_nul(item) for item in value]
+    return value
+
+
+def _json_text(value: Any) -> str:
+    text = orjson.dumps(value).decode()
+    return orjson.dumps(_without_nul(value)).decode() if "\\u0000" in text else text
+
+
 class Batch:
     """Rows of one fetched batch, grouped by table."""
 
@@ -85,7 +107,7 @@ class Batch:
                         record["tenant"],
                         record["id"],
                         record["type"],
-                        orjson.dumps(record["data"]).decode(),
+                        _json_text(record["data"]),
                         _ts(record["created_at"]),
                     )
                 )
@@ -126,8 +148,8 @@ class Batch:
                     record["outcome"],
                     record.get("response_status"),
                     record.get("latency_ms"),
-                    record.get("error"),
-                    record.get("response_body"),
+                    _text(record.get("error")),
+                    _text(record.get("response_body")),
                     _ms(following.get("due_ms")),
                     following.get("dead_letter"),
                     at,

@@ -2,7 +2,9 @@
 
 Checked at delivery time, after DNS resolution, so a name that resolves to an internal
 address is refused too: loopback, private, link-local (cloud metadata), carrier-grade NAT,
-multicast and reserved ranges, unless a CIDR in the allowlist admits the address.
+multicast and reserved ranges, unless a CIDR in the allowlist admits the address. With
+`https_only` (HERALD_HTTPS_ONLY) plain-http URLs are refused too, including those of
+destinations created before the setting was switched on.
 """
 
 from __future__ import annotations
@@ -27,8 +29,13 @@ class AddressRefused(OSError):
 class AddressPolicy:
     """Decides whether an address may be reached."""
 
-    def __init__(self, allowlist: Iterable[str] = ()) -> None:
+    def __init__(self, allowlist: Iterable[str] = (), *, https_only: bool = False) -> None:
         self._allowed = [ipaddress.ip_network(c, strict=False) for c in allowlist]
+        self.https_only = https_only
+
+    def permits_scheme(self, scheme: str) -> bool:
+        """False for anything but https when the policy is https-only."""
+        return not self.https_only or scheme.lower() == "https"
 
     def permits(self, address: str) -> bool:
         """True if `address` is public, or internal but allowlisted."""

@@ -6,7 +6,7 @@ import ipaddress
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -18,6 +18,9 @@ class ApiKey(BaseModel):
     key_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     tenant: str = Field(min_length=1, max_length=64)
     role: Literal["manage", "publish"] = "manage"
+    # This key's own request rate limit (None: the api_rate_limit_* settings).
+    rate_limit_per_s: float | None = Field(default=None, ge=0)
+    rate_limit_burst: int | None = Field(default=None, ge=1)
 
 
 class Settings(BaseSettings):
@@ -78,6 +81,24 @@ class Settings(BaseSettings):
     index_retention_days: int = 30
 
     log_level: str = "INFO"
+
+    # Per-API-key request rate limit (a token bucket per key in each API process): requests
+    # per second and burst. 0 turns it off, the default (the contract: off unless configured).
+    api_rate_limit_per_s: float = Field(default=0.0, ge=0)
+    api_rate_limit_burst: int = Field(default=200, ge=1)
+
+    # Refuse plain-http destination URLs: at create and PATCH (400), and at delivery time
+    # (a permanent failure) for records made before this was switched on. Production sets it.
+    https_only: bool = False
+
+    @model_validator(mode="after")
+    def _https_only_endpoints(self) -> Settings:
+        if self.https_only:
+            for name in ("hookdeck_base_url", "aws_endpoint_url"):
+                url = getattr(self, name)
+                if url is not None and not url.lower().startswith("https://"):
+                    raise ValueError(f"{name} must be an https URL when https_only is set")
+        return self
 
     @field_validator("outbound_allowlist")
     @classmethod

@@ -51,6 +51,8 @@ EXPECTED_FORM = "must be a Hookdeck source token: base64 of '<source id>:<key>'"
 
 def source_id(token: str) -> str | None:
     """The source id a Hookdeck token names; None if it is not such a token."""
+    if not token.isascii():  # b64decode raises a bare ValueError for that
+        return None
     try:
         decoded = base64.b64decode(token, validate=True).decode("utf-8")
     except (binascii.Error, UnicodeDecodeError):

@@ -32,7 +32,7 @@ class SessionPool:
     def session(self, settings: Settings) -> aiohttp.ClientSession:
         """The shared session, (re)opened if it was closed; refused addresses never connect."""
         if self._session is None or self._session.closed:
-            policy = AddressPolicy(settings.outbound_allowlist)
+            policy = AddressPolicy(settings.outbound_allowlist, https_only=settings.https_only)
             connector = aiohttp.TCPConnector(
                 resolver=PolicyResolver(policy),
                 limit=settings.sink_max_in_flight,
@@ -55,13 +55,16 @@ class SessionPool:
 
 
 def _literal_address_check(policy: AddressPolicy) -> aiohttp.TraceConfig:
-    """Refuse a URL whose host is an IP literal the policy refuses (no resolver sees it)."""
+    """Refuse a URL whose host is an IP literal the policy refuses (no resolver sees it),
+    or whose scheme it refuses (plain http when https-only)."""
 
     async def on_request_start(
         session: aiohttp.ClientSession,
         context: SimpleNamespace,
         params: aiohttp.TraceRequestStartParams,
     ) -> None:
+        if not policy.permits_scheme(params.url.scheme):
+            raise AddressRefused("plain http is refused: the outbound policy is https-only")
         host = params.url.raw_host or ""
         try:
             ipaddress.ip_address(host.split("%", 1)[0])

@@ -39,6 +39,11 @@ WORKER_PORT = 18081 + OFFSET
 DEV_KEY = "sk_test_integration"
 OTHER_TENANT_KEY = "sk_test_other_tenant"
 PUBLISH_ONLY_KEY = "sk_test_publish_only"
+# The one key with a request rate limit (the stack leaves every other key unlimited).
+RATE_LIMITED_KEY = "sk_test_rate_limited"
+RATE_LIMIT = {"rate_limit_per_s": 0.5, "rate_limit_burst": 3}
+# A tenant of its own for the schema fuzzer, so what it creates never sees other tests' events.
+FUZZ_KEY = "sk_test_fuzz"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -112,6 +117,8 @@ def herald_env(services: Services, **extra: str) -> dict[str, str]:
             [
                 {"key_sha256": hash_key(OTHER_TENANT_KEY), "tenant": "other", "role": "manage"},
                 {"key_sha256": hash_key(PUBLISH_ONLY_KEY), "tenant": "dev", "role": "publish"},
+                {"key_sha256": hash_key(RATE_LIMITED_KEY), "tenant": "limited", **RATE_LIMIT},
+                {"key_sha256": hash_key(FUZZ_KEY), "tenant": "fuzz", "role": "manage"},
             ]
         ),
         "HERALD_OUTBOUND_ALLOWLIST": '["127.0.0.1/32"]',

@@ -193,7 +193,13 @@ def test_hookdeck_token_and_alias_together_is_an_error() -> None:
 
 @pytest.mark.parametrize(
     "token",
-    ["not base64!", base64.b64encode(b"no-colon").decode(), hookdeck_token("src/../x"), ""],
+    [
+        "not base64!",
+        base64.b64encode(b"no-colon").decode(),
+        hookdeck_token("src/../x"),
+        "",
+        "\x80non-ascii",  # was a 500 (found by the schema fuzzer)
+    ],
 )
 def test_hookdeck_bad_tokens(token: str) -> None:
     assert "hookdeck.token" in refused("hookdeck", {"token": token})
