@@ -7,7 +7,7 @@ from typing import Any
 import orjson
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError, ReadTimeoutError
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from pipeline.settings import Settings
@@ -122,7 +122,19 @@ def test_credentials_never_echoed_in_config_or_errors(value: str) -> None:
     }.items():
         raw = {**BASES[sink_type], key: value, secret: value}
         config, _, errors = validate(sink_type, raw)
+        # A value that is part of what the output holds anyway (a field name, a message)
+        # cannot show an echo.
+        assume(all(value not in text for text in _fixed_output(sink_type, key, secret)))
         assert value not in orjson.dumps([config, errors]).decode()
+
+
+def _fixed_output(sink_type: str, key: str, secret: str) -> list[str]:
+    """The output for a valid and an invalid key pair: the text every output may hold."""
+    texts = []
+    for pair in ((KEY_ID, SECRET), ("!" * 12, "!" * 12)):
+        config, _, errors = validate(sink_type, {**BASES[sink_type], key: pair[0], secret: pair[1]})
+        texts.append(orjson.dumps([config, errors]).decode().replace("!" * 12, ""))
+    return texts
 
 
 @pytest.mark.parametrize(
