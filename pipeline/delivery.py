@@ -2,7 +2,8 @@
 
 A plain aiokafka consumer in a group (not a Faust agent with concurrency > 1, which can
 commit past a message still in flight). Many deliveries run at once per partition, at most
-`sink_max_in_flight_per_destination` per destination, and each partition's committed
+`sink_max_in_flight_per_destination` per destination, paced to the destination's
+`rate_limit` if it has one (pipeline/pacing.py), and each partition's committed
 offset stays below its lowest unfinished delivery. A retry-tier record that is not yet due
 pauses its partition until it is (pause/resume, never a sleep in the consume loop).
 """
@@ -23,6 +24,7 @@ from aiokafka.structs import ConsumerRecord
 from pipeline import metrics
 from pipeline.attempts import AttemptRecorder
 from pipeline.offsets import PartitionTracker
+from pipeline.pacing import Pacer
 from pipeline.publishers import PublisherCache
 from pipeline.retry import DeadLetter, Schedule, next_step
 from pipeline.settings import Settings
@@ -83,6 +85,7 @@ class DeliveryRunner:
         self._per_destination: dict[str, asyncio.Semaphore] = defaultdict(
             lambda: asyncio.Semaphore(settings.sink_max_in_flight_per_destination)
         )
+        self._pacer = Pacer()
         self._tasks: set[asyncio.Task[None]] = set()
         # Deliveries in a row that exhausted their retries, per destination (this process).
         self._dead_letters: dict[str, int] = defaultdict(int)
@@ -208,15 +211,11 @@ class DeliveryRunner:
     # -- one delivery --------------------------------------------------------------------
 
     async def _deliver(self, delivery: dict[str, Any]) -> None:
-        destination = self._view.get(delivery["destination_id"])
-        if destination is None or destination["status"] == "inactive":
-            reason = "deleted" if destination is None else "inactive"
-            metrics.DELIVERIES_DROPPED.labels(reason=reason).inc()
-            log.info(
-                "delivery dropped: destination %s",
-                reason,
-                extra={"delivery_id": delivery["id"], "destination_id": delivery["destination_id"]},
-            )
+        destination = self._routable(delivery)
+        if destination is not None and destination.get("rate_limit"):
+            await self._pacer.wait(destination["id"], destination["rate_limit"])
+            destination = self._routable(delivery)  # it may have changed while waiting
+        if destination is None:
             return
         event = delivery["event"]
         body = orjson.dumps(event)
@@ -238,6 +237,21 @@ class DeliveryRunner:
         self._dead_letters.pop(destination["id"], None)
         if not destination.get("verified_at"):
             await self._recorder.verified(destination["id"])
+
+    def _routable(self, delivery: dict[str, Any]) -> dict[str, Any] | None:
+        """The destination's current record, or None (counted, logged) if it is gone or
+        inactive: the delivery is then dropped."""
+        destination = self._view.get(delivery["destination_id"])
+        if destination is not None and destination["status"] != "inactive":
+            return destination
+        reason = "deleted" if destination is None else "inactive"
+        metrics.DELIVERIES_DROPPED.labels(reason=reason).inc()
+        log.info(
+            "delivery dropped: destination %s",
+            reason,
+            extra={"delivery_id": delivery["id"], "destination_id": delivery["destination_id"]},
+        )
+        return None
 
     async def _failed(
         self,

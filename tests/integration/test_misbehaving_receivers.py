@@ -20,36 +20,18 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from aiokafka.partitioner import murmur2
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from pipeline.settings import Settings
-from pipeline.topics import DELIVERIES, load_specs
 from tests.integration.api_client import Api
-from tests.support import Receiver, eventually
+from tests.support import Receiver, eventually, same_partition_ids
 
 HUGE_BYTES = 64 * 1024 * 1024
 CHUNK = b"x" * 65536
 # In the query string of every URL below: it must never show up in a recorded error.
 URL_SECRET = "token=s3cr3t-in-the-query"
-
-
-def same_partition_ids(count: int) -> list[str]:
-    """Client-chosen destination ids whose deliveries all land in one `deliveries` partition
-    (the producer's default partitioner: murmur2 of the key, the destination id)."""
-    partitions = {s.name: s.partitions for s in load_specs(Settings().topics_file)}[DELIVERIES]
-    stamp = time.time_ns()
-    ids: list[str] = []
-    n = 0
-    while len(ids) < count:
-        candidate = f"evtd_mis{stamp}_{n}"
-        if (murmur2(candidate.encode()) & 0x7FFFFFFF) % partitions == 0:
-            ids.append(candidate)
-        n += 1
-    return ids
 
 
 def _closed_port() -> int:
@@ -232,7 +214,7 @@ async def test_misbehaving_receivers_are_classified_and_do_not_block_a_healthy_o
     api: Api, receiver: Receiver, misbehaving: Misbehaving
 ) -> None:
     names = list(EXPECTED)
-    *bad_ids, healthy_id = same_partition_ids(len(names) + 1)
+    *bad_ids, healthy_id = same_partition_ids(len(names) + 1, "evtd_mis")
     destinations = {}
     for name, destination_id in zip(names, bad_ids, strict=True):
         destinations[name] = await api.create_webhook(
