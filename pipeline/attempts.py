@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import orjson
@@ -90,6 +91,27 @@ class AttemptRecorder:
             orjson.dumps(record),
             delivery["destination_id"],
             headers=[(self._due_header, str(step.due_ms).encode())],
+        )
+
+    async def defer(self, delivery: dict[str, Any], step: Retry, reason: str) -> None:
+        """Queue the delivery in a retry tier without counting an attempt: its attempt
+        number stays, and `held_since_ms` keeps when it was first put off."""
+        record = {
+            **delivery,
+            "due_at": step.due_ms,
+            "held_since_ms": delivery.get("held_since_ms") or int(time.time() * 1000),
+        }
+        await self._send(
+            step.topic,
+            orjson.dumps(record),
+            delivery["destination_id"],
+            headers=[(self._due_header, str(step.due_ms).encode())],
+        )
+        log.info(
+            "delivery deferred (%s) to retry tier %d",
+            reason,
+            step.tier,
+            extra=_extra(delivery, outcome="deferred", tier=step.tier),
         )
 
     async def dead_letter(self, delivery: dict[str, Any], reason: str) -> None:

@@ -3,9 +3,11 @@
 A plain aiokafka consumer in a group (not a Faust agent with concurrency > 1, which can
 commit past a message still in flight). Many deliveries run at once per partition, at most
 `sink_max_in_flight_per_destination` per destination, paced to the destination's
-`rate_limit` if it has one (pipeline/pacing.py), and each partition's committed
-offset stays below its lowest unfinished delivery. A retry-tier record that is not yet due
-pauses its partition until it is (pause/resume, never a sleep in the consume loop).
+`rate_limit` if it has one (pipeline/pacing.py), and not at all while its circuit is
+open (pipeline/circuit.py: deferred to a retry tier without counting an attempt). Each
+partition's committed offset stays below its lowest unfinished delivery. A retry-tier
+record that is not yet due pauses its partition until it is (pause/resume, never a sleep
+in the consume loop).
 """
 
 from __future__ import annotations
@@ -23,10 +25,11 @@ from aiokafka.structs import ConsumerRecord
 
 from pipeline import metrics
 from pipeline.attempts import AttemptRecorder
+from pipeline.circuit import CircuitBreakers, Outcome
 from pipeline.offsets import PartitionTracker
 from pipeline.pacing import Pacer
 from pipeline.publishers import PublisherCache
-from pipeline.retry import DeadLetter, Schedule, next_step
+from pipeline.retry import DeadLetter, Schedule, defer_step, next_step
 from pipeline.settings import Settings
 from pipeline.sinks.base import DeliveryError, PermanentError, RetryableError
 from pipeline.topics import DELIVERIES, retry_topic
@@ -86,6 +89,14 @@ class DeliveryRunner:
             lambda: asyncio.Semaphore(settings.sink_max_in_flight_per_destination)
         )
         self._pacer = Pacer()
+        self._max_hold_s = settings.circuit_max_hold_s or sum(
+            self._schedule.delay_s(n) for n in range(1, settings.max_retries + 1)
+        )
+        self._circuits = CircuitBreakers(
+            settings.circuit_failure_threshold,
+            settings.circuit_cooldown_s,
+            settings.circuit_max_cooldown_s,
+        )
         self._tasks: set[asyncio.Task[None]] = set()
         # Deliveries in a row that exhausted their retries, per destination (this process).
         self._dead_letters: dict[str, int] = defaultdict(int)
@@ -211,10 +222,7 @@ class DeliveryRunner:
     # -- one delivery --------------------------------------------------------------------
 
     async def _deliver(self, delivery: dict[str, Any]) -> None:
-        destination = self._routable(delivery)
-        if destination is not None and destination.get("rate_limit"):
-            await self._pacer.wait(destination["id"], destination["rate_limit"])
-            destination = self._routable(delivery)  # it may have changed while waiting
+        destination = await self._admitted(delivery)
         if destination is None:
             return
         event = delivery["event"]
@@ -225,9 +233,14 @@ class DeliveryRunner:
             result = await publisher.publish(delivery["id"], event, body)
         except DeliveryError as exc:
             latency_ms = (time.perf_counter() - started) * 1000
+            permanent = isinstance(exc, PermanentError)
+            self._circuit_outcome(
+                destination, Outcome.PERMANENT if permanent else Outcome.RETRYABLE
+            )
             await self._failed(delivery, destination, exc, latency_ms)
             return
         latency_ms = (time.perf_counter() - started) * 1000
+        self._circuit_outcome(destination, Outcome.SUCCESS)
         await self._recorder.success(delivery, result, latency_ms)
         # Counted once recorded: a delivery whose attempt could not be recorded is redone.
         metrics.record_attempt(
@@ -237,6 +250,48 @@ class DeliveryRunner:
         self._dead_letters.pop(destination["id"], None)
         if not destination.get("verified_at"):
             await self._recorder.verified(destination["id"])
+
+    async def _admitted(self, delivery: dict[str, Any]) -> dict[str, Any] | None:
+        """The destination to attempt the delivery to now, once its circuit lets it through
+        and its rate limit allows; None if the delivery was dropped or deferred instead."""
+        destination = self._routable(delivery)
+        if destination is None:
+            return None
+        wait_s = self._circuits.admit(destination["id"])
+        if wait_s is not None:
+            await self._defer(delivery, destination, wait_s, "circuit_open")
+            return None
+        if destination.get("rate_limit"):
+            await self._pacer.wait(destination["id"], destination["rate_limit"])
+            destination = self._routable(delivery)  # it may have changed while waiting
+        return destination
+
+    def _circuit_outcome(self, destination: dict[str, Any], outcome: Outcome) -> None:
+        change = self._circuits.record(destination["id"], outcome)
+        if change is None:
+            return
+        metrics.CIRCUIT_CHANGES.labels(type=destination["type"], state=change).inc()
+        log.warning("destination circuit %s", change, extra={"destination_id": destination["id"]})
+
+    async def _defer(
+        self, delivery: dict[str, Any], destination: dict[str, Any], wait_s: float, reason: str
+    ) -> None:
+        """Put the delivery off without an attempt; dead-letter it if it has been put off
+        for longer than `circuit_max_hold_s` in all (recorded as a failed attempt that was
+        not made, so the delivery log shows why)."""
+        now_ms = int(time.time() * 1000)
+        held_since_ms = delivery.get("held_since_ms") or now_ms
+        if now_ms - held_since_ms > self._max_hold_s * 1000:
+            give_up = DeadLetter(f"not attempted: {reason.replace('_', ' ')} for too long")
+            exc = RetryableError(give_up.reason)
+            await self._recorder.failure(delivery, exc, 0.0, give_up)
+            await self._recorder.dead_letter(delivery, give_up.reason)
+            metrics.DEAD_LETTERS.labels(type=destination["type"]).inc()
+            await self._count_dead_letter(destination)
+            return
+        step = defer_step(self._schedule, wait_s, now_ms=now_ms)
+        await self._recorder.defer(delivery, step, reason.replace("_", " "))
+        metrics.DELIVERIES_DEFERRED.labels(type=destination["type"], reason=reason).inc()
 
     def _routable(self, delivery: dict[str, Any]) -> dict[str, Any] | None:
         """The destination's current record, or None (counted, logged) if it is gone or

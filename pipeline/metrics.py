@@ -105,6 +105,18 @@ DELIVERIES_DROPPED = Counter(
     "Deliveries not attempted because their destination was deleted or is inactive.",
     ["reason"],
 )
+DELIVERIES_DEFERRED = Counter(
+    "herald_deliveries_deferred",
+    "Deliveries put off to a retry tier without an attempt, by destination type and reason "
+    "(circuit_open: the destination's circuit breaker is open).",
+    ["type", "reason"],
+)
+CIRCUIT_CHANGES = Counter(
+    "herald_circuit_changes",
+    "Destination circuit breakers that opened or closed in this worker, by destination type "
+    "and the state entered (open, closed).",
+    ["type", "state"],
+)
 DELIVERY_HANDLING_ERRORS = Counter(
     "herald_delivery_handling_errors",
     "Unexpected errors while handling a delivery (it is retried after a restart or rebalance).",

@@ -154,7 +154,10 @@ def _certificate_reason(error: Exception) -> str:
 
 
 def _os_reason(error: OSError) -> str:
-    """ "connection refused" rather than the socket's text, which names the address."""
+    """ "connection refused" rather than the socket's text, which names the address; a
+    resolver's own text for a name that did not resolve (it names nothing)."""
+    if isinstance(error, socket.gaierror):
+        return f"name resolution failed: {str(error.strerror or 'error').lower()}"
     if error.errno is not None and error.errno in errno.errorcode:
         return os.strerror(error.errno).lower()
     return "error"

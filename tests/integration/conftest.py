@@ -120,6 +120,11 @@ def herald_env(services: Services, **extra: str) -> dict[str, str]:
         "HERALD_MAX_RETRIES": "3",
         "HERALD_AUTO_DISABLE_AFTER_DEAD_LETTERS": "2",
         "HERALD_DELIVERY_TIMEOUT_S": "2",
+        # No other test fails one destination 10 times in a row (test_destination_protection).
+        "HERALD_CIRCUIT_FAILURE_THRESHOLD": "10",
+        "HERALD_CIRCUIT_COOLDOWN_S": "1",
+        "HERALD_CIRCUIT_MAX_COOLDOWN_S": "4",
+        "HERALD_CIRCUIT_MAX_HOLD_S": "8",
         **extra,
     }
 

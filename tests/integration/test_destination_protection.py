@@ -1,4 +1,5 @@
-"""Protecting receivers and each other: a destination's `rate_limit`, end to end.
+"""Protecting receivers and each other, end to end: a destination's `rate_limit`, and the
+circuit breaker that spares a dead receiver.
 
 The destinations of each test share one `deliveries` partition (client-chosen ids), so
 what one is made to wait for could, done wrong, hold up the other.
@@ -6,9 +7,12 @@ what one is made to wait for could, done wrong, hold up the other.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from tests.integration.api_client import Api
+from tests.integration.conftest import Stack
+from tests.integration.test_metrics import delta, scrape
 from tests.support import Receiver, eventually, same_partition_ids
 
 
@@ -58,3 +62,99 @@ async def test_rate_limit_paces_its_destination_and_no_other(api: Api, receiver:
     # A burst of `rate` (one second's worth) goes at once, the rest at `rate` per second.
     burst = rate
     assert arrivals[-1] - arrivals[0] >= 0.9 * (count - burst) / rate
+
+
+async def test_circuit_breaker_spares_a_dead_receiver_and_recovers(
+    api: Api, receiver: Receiver, stack: Stack
+) -> None:
+    """The stack opens a circuit after 10 failures in a row, for 1 s, doubling per failed
+    probe (conftest.py)."""
+    count, threshold, in_flight = 60, 10, 16
+    dead = await Receiver(status=503).start()
+    try:
+        await api.create_webhook(f"{dead.url}/dead", ["circuit.check"])
+        await api.create_webhook(f"{receiver.url}/alive", ["circuit.check"])
+        worker_before = await scrape(stack.worker_url)
+        await _publish_many(api, "circuit.check", count)
+        # Once open, the receiver hears nothing until the cool-down ends and a probe goes.
+        first = await eventually(lambda: dead.requests and dead.requests[0], what="attempts")
+        probe = await eventually(
+            lambda: next(
+                (r for r in dead.requests if r.received_at - first.received_at >= 0.9), None
+            ),
+            timeout_s=10,
+            what="the first probe",
+        )
+        before_probe = [r for r in dead.requests if r.received_at < probe.received_at]
+        # Without a breaker: 60 deliveries, 4 attempts each. With it: the failures that opened
+        # it and those already in flight, then nothing while it is open.
+        assert len(before_probe) <= threshold + in_flight, len(before_probe)
+        # The other destination of the same events was served meanwhile.
+        await eventually(
+            lambda: len(receiver.bodies("/alive")) == count, what="the healthy destination"
+        )
+        dead.status = 200  # the receiver comes back; the next probe closes the circuit
+        revived_at = time.monotonic()
+
+        def delivered_after_revival() -> set[str]:
+            return {r.headers["webhook-id"] for r in dead.requests if r.received_at >= revived_at}
+
+        await eventually(
+            lambda: len(delivered_after_revival()) == count,
+            timeout_s=20,
+            what="every delivery once the receiver is back",
+        )
+    finally:
+        await dead.stop()
+    attempted_while_dead = {
+        r.headers["webhook-id"] for r in dead.requests if r.received_at < revived_at
+    }
+    never_tried = sorted(delivered_after_revival() - attempted_while_dead)
+    assert len(never_tried) >= count - threshold - in_flight - 1
+    # Put off while the circuit was open, but no attempt counted: the log shows one attempt.
+    _, detail = await api.call("GET", f"/v2/event-deliveries/{never_tried[0]}")
+    assert detail["status"] == "succeeded", detail
+    assert [(a["outcome"], a["response_status"]) for a in detail["attempts"]] == [("success", 200)]
+    worker_after = await scrape(stack.worker_url)
+    assert delta(worker_before, worker_after, "herald_circuit_changes_total", state="open") >= 2
+    assert delta(worker_before, worker_after, "herald_circuit_changes_total", state="closed") >= 1
+    assert delta(worker_before, worker_after, "herald_deliveries_deferred_total") > 0
+
+
+async def test_deliveries_held_too_long_by_an_open_circuit_are_dead_lettered(api: Api) -> None:
+    """A circuit that never closes does not keep deliveries forever: after 8 s put off in
+    all (the stack's HERALD_CIRCUIT_MAX_HOLD_S) they are dead-lettered, with a recorded
+    attempt saying they were not made, and the destination is auto-disabled as usual."""
+    count = 30
+    dead = await Receiver(status=503).start()
+    try:
+        destination = await api.create_webhook(f"{dead.url}/gone", ["hold.check"])
+        await _publish_many(api, "hold.check", count)
+
+        async def held_too_long() -> list[dict[str, Any]]:
+            _, page = await api.call(
+                "GET", f"/v2/event-destinations/{destination['id']}/event-deliveries?limit=100"
+            )
+            failed = [d for d in page["data"] if d["status"] == "failed"]
+            details = [
+                (await api.call("GET", f"/v2/event-deliveries/{d['id']}"))[1] for d in failed
+            ]
+            return [d for d in details if d["attempts"][-1]["error"].startswith("not attempted")]
+
+        [given_up, *_] = await eventually(held_too_long, timeout_s=30, what="a held dead letter")
+        last = given_up["attempts"][-1]
+        assert (last["outcome"], last["response_status"], last["error"]) == (
+            "failed",
+            None,
+            "not attempted: circuit open for too long",
+        )
+
+        async def disabled() -> bool:
+            _, body = await api.call("GET", f"/v2/event-destinations/{destination['id']}")
+            return bool(body["status"] == "inactive")
+
+        await eventually(disabled, timeout_s=20, what="auto-disable")
+        # Without the breaker each delivery is attempted 4 times.
+        assert len(dead.requests) < count
+    finally:
+        await dead.stop()
