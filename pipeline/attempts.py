@@ -95,11 +95,12 @@ class AttemptRecorder:
 
     async def defer(self, delivery: dict[str, Any], step: Retry, reason: str) -> None:
         """Queue the delivery in a retry tier without counting an attempt: its attempt
-        number stays, and `held_since_ms` keeps when it was first put off."""
+        number stays, and `held_ms` adds up how long it has been put off in all."""
+        held_ms = max(0, step.due_ms - int(time.time() * 1000))
         record = {
             **delivery,
             "due_at": step.due_ms,
-            "held_since_ms": delivery.get("held_since_ms") or int(time.time() * 1000),
+            "held_ms": int(delivery.get("held_ms") or 0) + held_ms,
         }
         await self._send(
             step.topic,

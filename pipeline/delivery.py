@@ -280,8 +280,7 @@ class DeliveryRunner:
         for longer than `circuit_max_hold_s` in all (recorded as a failed attempt that was
         not made, so the delivery log shows why)."""
         now_ms = int(time.time() * 1000)
-        held_since_ms = delivery.get("held_since_ms") or now_ms
-        if now_ms - held_since_ms > self._max_hold_s * 1000:
+        if int(delivery.get("held_ms") or 0) >= self._max_hold_s * 1000:
             give_up = DeadLetter(f"not attempted: {reason.replace('_', ' ')} for too long")
             exc = RetryableError(give_up.reason)
             await self._recorder.failure(delivery, exc, 0.0, give_up)
