@@ -4,7 +4,8 @@ A plain aiokafka consumer in a group (not a Faust agent with concurrency > 1, wh
 commit past a message still in flight). Many deliveries run at once per partition, at most
 `sink_max_in_flight_per_destination` per destination, paced to the destination's
 `rate_limit` if it has one (pipeline/pacing.py), and not at all while its circuit is
-open (pipeline/circuit.py: deferred to a retry tier without counting an attempt). Each
+open (pipeline/circuit.py: deferred to a retry tier without counting an attempt), nor
+beyond `sink_max_queued_per_destination` outstanding (put off the same way). Each
 partition's committed offset stays below its lowest unfinished delivery. A retry-tier
 record that is not yet due pauses its partition until it is (pause/resume, never a sleep
 in the consume loop).
@@ -97,6 +98,8 @@ class DeliveryRunner:
             settings.circuit_cooldown_s,
             settings.circuit_max_cooldown_s,
         )
+        # Deliveries running or waiting for their slots, by record key (destination id).
+        self._outstanding: dict[bytes, int] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         # Deliveries in a row that exhausted their retries, per destination (this process).
         self._dead_letters: dict[str, int] = defaultdict(int)
@@ -194,16 +197,29 @@ class DeliveryRunner:
             self._consumer.resume(tp)
 
     async def _dispatch(self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes]) -> None:
+        """Start the record's task. A destination that already has its bound of deliveries
+        outstanding (running or waiting for its slots) gets this one put off instead, so a
+        stuck or slow destination cannot take every global slot (head-of-line)."""
         await self._slots.acquire()
-        task = asyncio.create_task(self._run_one(tp, record))
+        key = record.key or b""
+        bound = self._settings.sink_max_queued_per_destination
+        put_off = bool(bound) and self._outstanding.get(key, 0) >= bound
+        if not put_off:
+            self._outstanding[key] = self._outstanding.get(key, 0) + 1
+        task = asyncio.create_task(self._run_one(tp, record, put_off=put_off))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _run_one(self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes]) -> None:
+    async def _run_one(
+        self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes], *, put_off: bool
+    ) -> None:
         try:
             delivery = orjson.loads(record.value)
-            async with self._per_destination[delivery["destination_id"]]:
-                await self._deliver(delivery)
+            if put_off:
+                await self._put_off(delivery)
+            else:
+                async with self._per_destination[delivery["destination_id"]]:
+                    await self._deliver(delivery)
             tracker = self._trackers.get(tp)
             if tracker is not None:  # None: the partition was revoked meanwhile
                 tracker.done(record.offset)
@@ -218,6 +234,15 @@ class DeliveryRunner:
             )
         finally:
             self._slots.release()
+            if not put_off:
+                self._release_outstanding(record.key or b"")
+
+    def _release_outstanding(self, key: bytes) -> None:
+        left = self._outstanding.get(key, 0) - 1
+        if left > 0:
+            self._outstanding[key] = left
+        else:
+            self._outstanding.pop(key, None)
 
     # -- one delivery --------------------------------------------------------------------
 
@@ -291,6 +316,13 @@ class DeliveryRunner:
         step = defer_step(self._schedule, wait_s, now_ms=now_ms)
         await self._recorder.defer(delivery, step, reason.replace("_", " "))
         metrics.DELIVERIES_DEFERRED.labels(type=destination["type"], reason=reason).inc()
+
+    async def _put_off(self, delivery: dict[str, Any]) -> None:
+        """Its destination has too many deliveries outstanding here: to retry tier 1, no
+        attempt counted (dropped instead if the destination is gone or inactive)."""
+        destination = self._routable(delivery)
+        if destination is not None:
+            await self._defer(delivery, destination, 0.0, "queue_full")
 
     def _routable(self, delivery: dict[str, Any]) -> dict[str, Any] | None:
         """The destination's current record, or None (counted, logged) if it is gone or

@@ -108,7 +108,8 @@ DELIVERIES_DROPPED = Counter(
 DELIVERIES_DEFERRED = Counter(
     "herald_deliveries_deferred",
     "Deliveries put off to a retry tier without an attempt, by destination type and reason "
-    "(circuit_open: the destination's circuit breaker is open).",
+    "(circuit_open: the destination's circuit breaker is open; queue_full: it already has "
+    "sink_max_queued_per_destination deliveries outstanding in this worker).",
     ["type", "reason"],
 )
 CIRCUIT_CHANGES = Counter(

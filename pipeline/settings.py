@@ -97,3 +97,9 @@ class Settings(BaseSettings):
     # an open circuit cannot keep deliveries circulating forever (and auto-disable still
     # comes). None: the retry schedule's whole span (about 8.5 h by default).
     circuit_max_hold_s: float | None = None
+    # Head-of-line protection: a destination with this many deliveries outstanding in a
+    # worker (running, or waiting for its in-flight slots or its rate limit) gets further
+    # ones put off to retry tier 1 without an attempt, so a slow or stuck destination cannot
+    # take every one of the sink_max_in_flight slots. The price: a healthy destination's
+    # burst beyond the bound waits a tier-1 delay. 0 turns it off.
+    sink_max_queued_per_destination: int = 250

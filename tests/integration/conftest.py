@@ -125,6 +125,9 @@ def herald_env(services: Services, **extra: str) -> dict[str, str]:
         "HERALD_CIRCUIT_COOLDOWN_S": "1",
         "HERALD_CIRCUIT_MAX_COOLDOWN_S": "4",
         "HERALD_CIRCUIT_MAX_HOLD_S": "8",
+        # Small enough that test_destination_protection can fill them.
+        "HERALD_SINK_MAX_IN_FLIGHT": "100",
+        "HERALD_SINK_MAX_QUEUED_PER_DESTINATION": "40",
         **extra,
     }
 

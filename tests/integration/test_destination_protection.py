@@ -158,3 +158,37 @@ async def test_deliveries_held_too_long_by_an_open_circuit_are_dead_lettered(api
         assert len(dead.requests) < count
     finally:
         await dead.stop()
+
+
+async def test_a_backlogged_destination_does_not_take_every_slot(
+    api: Api, receiver: Receiver, stack: Stack
+) -> None:
+    """The stack has 100 global in-flight slots and puts off deliveries beyond 40
+    outstanding per destination (conftest.py). A destination paced to 1/s with a backlog of
+    150 would otherwise hold all 100 slots, and the consume loop would wait for them while
+    the healthy destination's deliveries sit behind the backlog in the same partition."""
+    backlog = 150
+    paced_id, healthy_id = same_partition_ids(2, "evtd_hol")
+    paced = await api.create_webhook(
+        f"{receiver.url}/paced", ["hol.backlog"], id=paced_id, rate_limit=1
+    )
+    await api.create_webhook(f"{receiver.url}/healthy", ["hol.after"], id=healthy_id)
+    worker_before = await scrape(stack.worker_url)
+    try:
+        await _publish_many(api, "hol.backlog", backlog)
+        await eventually(lambda: receiver.bodies("/paced"), what="the paced destination to start")
+        await _publish_many(api, "hol.after", 5)
+        await eventually(
+            lambda: len(receiver.bodies("/healthy")) == 5,
+            timeout_s=8,
+            what="the healthy destination behind the backlog",
+        )
+        assert len(receiver.bodies("/paced")) < 20  # the backlog is far from done
+        worker_after = await scrape(stack.worker_url)
+        put_off = delta(
+            worker_before, worker_after, "herald_deliveries_deferred_total", reason="queue_full"
+        )
+        assert put_off >= backlog - 40 - 1
+    finally:
+        status, _ = await api.call("DELETE", f"/v2/event-destinations/{paced['id']}")
+        assert status in (200, 204)
