@@ -301,20 +301,21 @@ class DeliveryRunner:
     async def _defer(
         self, delivery: dict[str, Any], destination: dict[str, Any], wait_s: float, reason: str
     ) -> None:
-        """Put the delivery off without an attempt; dead-letter it if it has been put off
-        for longer than `circuit_max_hold_s` in all (recorded as a failed attempt that was
-        not made, so the delivery log shows why)."""
-        now_ms = int(time.time() * 1000)
-        if int(delivery.get("held_ms") or 0) >= self._max_hold_s * 1000:
-            give_up = DeadLetter(f"not attempted: {reason.replace('_', ' ')} for too long")
+        """Put the delivery off without an attempt. Time put off by an open circuit adds
+        up; past `circuit_max_hold_s` the delivery is dead-lettered instead (recorded as a
+        failed attempt that was not made, so the log shows why). A full queue never
+        dead-letters: its destination is making progress, or its circuit will open."""
+        circuit = reason == "circuit_open"
+        if circuit and int(delivery.get("held_ms") or 0) >= self._max_hold_s * 1000:
+            give_up = DeadLetter("not attempted: circuit open for too long")
             exc = RetryableError(give_up.reason)
             await self._recorder.failure(delivery, exc, 0.0, give_up)
             await self._recorder.dead_letter(delivery, give_up.reason)
             metrics.DEAD_LETTERS.labels(type=destination["type"]).inc()
             await self._count_dead_letter(destination)
             return
-        step = defer_step(self._schedule, wait_s, now_ms=now_ms)
-        await self._recorder.defer(delivery, step, reason.replace("_", " "))
+        step = defer_step(self._schedule, wait_s, now_ms=int(time.time() * 1000))
+        await self._recorder.defer(delivery, step, reason.replace("_", " "), held=circuit)
         metrics.DELIVERIES_DEFERRED.labels(type=destination["type"], reason=reason).inc()
 
     async def _put_off(self, delivery: dict[str, Any]) -> None:

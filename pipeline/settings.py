@@ -93,9 +93,10 @@ class Settings(BaseSettings):
     circuit_failure_threshold: int = 10
     circuit_cooldown_s: float = 30.0
     circuit_max_cooldown_s: float = 600.0
-    # A delivery put off (not attempted) for longer than this in all is dead-lettered, so
-    # an open circuit cannot keep deliveries circulating forever (and auto-disable still
-    # comes). None: the retry schedule's whole span (about 8.5 h by default).
+    # A delivery held by an open circuit (not attempted) for longer than this in all is
+    # dead-lettered, so a circuit that never closes cannot keep deliveries circulating
+    # forever (and auto-disable still comes). None: the retry schedule's whole span
+    # (about 8.5 h by default).
     circuit_max_hold_s: float | None = None
     # Head-of-line protection: a destination with this many deliveries outstanding in a
     # worker (running, or waiting for its in-flight slots or its rate limit) gets further

@@ -120,19 +120,22 @@ def herald_env(services: Services, **extra: str) -> dict[str, str]:
         "HERALD_MAX_RETRIES": "3",
         "HERALD_AUTO_DISABLE_AFTER_DEAD_LETTERS": "2",
         "HERALD_DELIVERY_TIMEOUT_S": "2",
-        # No other test fails one destination 10 times in a row (test_destination_protection).
-        "HERALD_CIRCUIT_FAILURE_THRESHOLD": "10",
-        "HERALD_CIRCUIT_COOLDOWN_S": "1",
-        "HERALD_CIRCUIT_MAX_COOLDOWN_S": "4",
-        "HERALD_CIRCUIT_MAX_HOLD_S": "8",
-        # Small enough that test_destination_protection can fill them.
-        "HERALD_SINK_MAX_IN_FLIGHT": "100",
-        "HERALD_SINK_MAX_QUEUED_PER_DESTINATION": "40",
         **extra,
     }
 
 
 ENCRYPTION_KEY = generate_key()
+# The session stack's own limits (not the fault suite's workers, which keep the defaults):
+# small enough for test_destination_protection to reach, and a circuit breaker that no
+# other test trips (none fails one destination 10 times in a row).
+STACK_LIMITS = {
+    "HERALD_CIRCUIT_FAILURE_THRESHOLD": "10",
+    "HERALD_CIRCUIT_COOLDOWN_S": "1",
+    "HERALD_CIRCUIT_MAX_COOLDOWN_S": "4",
+    "HERALD_CIRCUIT_MAX_HOLD_S": "8",
+    "HERALD_SINK_MAX_IN_FLIGHT": "100",
+    "HERALD_SINK_MAX_QUEUED_PER_DESTINATION": "40",
+}
 
 
 def _ready(port: int) -> bool:
@@ -168,7 +171,7 @@ class Stack:
 def stack(services: Services) -> Iterator[Stack]:
     logs = TEST_DATA / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    env = herald_env(services)
+    env = herald_env(services, **STACK_LIMITS)
     processes = []
     for role, port in (("worker", WORKER_PORT), ("api", API_PORT)):
         log = logs / f"{role}.log"
