@@ -10,10 +10,12 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import orjson
+
 from tests.integration.api_client import Api
 from tests.integration.conftest import Stack
 from tests.integration.test_metrics import delta, scrape
-from tests.support import Receiver, eventually, same_partition_ids
+from tests.support import Received, Receiver, eventually, same_partition_ids
 
 
 async def _publish_many(api: Api, event_type: str, count: int) -> None:
@@ -64,6 +66,17 @@ async def test_rate_limit_paces_its_destination_and_no_other(api: Api, receiver:
     assert arrivals[-1] - arrivals[0] >= 0.9 * (count - burst) / rate
 
 
+async def _first_probe(dead: Receiver) -> Received:
+    """Once open, the receiver hears nothing until the 1 s cool-down ends and a probe goes."""
+    first = await eventually(lambda: dead.requests and dead.requests[0], what="attempts")
+    probe: Received = await eventually(
+        lambda: next((r for r in dead.requests if r.received_at - first.received_at >= 0.9), None),
+        timeout_s=10,
+        what="the first probe",
+    )
+    return probe
+
+
 async def test_circuit_breaker_spares_a_dead_receiver_and_recovers(
     api: Api, receiver: Receiver, stack: Stack
 ) -> None:
@@ -76,15 +89,7 @@ async def test_circuit_breaker_spares_a_dead_receiver_and_recovers(
         await api.create_webhook(f"{receiver.url}/alive", ["circuit.check"])
         worker_before = await scrape(stack.worker_url)
         await _publish_many(api, "circuit.check", count)
-        # Once open, the receiver hears nothing until the cool-down ends and a probe goes.
-        first = await eventually(lambda: dead.requests and dead.requests[0], what="attempts")
-        probe = await eventually(
-            lambda: next(
-                (r for r in dead.requests if r.received_at - first.received_at >= 0.9), None
-            ),
-            timeout_s=10,
-            what="the first probe",
-        )
+        probe = await _first_probe(dead)
         before_probe = [r for r in dead.requests if r.received_at < probe.received_at]
         # Without a breaker: 60 deliveries, 4 attempts each. With it: the failures that opened
         # it and those already in flight, then nothing while it is open.
@@ -119,6 +124,39 @@ async def test_circuit_breaker_spares_a_dead_receiver_and_recovers(
     assert delta(worker_before, worker_after, "herald_circuit_changes_total", state="open") >= 2
     assert delta(worker_before, worker_after, "herald_circuit_changes_total", state="closed") >= 1
     assert delta(worker_before, worker_after, "herald_deliveries_deferred_total") > 0
+
+
+async def test_a_test_event_passes_an_open_circuit(api: Api) -> None:
+    """A user who fixed their endpoint checks it with POST …/test: that goes at once rather
+    than after the cool-down, and its success closes the circuit for the rest."""
+    count = 12
+    dead = await Receiver(status=503).start()
+    try:
+        destination = await api.create_webhook(f"{dead.url}/fixed", ["circuit.fixed"])
+        await _publish_many(api, "circuit.fixed", count)
+        probe = await _first_probe(dead)
+        dead.status = 200
+        revived_at = time.monotonic()
+        status, _ = await api.call("POST", f"/v2/event-destinations/{destination['id']}/test")
+        assert status == 202
+
+        def test_event() -> Received | None:
+            bodies = [(r, orjson.loads(r.body)) for r in dead.requests]
+            return next((r for r, b in bodies if b["type"] == "event_destination.test"), None)
+
+        arrived = await eventually(test_event, what="the test event")
+        # The failed probe doubled the cool-down to 2 s: no automatic probe before then.
+        assert arrived.received_at < probe.received_at + 2
+        await eventually(
+            lambda: (
+                len({r.headers["webhook-id"] for r in dead.requests if r.received_at >= revived_at})
+                == count + 1
+            ),
+            timeout_s=10,
+            what="every delivery, once the test event closed the circuit",
+        )
+    finally:
+        await dead.stop()
 
 
 async def test_deliveries_held_too_long_by_an_open_circuit_are_dead_lettered(api: Api) -> None:
