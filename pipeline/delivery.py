@@ -389,7 +389,8 @@ class DeliveryRunner:
     # -- metrics -------------------------------------------------------------------------
 
     def observe_backlog(self) -> None:
-        """Set the retry backlog gauges from the records held until due (called by a sampler)."""
+        """Set the retry backlog gauges from the records held until due, and the open
+        circuits gauge (called by a sampler)."""
         held = dict.fromkeys(self._tier_labels.values(), 0)
         oldest_due_age_s = dict.fromkeys(self._tier_labels.values(), 0.0)
         now_ms = time.time() * 1000
@@ -402,6 +403,7 @@ class DeliveryRunner:
             overdue_s = max(0.0, (now_ms - _due_ms(queue[0])) / 1000)
             oldest_due_age_s[tier] = max(oldest_due_age_s[tier], overdue_s)
         metrics.observe_retry_backlog(held, oldest_due_age_s)
+        metrics.CIRCUITS_OPEN.set(self._circuits.open_count())
 
     # -- offsets -------------------------------------------------------------------------
 

@@ -11,7 +11,8 @@ How to aggregate across processes in PromQL:
 
 - counters and histograms are per process: `sum by (...) (rate(...))`;
 - `herald_retry_held_records` and `herald_retry_oldest_due_age_seconds` describe what this
-  worker holds: `sum` (held) and `max` (age) over instances;
+  worker holds: `sum` (held) and `max` (age) over instances; so does `herald_circuits_open`
+  (each worker keeps its own circuit breakers): `sum`, or `max` for "any worker";
 - `herald_consumer_lag_records`, `herald_dlq_records` and `herald_destinations` describe
   state shared by every worker (a consumer group's committed offsets, a topic, the
   destinations table), so every worker reports the same value: use `max`, never `sum`.
@@ -146,6 +147,10 @@ CONSUMER_LAG = Gauge(
     "Records not yet committed by a consumer group (agents, sinks, indexer), by topic: "
     "end offset minus committed offset, summed over the topic's partitions.",
     ["consumer", "topic"],
+)
+CIRCUITS_OPEN = Gauge(
+    "herald_circuits_open",
+    "Destination circuit breakers open or half-open in this worker (state is per worker).",
 )
 DLQ_RECORDS = Gauge(
     "herald_dlq_records",
