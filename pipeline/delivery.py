@@ -3,9 +3,9 @@
 A plain aiokafka consumer in a group (not a Faust agent with concurrency > 1, which can
 commit past a message still in flight). Many deliveries run at once per partition, at most
 `sink_max_in_flight_per_destination` per destination, paced to the destination's
-`rate_limit` if it has one (pipeline/pacing.py), and not at all while its circuit is
-open (pipeline/circuit.py: deferred to a retry tier without counting an attempt), nor
-beyond `sink_max_queued_per_destination` outstanding (put off the same way). Each
+`rate_limit` if it has one, and not at all while its circuit is open (deferred to a retry
+tier without counting an attempt) nor beyond `sink_max_queued_per_destination`
+outstanding (put off the same way): pipeline/admission.py decides. Each
 partition's committed offset stays below its lowest unfinished delivery. A retry-tier
 record that is not yet due pauses its partition until it is (pause/resume, never a sleep
 in the consume loop).
@@ -25,10 +25,10 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
 from pipeline import metrics
+from pipeline.admission import Admission
 from pipeline.attempts import AttemptRecorder
-from pipeline.circuit import CircuitBreakers, Outcome
+from pipeline.circuit import Outcome
 from pipeline.offsets import PartitionTracker
-from pipeline.pacing import Pacer
 from pipeline.publishers import PublisherCache
 from pipeline.retry import DeadLetter, Schedule, defer_step, next_step
 from pipeline.settings import Settings
@@ -40,8 +40,6 @@ log = logging.getLogger(__name__)
 
 DUE_HEADER = "herald-due-ms"
 COMMIT_INTERVAL_S = 0.5
-# POST /v2/event-destinations/{id}/test publishes this type (api/destinations.py).
-TEST_EVENT_TYPE = "event_destination.test"
 
 
 def _due_ms(record: ConsumerRecord[bytes, bytes]) -> int:
@@ -49,13 +47,6 @@ def _due_ms(record: ConsumerRecord[bytes, bytes]) -> int:
         if name == DUE_HEADER:
             return int(value)
     return 0
-
-
-def _asked_for_now(delivery: dict[str, Any]) -> bool:
-    """A manual retry or a test event, on its first go: the user asked for an attempt now
-    (typically to check a fix), so it passes an open circuit, and its outcome counts."""
-    manual = delivery.get("manual_retry") or delivery["event"]["type"] == TEST_EVENT_TYPE
-    return bool(manual) and delivery["attempt"] == 0
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -98,17 +89,7 @@ class DeliveryRunner:
         self._per_destination: dict[str, asyncio.Semaphore] = defaultdict(
             lambda: asyncio.Semaphore(settings.sink_max_in_flight_per_destination)
         )
-        self._pacer = Pacer()
-        self._max_hold_s = settings.circuit_max_hold_s or sum(
-            self._schedule.delay_s(n) for n in range(1, settings.max_retries + 1)
-        )
-        self._circuits = CircuitBreakers(
-            settings.circuit_failure_threshold,
-            settings.circuit_cooldown_s,
-            settings.circuit_max_cooldown_s,
-        )
-        # Deliveries running or waiting for their slots, by record key (destination id).
-        self._outstanding: dict[bytes, int] = {}
+        self._admission = Admission(settings, self._schedule)
         self._tasks: set[asyncio.Task[None]] = set()
         # Deliveries in a row that exhausted their retries, per destination (this process).
         self._dead_letters: dict[str, int] = defaultdict(int)
@@ -210,11 +191,7 @@ class DeliveryRunner:
         outstanding (running or waiting for its slots) gets this one put off instead, so a
         stuck or slow destination cannot take every global slot (head-of-line)."""
         await self._slots.acquire()
-        key = record.key or b""
-        bound = self._settings.sink_max_queued_per_destination
-        put_off = bool(bound) and self._outstanding.get(key, 0) >= bound
-        if not put_off:
-            self._outstanding[key] = self._outstanding.get(key, 0) + 1
+        put_off = not self._admission.enqueue(record.key or b"")
         task = asyncio.create_task(self._run_one(tp, record, put_off=put_off))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -244,14 +221,7 @@ class DeliveryRunner:
         finally:
             self._slots.release()
             if not put_off:
-                self._release_outstanding(record.key or b"")
-
-    def _release_outstanding(self, key: bytes) -> None:
-        left = self._outstanding.get(key, 0) - 1
-        if left > 0:
-            self._outstanding[key] = left
-        else:
-            self._outstanding.pop(key, None)
+                self._admission.finished(record.key or b"")
 
     # -- one delivery --------------------------------------------------------------------
 
@@ -268,13 +238,13 @@ class DeliveryRunner:
         except DeliveryError as exc:
             latency_ms = (time.perf_counter() - started) * 1000
             permanent = isinstance(exc, PermanentError)
-            self._circuit_outcome(
+            self._admission.outcome(
                 destination, Outcome.PERMANENT if permanent else Outcome.RETRYABLE
             )
             await self._failed(delivery, destination, exc, latency_ms)
             return
         latency_ms = (time.perf_counter() - started) * 1000
-        self._circuit_outcome(destination, Outcome.SUCCESS)
+        self._admission.outcome(destination, Outcome.SUCCESS)
         await self._recorder.success(delivery, result, latency_ms)
         # Counted once recorded: a delivery whose attempt could not be recorded is redone.
         metrics.record_attempt(
@@ -291,21 +261,14 @@ class DeliveryRunner:
         destination = self._routable(delivery)
         if destination is None:
             return None
-        wait_s = None if _asked_for_now(delivery) else self._circuits.admit(destination["id"])
+        wait_s = self._admission.circuit_wait_s(delivery)
         if wait_s is not None:
             await self._defer(delivery, destination, wait_s, "circuit_open")
             return None
         if destination.get("rate_limit"):
-            await self._pacer.wait(destination["id"], destination["rate_limit"])
+            await self._admission.pace(destination)
             destination = self._routable(delivery)  # it may have changed while waiting
         return destination
-
-    def _circuit_outcome(self, destination: dict[str, Any], outcome: Outcome) -> None:
-        change = self._circuits.record(destination["id"], outcome)
-        if change is None:
-            return
-        metrics.CIRCUIT_CHANGES.labels(type=destination["type"], state=change).inc()
-        log.warning("destination circuit %s", change, extra={"destination_id": destination["id"]})
 
     async def _defer(
         self, delivery: dict[str, Any], destination: dict[str, Any], wait_s: float, reason: str
@@ -315,7 +278,7 @@ class DeliveryRunner:
         failed attempt that was not made, so the log shows why). A full queue never
         dead-letters: its destination is making progress, or its circuit will open."""
         circuit = reason == "circuit_open"
-        if circuit and int(delivery.get("held_ms") or 0) >= self._max_hold_s * 1000:
+        if circuit and self._admission.held_too_long(delivery):
             give_up = DeadLetter("not attempted: circuit open for too long")
             exc = RetryableError(give_up.reason)
             await self._recorder.failure(delivery, exc, 0.0, give_up)
@@ -403,7 +366,7 @@ class DeliveryRunner:
             overdue_s = max(0.0, (now_ms - _due_ms(queue[0])) / 1000)
             oldest_due_age_s[tier] = max(oldest_due_age_s[tier], overdue_s)
         metrics.observe_retry_backlog(held, oldest_due_age_s)
-        metrics.CIRCUITS_OPEN.set(self._circuits.open_count())
+        self._admission.observe()
 
     # -- offsets -------------------------------------------------------------------------
 
