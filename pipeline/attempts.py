@@ -108,7 +108,9 @@ class AttemptRecorder:
             delivery["destination_id"],
             headers=[(self._due_header, str(step.due_ms).encode())],
         )
-        log.info(
+        # DEBUG: an open circuit defers a whole backlog again every cool-down, and
+        # herald_deliveries_deferred_total counts them; the circuit's own changes are logged.
+        log.debug(
             "delivery deferred (%s) to retry tier %d",
             reason,
             step.tier,
