@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import orjson
@@ -90,6 +91,30 @@ class AttemptRecorder:
             orjson.dumps(record),
             delivery["destination_id"],
             headers=[(self._due_header, str(step.due_ms).encode())],
+        )
+
+    async def defer(
+        self, delivery: dict[str, Any], step: Retry, reason: str, *, held: bool
+    ) -> None:
+        """Queue the delivery in a retry tier without counting an attempt: its attempt
+        number stays; if `held`, `held_ms` adds up how long it has been held in all."""
+        record = {**delivery, "due_at": step.due_ms}
+        if held:
+            held_ms = max(0, step.due_ms - int(time.time() * 1000))
+            record["held_ms"] = int(delivery.get("held_ms") or 0) + held_ms
+        await self._send(
+            step.topic,
+            orjson.dumps(record),
+            delivery["destination_id"],
+            headers=[(self._due_header, str(step.due_ms).encode())],
+        )
+        # DEBUG: an open circuit defers a whole backlog again every cool-down, and
+        # herald_deliveries_deferred_total counts them; the circuit's own changes are logged.
+        log.debug(
+            "delivery deferred (%s) to retry tier %d",
+            reason,
+            step.tier,
+            extra=_extra(delivery, outcome="deferred", tier=step.tier),
         )
 
     async def dead_letter(self, delivery: dict[str, Any], reason: str) -> None:

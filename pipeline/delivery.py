@@ -2,9 +2,13 @@
 
 A plain aiokafka consumer in a group (not a Faust agent with concurrency > 1, which can
 commit past a message still in flight). Many deliveries run at once per partition, at most
-`sink_max_in_flight_per_destination` per destination, and each partition's committed
-offset stays below its lowest unfinished delivery. A retry-tier record that is not yet due
-pauses its partition until it is (pause/resume, never a sleep in the consume loop).
+`sink_max_in_flight_per_destination` per destination, paced to the destination's
+`rate_limit` if it has one, and not at all while its circuit is open (deferred to a retry
+tier without counting an attempt) nor beyond `sink_max_queued_per_destination`
+outstanding (put off the same way): pipeline/admission.py decides. Each
+partition's committed offset stays below its lowest unfinished delivery. A retry-tier
+record that is not yet due pauses its partition until it is (pause/resume, never a sleep
+in the consume loop).
 """
 
 from __future__ import annotations
@@ -21,10 +25,12 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
 from pipeline import metrics
+from pipeline.admission import Admission
 from pipeline.attempts import AttemptRecorder
+from pipeline.circuit import Outcome
 from pipeline.offsets import PartitionTracker
 from pipeline.publishers import PublisherCache
-from pipeline.retry import DeadLetter, Schedule, next_step
+from pipeline.retry import DeadLetter, Schedule, defer_step, next_step
 from pipeline.settings import Settings
 from pipeline.sinks.base import DeliveryError, PermanentError, RetryableError
 from pipeline.topics import DELIVERIES, retry_topic
@@ -83,6 +89,7 @@ class DeliveryRunner:
         self._per_destination: dict[str, asyncio.Semaphore] = defaultdict(
             lambda: asyncio.Semaphore(settings.sink_max_in_flight_per_destination)
         )
+        self._admission = Admission(settings, self._schedule)
         self._tasks: set[asyncio.Task[None]] = set()
         # Deliveries in a row that exhausted their retries, per destination (this process).
         self._dead_letters: dict[str, int] = defaultdict(int)
@@ -180,16 +187,25 @@ class DeliveryRunner:
             self._consumer.resume(tp)
 
     async def _dispatch(self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes]) -> None:
+        """Start the record's task. A destination that already has its bound of deliveries
+        outstanding (running or waiting for its slots) gets this one put off instead, so a
+        stuck or slow destination cannot take every global slot (head-of-line)."""
         await self._slots.acquire()
-        task = asyncio.create_task(self._run_one(tp, record))
+        put_off = not self._admission.enqueue(record.key or b"")
+        task = asyncio.create_task(self._run_one(tp, record, put_off=put_off))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _run_one(self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes]) -> None:
+    async def _run_one(
+        self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes], *, put_off: bool
+    ) -> None:
         try:
             delivery = orjson.loads(record.value)
-            async with self._per_destination[delivery["destination_id"]]:
-                await self._deliver(delivery)
+            if put_off:
+                await self._put_off(delivery)
+            else:
+                async with self._per_destination[delivery["destination_id"]]:
+                    await self._deliver(delivery)
             tracker = self._trackers.get(tp)
             if tracker is not None:  # None: the partition was revoked meanwhile
                 tracker.done(record.offset)
@@ -204,19 +220,14 @@ class DeliveryRunner:
             )
         finally:
             self._slots.release()
+            if not put_off:
+                self._admission.finished(record.key or b"")
 
     # -- one delivery --------------------------------------------------------------------
 
     async def _deliver(self, delivery: dict[str, Any]) -> None:
-        destination = self._view.get(delivery["destination_id"])
-        if destination is None or destination["status"] == "inactive":
-            reason = "deleted" if destination is None else "inactive"
-            metrics.DELIVERIES_DROPPED.labels(reason=reason).inc()
-            log.info(
-                "delivery dropped: destination %s",
-                reason,
-                extra={"delivery_id": delivery["id"], "destination_id": delivery["destination_id"]},
-            )
+        destination = await self._admitted(delivery)
+        if destination is None:
             return
         event = delivery["event"]
         body = orjson.dumps(event)
@@ -226,9 +237,14 @@ class DeliveryRunner:
             result = await publisher.publish(delivery["id"], event, body)
         except DeliveryError as exc:
             latency_ms = (time.perf_counter() - started) * 1000
+            permanent = isinstance(exc, PermanentError)
+            self._admission.outcome(
+                destination, Outcome.PERMANENT if permanent else Outcome.RETRYABLE
+            )
             await self._failed(delivery, destination, exc, latency_ms)
             return
         latency_ms = (time.perf_counter() - started) * 1000
+        self._admission.outcome(destination, Outcome.SUCCESS)
         await self._recorder.success(delivery, result, latency_ms)
         # Counted once recorded: a delivery whose attempt could not be recorded is redone.
         metrics.record_attempt(
@@ -238,6 +254,63 @@ class DeliveryRunner:
         self._dead_letters.pop(destination["id"], None)
         if not destination.get("verified_at"):
             await self._recorder.verified(destination["id"])
+
+    async def _admitted(self, delivery: dict[str, Any]) -> dict[str, Any] | None:
+        """The destination to attempt the delivery to now, once its circuit lets it through
+        and its rate limit allows; None if the delivery was dropped or deferred instead."""
+        destination = self._routable(delivery)
+        if destination is None:
+            return None
+        wait_s = self._admission.circuit_wait_s(delivery)
+        if wait_s is not None:
+            await self._defer(delivery, destination, wait_s, "circuit_open")
+            return None
+        if destination.get("rate_limit"):
+            await self._admission.pace(destination)
+            destination = self._routable(delivery)  # it may have changed while waiting
+        return destination
+
+    async def _defer(
+        self, delivery: dict[str, Any], destination: dict[str, Any], wait_s: float, reason: str
+    ) -> None:
+        """Put the delivery off without an attempt. Time put off by an open circuit adds
+        up; past `circuit_max_hold_s` the delivery is dead-lettered instead (recorded as a
+        failed attempt that was not made, so the log shows why). A full queue never
+        dead-letters: its destination is making progress, or its circuit will open."""
+        circuit = reason == "circuit_open"
+        if circuit and self._admission.held_too_long(delivery):
+            give_up = DeadLetter("not attempted: circuit open for too long")
+            exc = RetryableError(give_up.reason)
+            await self._recorder.failure(delivery, exc, 0.0, give_up)
+            await self._recorder.dead_letter(delivery, give_up.reason)
+            metrics.DEAD_LETTERS.labels(type=destination["type"]).inc()
+            await self._count_dead_letter(destination)
+            return
+        step = defer_step(self._schedule, wait_s, now_ms=int(time.time() * 1000))
+        await self._recorder.defer(delivery, step, reason.replace("_", " "), held=circuit)
+        metrics.DELIVERIES_DEFERRED.labels(type=destination["type"], reason=reason).inc()
+
+    async def _put_off(self, delivery: dict[str, Any]) -> None:
+        """Its destination has too many deliveries outstanding here: to retry tier 1, no
+        attempt counted (dropped instead if the destination is gone or inactive)."""
+        destination = self._routable(delivery)
+        if destination is not None:
+            await self._defer(delivery, destination, 0.0, "queue_full")
+
+    def _routable(self, delivery: dict[str, Any]) -> dict[str, Any] | None:
+        """The destination's current record, or None (counted, logged) if it is gone or
+        inactive: the delivery is then dropped."""
+        destination = self._view.get(delivery["destination_id"])
+        if destination is not None and destination["status"] != "inactive":
+            return destination
+        reason = "deleted" if destination is None else "inactive"
+        metrics.DELIVERIES_DROPPED.labels(reason=reason).inc()
+        log.info(
+            "delivery dropped: destination %s",
+            reason,
+            extra={"delivery_id": delivery["id"], "destination_id": delivery["destination_id"]},
+        )
+        return None
 
     async def _failed(
         self,
@@ -279,7 +352,8 @@ class DeliveryRunner:
     # -- metrics -------------------------------------------------------------------------
 
     def observe_backlog(self) -> None:
-        """Set the retry backlog gauges from the records held until due (called by a sampler)."""
+        """Set the retry backlog gauges from the records held until due, and the open
+        circuits gauge (called by a sampler)."""
         held = dict.fromkeys(self._tier_labels.values(), 0)
         oldest_due_age_s = dict.fromkeys(self._tier_labels.values(), 0.0)
         now_ms = time.time() * 1000
@@ -292,6 +366,7 @@ class DeliveryRunner:
             overdue_s = max(0.0, (now_ms - _due_ms(queue[0])) / 1000)
             oldest_due_age_s[tier] = max(oldest_due_age_s[tier], overdue_s)
         metrics.observe_retry_backlog(held, oldest_due_age_s)
+        self._admission.observe()
 
     # -- offsets -------------------------------------------------------------------------
 

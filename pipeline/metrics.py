@@ -11,7 +11,8 @@ How to aggregate across processes in PromQL:
 
 - counters and histograms are per process: `sum by (...) (rate(...))`;
 - `herald_retry_held_records` and `herald_retry_oldest_due_age_seconds` describe what this
-  worker holds: `sum` (held) and `max` (age) over instances;
+  worker holds: `sum` (held) and `max` (age) over instances; so does `herald_circuits_open`
+  (each worker keeps its own circuit breakers): `sum`, or `max` for "any worker";
 - `herald_consumer_lag_records`, `herald_dlq_records` and `herald_destinations` describe
   state shared by every worker (a consumer group's committed offsets, a topic, the
   destinations table), so every worker reports the same value: use `max`, never `sum`.
@@ -105,6 +106,19 @@ DELIVERIES_DROPPED = Counter(
     "Deliveries not attempted because their destination was deleted or is inactive.",
     ["reason"],
 )
+DELIVERIES_DEFERRED = Counter(
+    "herald_deliveries_deferred",
+    "Deliveries put off to a retry tier without an attempt, by destination type and reason "
+    "(circuit_open: the destination's circuit breaker is open; queue_full: it already has "
+    "sink_max_queued_per_destination deliveries outstanding in this worker).",
+    ["type", "reason"],
+)
+CIRCUIT_CHANGES = Counter(
+    "herald_circuit_changes",
+    "Destination circuit breakers that opened or closed in this worker, by destination type "
+    "and the state entered (open, closed).",
+    ["type", "state"],
+)
 DELIVERY_HANDLING_ERRORS = Counter(
     "herald_delivery_handling_errors",
     "Unexpected errors while handling a delivery (it is retried after a restart or rebalance).",
@@ -133,6 +147,10 @@ CONSUMER_LAG = Gauge(
     "Records not yet committed by a consumer group (agents, sinks, indexer), by topic: "
     "end offset minus committed offset, summed over the topic's partitions.",
     ["consumer", "topic"],
+)
+CIRCUITS_OPEN = Gauge(
+    "herald_circuits_open",
+    "Destination circuit breakers open or half-open in this worker (state is per worker).",
 )
 DLQ_RECORDS = Gauge(
     "herald_dlq_records",

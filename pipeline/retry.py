@@ -62,3 +62,13 @@ def next_step(
         while tier < schedule.max_retries and schedule.delay_s(tier) < wanted_s:
             tier += 1
     return Retry(retry_topic(tier), tier, now_ms + int(schedule.delay_s(tier) * 1000))
+
+
+def defer_step(schedule: Schedule, wait_s: float, *, now_ms: int) -> Retry:
+    """Where a delivery waits that is put off without an attempt (an open circuit, a full
+    destination queue): the first tier whose delay covers `wait_s` (the last tier if none
+    does), due one tier delay from now, so due times keep rising within the tier."""
+    tier = 1
+    while tier < schedule.max_retries and schedule.delay_s(tier) < wait_s:
+        tier += 1
+    return Retry(retry_topic(tier), tier, now_ms + int(schedule.delay_s(tier) * 1000))

@@ -106,3 +106,22 @@ class Settings(BaseSettings):
         for cidr in value:
             ipaddress.ip_network(cidr, strict=False)
         return value
+
+    # Circuit breaker per destination (pipeline/circuit.py; in memory, per worker process):
+    # after this many retryable failures in a row its deliveries are deferred to a retry
+    # tier without an attempt until a cool-down passes, then one probe goes; each failed
+    # probe doubles the cool-down up to the maximum. 0 turns the breaker off.
+    circuit_failure_threshold: int = 10
+    circuit_cooldown_s: float = 30.0
+    circuit_max_cooldown_s: float = 600.0
+    # A delivery held by an open circuit (not attempted) for longer than this in all is
+    # dead-lettered, so a circuit that never closes cannot keep deliveries circulating
+    # forever (and auto-disable still comes). None: the retry schedule's whole span
+    # (about 8.5 h by default).
+    circuit_max_hold_s: float | None = None
+    # Head-of-line protection: a destination with this many deliveries outstanding in a
+    # worker (running, or waiting for its in-flight slots or its rate limit) gets further
+    # ones put off to retry tier 1 without an attempt, so a slow or stuck destination cannot
+    # take every one of the sink_max_in_flight slots. The price: a healthy destination's
+    # burst beyond the bound waits a tier-1 delay. 0 turns it off.
+    sink_max_queued_per_destination: int = 250

@@ -10,6 +10,10 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+from aiokafka.partitioner import murmur2
+
+from pipeline.settings import Settings
+from pipeline.topics import DELIVERIES, load_specs
 
 
 async def eventually(
@@ -30,6 +34,22 @@ async def eventually(
             return last
         await asyncio.sleep(interval_s)
     raise AssertionError(f"timed out after {timeout_s}s waiting for {what} (last: {last!r})")
+
+
+def same_partition_ids(count: int, prefix: str = "evtd_t") -> list[str]:
+    """Client-chosen destination ids whose deliveries all land in one `deliveries` partition
+    (the producer's default partitioner: murmur2 of the key, which is the destination id)."""
+    specs = {s.name: s.partitions for s in load_specs(Settings().topics_file)}
+    partitions = specs[DELIVERIES]
+    stamp = time.time_ns()
+    ids: list[str] = []
+    n = 0
+    while len(ids) < count:
+        candidate = f"{prefix}{stamp}_{n}"
+        if (murmur2(candidate.encode()) & 0x7FFFFFFF) % partitions == 0:
+            ids.append(candidate)
+        n += 1
+    return ids
 
 
 @dataclass

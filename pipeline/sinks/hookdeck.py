@@ -17,18 +17,15 @@ from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
 import hashlib
 import hmac
 import re
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import aiohttp
 from multidict import CIMultiDictProxy
 
-from pipeline.outbound import AddressRefused
 from pipeline.settings import Settings
 from pipeline.sinks.base import (
     Config,
@@ -40,7 +37,7 @@ from pipeline.sinks.base import (
     Target,
 )
 from pipeline.sinks.fields import FieldErrors, config_object, string, unknown_fields
-from pipeline.sinks.http_common import SessionPool, retry_after_s
+from pipeline.sinks.http_common import SessionPool, read_head, retry_after_s, transport_errors
 
 RESPONSE_BODY_BYTES = 1024
 USER_AGENT = "Herald-Hookdeck/0.1"
@@ -89,12 +86,12 @@ class HookdeckPublisher:
             "webhook-timestamp": str(int(time.time())),
             "x-hookdeck-signature": signature(self._token, body),
         }
-        with _map_errors():
+        with transport_errors("Hookdeck"):
             async with self._session.post(
                 self._url, data=body, headers=headers, timeout=self._timeout, allow_redirects=False
             ) as resp:
-                raw = await resp.content.read(RESPONSE_BODY_BYTES)
-                return _outcome(resp.status, raw.decode("utf-8", errors="replace"), resp.headers)
+                text = await read_head(resp, RESPONSE_BODY_BYTES)
+                return _outcome(resp.status, text, resp.headers)
 
     async def close(self) -> None:
         """Nothing per destination: connections belong to the sink's pool."""
@@ -114,28 +111,6 @@ def _outcome(status: int, text: str, headers: CIMultiDictProxy[str]) -> Delivery
         response_status=status,
         response_body=text,
     )
-
-
-@contextlib.contextmanager
-def _map_errors() -> Iterator[None]:
-    """aiohttp and socket errors → RetryableError / PermanentError, most specific first.
-
-    Messages name neither the URL nor the token.
-    """
-    try:
-        yield
-    except (RetryableError, PermanentError):
-        raise
-    except AddressRefused as exc:
-        raise PermanentError("Hookdeck address refused by the outbound policy") from exc
-    except aiohttp.ClientConnectorError as exc:
-        if isinstance(exc.os_error, AddressRefused):
-            raise PermanentError("Hookdeck address refused by the outbound policy") from exc
-        raise RetryableError(f"connection failed: {exc.os_error.strerror or 'error'}") from exc
-    except TimeoutError as exc:
-        raise RetryableError("timed out waiting for Hookdeck") from exc
-    except (aiohttp.ClientError, OSError) as exc:
-        raise RetryableError(f"request failed: {type(exc).__name__}") from exc
 
 
 class HookdeckSink:

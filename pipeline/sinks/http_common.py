@@ -6,14 +6,22 @@ resolver, and to IP-literal hosts (which aiohttp never hands to a resolver) befo
 request starts. SDKs that open their own sockets
 (AMQP, Kafka, gRPC, Service Bus) cannot take that resolver, so their sinks call
 `checked_addresses()` on each host the destination names before the SDK connects.
+
+`transport_errors()` maps what aiohttp and the socket raise onto the sink exceptions, and
+`read_head()` reads the start of a response body without ever reading the whole of it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
 import ipaddress
+import os
 import socket
+import ssl
 import time
+from collections.abc import Iterator
 from email.utils import parsedate_to_datetime
 from types import SimpleNamespace
 
@@ -21,6 +29,7 @@ import aiohttp
 
 from pipeline.outbound import AddressPolicy, AddressRefused, PolicyResolver
 from pipeline.settings import Settings
+from pipeline.sinks.base import PermanentError, RetryableError
 
 
 class SessionPool:
@@ -76,6 +85,85 @@ def _literal_address_check(policy: AddressPolicy) -> aiohttp.TraceConfig:
     trace = aiohttp.TraceConfig()
     trace.on_request_start.append(on_request_start)
     return trace
+
+
+async def read_head(response: aiohttp.ClientResponse, limit_bytes: int) -> str:
+    """The first `limit_bytes` of a response body (fewer at its end), decoded leniently.
+
+    Never reads more than the limit, however large or endless the body is: the rest stays
+    unread and the connection is closed rather than reused. A body that stalls or breaks
+    off before the limit is cut by the request's total timeout or the disconnect, and what
+    arrived is kept: the status line already came, so the status stands.
+    """
+    chunks: list[bytes] = []
+    size = 0
+    with contextlib.suppress(TimeoutError, aiohttp.ClientPayloadError, aiohttp.ClientOSError):
+        while size < limit_bytes:
+            chunk = await response.content.read(limit_bytes - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    return b"".join(chunks).decode("utf-8", errors="replace")
+
+
+@contextlib.contextmanager
+def transport_errors(peer: str) -> Iterator[None]:
+    """aiohttp and socket errors → RetryableError / PermanentError, most specific first.
+
+    `peer` names the other side in messages ("the receiver", "Hookdeck"). Messages never
+    include the URL (it may carry credentials in its userinfo or query):
+
+        AddressRefused (bare, or inside ClientConnectorError)   permanent
+        ClientConnectorCertificateError   retryable: "TLS certificate verification failed"
+        ClientSSLError                    retryable: "TLS handshake failed"
+        ClientConnectorError              retryable: "connection failed: <errno text>"
+        TimeoutError                      retryable: "timed out waiting for <peer>"
+        ClientError, OSError              retryable: "request failed: <class name>"
+
+    A certificate error is retryable although it usually needs a person to fix it: an
+    expired or misissued certificate is typically replaced within hours, which the retry
+    schedule (about 8.5 h by default) covers; if it is not, the delivery is dead-lettered
+    like any other and the destination is disabled by the usual rule.
+    """
+    try:
+        yield
+    except (RetryableError, PermanentError):
+        raise
+    except AddressRefused as exc:
+        raise PermanentError(f"{peer}'s address is refused by the outbound policy") from exc
+    except aiohttp.ClientConnectorCertificateError as exc:
+        reason = _certificate_reason(exc.certificate_error)
+        raise RetryableError(f"TLS certificate verification failed: {reason}") from exc
+    except aiohttp.ClientSSLError as exc:
+        reason = getattr(exc.os_error, "reason", None) or type(exc.os_error).__name__
+        raise RetryableError(
+            f"TLS handshake failed: {str(reason).lower().replace('_', ' ')}"
+        ) from exc
+    except aiohttp.ClientConnectorError as exc:
+        if isinstance(exc.os_error, AddressRefused):
+            raise PermanentError(f"{peer}'s address is refused by the outbound policy") from exc
+        raise RetryableError(f"connection failed: {_os_reason(exc.os_error)}") from exc
+    except TimeoutError as exc:
+        raise RetryableError(f"timed out waiting for {peer}") from exc
+    except (aiohttp.ClientError, OSError) as exc:
+        raise RetryableError(f"request failed: {type(exc).__name__}") from exc
+
+
+def _certificate_reason(error: Exception) -> str:
+    if isinstance(error, ssl.SSLCertVerificationError) and error.verify_message:
+        return str(error.verify_message)
+    return type(error).__name__
+
+
+def _os_reason(error: OSError) -> str:
+    """ "connection refused" rather than the socket's text, which names the address; a
+    resolver's own text for a name that did not resolve (it names nothing)."""
+    if isinstance(error, socket.gaierror):
+        return f"name resolution failed: {str(error.strerror or 'error').lower()}"
+    if error.errno is not None and error.errno in errno.errorcode:
+        return os.strerror(error.errno).lower()
+    return "error"
 
 
 def retry_after_s(value: str | None) -> float | None:

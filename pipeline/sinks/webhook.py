@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import aiohttp
 
-from pipeline.outbound import AddressRefused
 from pipeline.settings import Settings
 from pipeline.signing import SECRET_PREFIX, sign, valid_secret
 from pipeline.sinks.base import (
@@ -28,7 +25,7 @@ from pipeline.sinks.fields import (
     string_map,
     unknown_fields,
 )
-from pipeline.sinks.http_common import SessionPool, retry_after_s
+from pipeline.sinks.http_common import SessionPool, read_head, retry_after_s, transport_errors
 
 RESPONSE_BODY_BYTES = 1024
 USER_AGENT = "Herald-Webhooks/0.1"
@@ -58,51 +55,33 @@ class WebhookPublisher:
             "webhook-timestamp": str(timestamp_s),
             "webhook-signature": sign(self._secrets, delivery_id, timestamp_s, body),
         }
-        with _map_errors():
+        with transport_errors("the receiver"):
             async with self._session.post(
                 self._url, data=body, headers=headers, timeout=self._timeout, allow_redirects=False
             ) as resp:
-                raw = await resp.content.read(RESPONSE_BODY_BYTES)
-                text = raw.decode("utf-8", errors="replace")
-                if 200 <= resp.status < 300:
-                    return DeliveryResult(response_status=resp.status, response_body=text)
-                if resp.status == 410:
-                    raise PermanentError(
-                        "410 Gone: the receiver asked to stop",
-                        response_status=410,
-                        response_body=text,
-                    )
-                raise RetryableError(
-                    f"HTTP {resp.status}",
-                    retry_after_s=retry_after_s(resp.headers.get("Retry-After")),
-                    response_status=resp.status,
-                    response_body=text,
-                )
+                text = await read_head(resp, RESPONSE_BODY_BYTES)
+                return _outcome(resp.status, text, resp.headers.get("Retry-After"))
 
     async def close(self) -> None:
         """Nothing per destination: connections belong to the sink's pool."""
 
 
-@contextlib.contextmanager
-def _map_errors() -> Iterator[None]:
-    """aiohttp and socket errors → RetryableError / PermanentError, most specific first.
-
-    Messages never include the URL: it may carry credentials in its userinfo or query.
-    """
-    try:
-        yield
-    except (RetryableError, PermanentError):
-        raise
-    except AddressRefused as exc:
-        raise PermanentError("destination address refused by the outbound policy") from exc
-    except aiohttp.ClientConnectorError as exc:
-        if isinstance(exc.os_error, AddressRefused):
-            raise PermanentError("destination address refused by the outbound policy") from exc
-        raise RetryableError(f"connection failed: {exc.os_error.strerror or 'error'}") from exc
-    except TimeoutError as exc:
-        raise RetryableError("timed out waiting for the receiver") from exc
-    except (aiohttp.ClientError, OSError) as exc:
-        raise RetryableError(f"request failed: {type(exc).__name__}") from exc
+def _outcome(status: int, text: str, retry_after: str | None) -> DeliveryResult:
+    """A 2xx is a result; 410 is permanent (and disables the destination); any other status,
+    redirects included (never followed), is retryable."""
+    if 200 <= status < 300:
+        return DeliveryResult(response_status=status, response_body=text)
+    if status == 410:
+        raise PermanentError(
+            "410 Gone: the receiver asked to stop", response_status=410, response_body=text
+        )
+    note = " (redirects are not followed)" if 300 <= status < 400 else ""
+    raise RetryableError(
+        f"HTTP {status}{note}",
+        retry_after_s=retry_after_s(retry_after),
+        response_status=status,
+        response_body=text,
+    )
 
 
 class WebhookSink:

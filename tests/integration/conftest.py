@@ -133,6 +133,17 @@ def herald_env(services: Services, **extra: str) -> dict[str, str]:
 
 
 ENCRYPTION_KEY = generate_key()
+# The session stack's own limits (not the fault suite's workers, which keep the defaults):
+# small enough for test_destination_protection to reach, and a circuit breaker that no
+# other test trips (none fails one destination 10 times in a row).
+STACK_LIMITS = {
+    "HERALD_CIRCUIT_FAILURE_THRESHOLD": "10",
+    "HERALD_CIRCUIT_COOLDOWN_S": "1",
+    "HERALD_CIRCUIT_MAX_COOLDOWN_S": "4",
+    "HERALD_CIRCUIT_MAX_HOLD_S": "8",
+    "HERALD_SINK_MAX_IN_FLIGHT": "100",
+    "HERALD_SINK_MAX_QUEUED_PER_DESTINATION": "40",
+}
 
 
 def _ready(port: int) -> bool:
@@ -182,7 +193,7 @@ def peers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Peers]:
 def stack(services: Services, peers: Peers) -> Iterator[Stack]:
     logs = TEST_DATA / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    env = herald_env(services, **peers.herald_env())
+    env = herald_env(services, **peers.herald_env(), **STACK_LIMITS)
     processes = []
     for role, port in (("worker", WORKER_PORT), ("api", API_PORT)):
         log = logs / f"{role}.log"
