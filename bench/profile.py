@@ -1,11 +1,12 @@
 """Sampling profiles of the worker and the API during a scenario (py-spy), and their summary.
 
-`python -m bench.run --profile fanout` records each Herald process with py-spy (install it
-into the venv: `.venv/bin/pip install py-spy`; it is not a dependency of Herald) and
+`python -m bench.run --profile fanout` records each Herald process with py-spy (the `bench`
+extra, which `make bench` installs; not a dependency of Herald itself) and
 writes the raw collapsed stacks under .data/bench/profile/ and a summary per process to
 bench/results/profile/<process>.json: samples by component, and the functions with the
 most samples on-CPU, by self and by inclusive count. Idle time (the event loop waiting in
-epoll) is not sampled, so the shares are shares of the process's busy time.
+epoll) and system calls made without the GIL are not sampled (`--gil`), so the shares are
+shares of the process's Python CPU time.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ class Profiler:
 
     def __init__(self, pids: dict[str, int], out_dir: Path) -> None:
         if not PY_SPY.exists():
-            raise RuntimeError(f"{PY_SPY} not found: `.venv/bin/pip install py-spy` first")
+            raise RuntimeError(f"{PY_SPY} not found: `make .venv/.bench-installed` first")
         self._pids = pids
         self._out_dir = out_dir
         self._recorders: dict[str, subprocess.Popen[bytes]] = {}
@@ -72,6 +73,11 @@ class Profiler:
                     str(RATE_HZ),
                     "--format",
                     "raw",
+                    # Samples holding the GIL only: Python's own CPU, not waits in epoll or
+                    # in a socket write that the busy machine delayed.
+                    "--gil",
+                    "--full-filenames",
+                    "--nonblocking",
                     "--output",
                     str(self.raw_path(name)),
                 ],

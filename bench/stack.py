@@ -87,6 +87,24 @@ def rss_bytes(pid: int) -> int:
     return 0
 
 
+CLOCK_TICKS_PER_S = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far, all threads (0 if it is gone).
+
+    Busy time is steadier than throughput on a shared machine: a process that waits for
+    a core runs slower but does not use more CPU per delivery.
+    """
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    # Split after the command name, which may hold spaces; utime and stime are fields 14, 15.
+    fields = stat.rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS_PER_S
+
+
 def _is_ours(pid: int) -> bool:
     """Whether `pid` still runs one of the bench's own commands (pids get reused)."""
     try:
@@ -145,6 +163,10 @@ class Stack:
     def pid(self, name: str) -> int:
         """Pid of a running process of the stack: worker, api or receiver."""
         return self.processes[name].pid
+
+    def cpu(self) -> dict[str, float]:
+        """CPU seconds used so far by the worker, the API and the receiver."""
+        return {name: cpu_seconds(p.pid) for name, p in self.processes.items()}
 
     def herald_env(self) -> dict[str, str]:
         """Environment of the worker and API: no HERALD_* from outside leaks in."""

@@ -55,11 +55,13 @@ async def publish_and_wait(
         "--type-count",
         str(type_count),
     ]
+    cpu_before = bench.stack.cpu()
     load = await bench.load(args, f"{label}: publish", requests * PUBLISH_BATCH, 180)
     published = int(load["events_ok"])
     expected = published * subscribers
     wait_s = timeout_s if timeout_s is not None else bench.seconds(90, 600)
     tally = await bench.wait_received(group, expected, wait_s, f"{label}: deliver")
+    cpu_s = {k: round(v - cpu_before.get(k, 0.0), 2) for k, v in bench.stack.cpu().items()}
     elapsed_s = (tally["last_at"] or load["finished_at"]) - load["started_at"]
     return {
         "events": published,
@@ -71,6 +73,12 @@ async def publish_and_wait(
         "elapsed_s": round(elapsed_s, 3),
         "publish_events_per_s": load["events_per_s"],
         "deliveries_per_s": round(tally["unique"] / elapsed_s, 1) if elapsed_s > 0 else None,
+        # CPU seconds each process used from the first publish to the last delivery (the
+        # worker's includes routing, indexing and recording, i.e. all its work per event).
+        "cpu_s": cpu_s,
+        "worker_cpu_ms_per_delivery": (
+            round(cpu_s["worker"] * 1000 / tally["unique"], 3) if tally["unique"] else None
+        ),
     }
 
 
@@ -128,13 +136,18 @@ async def run_fanout(bench: Bench) -> Outcome:
                 result["deliveries_per_s"],
                 "deliveries/s",
                 ceiling["requests_per_s"],
-                _completeness(result),
+                "; ".join(filter(None, [_cpu_note(result), _completeness(result)])),
             )
         )
     outcome.rows.append(
         Row("fanout", "ceiling: bare aiohttp client", ceiling["requests_per_s"], "req/s")
     )
     return outcome
+
+
+def _cpu_note(result: dict[str, Any]) -> str:
+    per_delivery = result["worker_cpu_ms_per_delivery"]
+    return f"worker {per_delivery:.2f} ms CPU/delivery" if per_delivery is not None else ""
 
 
 def _completeness(result: dict[str, Any]) -> str:
@@ -189,8 +202,16 @@ async def run_cost(bench: Bench) -> Outcome:
                 result["deliveries_per_s"],
                 "deliveries/s",
                 baseline,
-                f"worker RSS {worker_mib:.0f} MiB, API RSS {api_mib:.0f} MiB"
-                + (f"; {_completeness(result)}" if _completeness(result) else ""),
+                "; ".join(
+                    filter(
+                        None,
+                        [
+                            f"worker RSS {worker_mib:.0f} MiB, API RSS {api_mib:.0f} MiB",
+                            _cpu_note(result),
+                            _completeness(result),
+                        ],
+                    )
+                ),
             )
         )
     if not outcome.rows:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from bench.context import Bench, Outcome, Row
-from bench.stack import CEILING_TOPIC
+from bench.stack import CEILING_TOPIC, cpu_seconds
 
 EVENT_TYPE = "ingest.event"  # nothing subscribes: the router reads, matches nothing
 
@@ -96,7 +96,13 @@ async def run(bench: Bench) -> Outcome:
     outcome.figures["ceiling_bare_aiokafka"] = kafka_ceiling
     for batch, requests, parallel in cases:
         await bench.settle()
+        api_cpu_before_s = cpu_seconds(bench.stack.pid("api"))
         result = await _publish(bench, batch, requests, parallel, duration_s)
+        api_cpu_s = cpu_seconds(bench.stack.pid("api")) - api_cpu_before_s
+        result["api_cpu_s"] = round(api_cpu_s, 2)
+        result["api_cpu_ms_per_event"] = (
+            round(api_cpu_s * 1000 / result["events_ok"], 4) if result["events_ok"] else None
+        )
         outcome.figures[f"batch_{batch}"] = result
         if batch == 1:
             ceiling, unit, note = http_ceiling["requests_per_s"], "events/s", "vs bare aiohttp"
@@ -110,7 +116,8 @@ async def run(bench: Bench) -> Outcome:
                 result["events_per_s"],
                 unit,
                 ceiling,
-                note + (f"; {failed} requests failed" if failed else ""),
+                f"{note}; API {result['api_cpu_ms_per_event']} ms CPU/event"
+                + (f"; {failed} requests failed" if failed else ""),
             )
         )
     outcome.rows.append(
