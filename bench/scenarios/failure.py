@@ -130,7 +130,7 @@ async def run_retry(bench: Bench) -> Outcome:
         int(BENCH_SETTINGS["HERALD_MAX_RETRIES"]),
     )
     events = bench.size(100, 500)
-    window_s = bench.seconds(5, 20)
+    window_s = bench.seconds(4, 20)
     outcome = Outcome("retry")
     outcome.settings = {
         "events": events,

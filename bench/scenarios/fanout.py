@@ -105,9 +105,9 @@ async def webhook_ceiling(bench: Bench, count: int) -> dict[str, Any]:
 async def run_fanout(bench: Bench) -> Outcome:
     """Deliveries/s with 1, 10 and 100 subscribers per event, and the ceiling."""
     cases = [  # (subscribers per event, events)
-        (1, bench.size(2_000, 30_000)),
-        (10, bench.size(400, 4_000)),
-        (100, bench.size(40, 400)),
+        (1, bench.size(1_500, 30_000)),
+        (10, bench.size(300, 4_000)),
+        (100, bench.size(30, 400)),
     ]
     outcome = Outcome("fanout")
     outcome.settings = {
@@ -120,7 +120,7 @@ async def run_fanout(bench: Bench) -> Outcome:
     ]
     await bench.create_destinations(specs, "fan-out destinations")
     await bench.settle()
-    ceiling = await webhook_ceiling(bench, bench.size(10_000, 200_000))
+    ceiling = await webhook_ceiling(bench, bench.size(6_000, 200_000))
     outcome.figures["ceiling_bare_aiohttp_client"] = ceiling
     for subscribers, events in cases:
         await bench.settle()
@@ -168,7 +168,7 @@ async def run_cost(bench: Bench) -> Outcome:
     the destinations are loaded and again after the run.
     """
     sizes = [10, 10_000] if bench.quick else [10, 10_000, 100_000]
-    events = bench.size(2_000, 20_000)
+    events = bench.size(1_500, 20_000)
     outcome = Outcome("cost")
     outcome.settings = {"sizes": sizes, "events_per_size": events, "matches_per_event": 1}
     existing = 0

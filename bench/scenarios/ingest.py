@@ -74,7 +74,7 @@ async def _publish(
 
 async def run(bench: Bench) -> Outcome:
     """Measure the ceilings, then the three publish paths."""
-    duration_s = bench.seconds(3, 20)
+    duration_s = bench.seconds(2, 20)
     single = bench.size(5_000, 40_000)
     concurrency = 32
     cases = [  # (events per request, requests at most, concurrent requests)
