@@ -106,10 +106,13 @@ def revision() -> dict[str, Any]:
 def write(
     outcome: Outcome, stack: Stack, quick: bool, started_at: float, facts: dict[str, Any]
 ) -> Path:
-    """bench/results/<scenario>.json; `facts` carries the machine, the git revision and the
-    1/5/15-minute load averages at the scenario's start and end (the machine is shared)."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{outcome.name}.json"
+    """bench/results/<scenario>.json (bench/results/quick/ for a quick run, so a smoke run
+    never overwrites the full figures the README quotes). `facts` carries the machine, the
+    git revision and the 1/5/15-minute load averages at the scenario's start and end (the
+    machine is shared)."""
+    directory = RESULTS / "quick" if quick else RESULTS
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{outcome.name}.json"
     document = {
         "scenario": outcome.name,
         "mode": "quick" if quick else "full",

@@ -1,8 +1,9 @@
 """Entry point: `python -m bench.run [--quick] [--profile] [scenario ...]`.
 
 Brings up the real stack on offset ports (bench.stack), runs each scenario (all of them
-by default, in the order below), writes bench/results/<scenario>.json, prints the table,
-and stops everything it started, on Ctrl-C and on errors too.
+by default, in the order below), writes bench/results/<scenario>.json (a quick run:
+bench/results/quick/<scenario>.json), prints the table, and stops everything it started,
+on Ctrl-C and on errors too.
 
 Scenarios: ingest, fanout, latency, cost, failure, retry. `--quick` makes every count
 smaller and finishes in under 3 minutes on a 2-core machine; `--profile` records the

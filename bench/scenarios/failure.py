@@ -32,7 +32,7 @@ SUBSCRIBERS = 10
 
 async def run_failure(bench: Bench) -> Outcome:
     """Healthy throughput with 10% of destinations failing and 10% timing out, vs clean."""
-    events = bench.size(400, 3_000)
+    events = bench.size(300, 3_000)
     bound_s = bench.seconds(15, 120)
     outcome = Outcome("failure")
     outcome.settings = {

@@ -105,9 +105,9 @@ async def webhook_ceiling(bench: Bench, count: int) -> dict[str, Any]:
 async def run_fanout(bench: Bench) -> Outcome:
     """Deliveries/s with 1, 10 and 100 subscribers per event, and the ceiling."""
     cases = [  # (subscribers per event, events)
-        (1, bench.size(1_500, 30_000)),
-        (10, bench.size(300, 4_000)),
-        (100, bench.size(30, 400)),
+        (1, bench.size(1_000, 30_000)),
+        (10, bench.size(200, 4_000)),
+        (100, bench.size(20, 400)),
     ]
     outcome = Outcome("fanout")
     outcome.settings = {
@@ -168,7 +168,7 @@ async def run_cost(bench: Bench) -> Outcome:
     the destinations are loaded and again after the run.
     """
     sizes = [10, 10_000] if bench.quick else [10, 10_000, 100_000]
-    events = bench.size(1_500, 20_000)
+    events = bench.size(1_000, 20_000)
     outcome = Outcome("cost")
     outcome.settings = {"sizes": sizes, "events_per_size": events, "matches_per_event": 1}
     existing = 0
