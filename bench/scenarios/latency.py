@@ -61,8 +61,8 @@ async def _hold_rate(bench: Bench, rate: int, duration_s: float) -> dict[str, An
 
 
 async def run(bench: Bench) -> Outcome:
-    """Hold 200 events/s for 30 s, then 1,000 for 60 s (4 and 6 s with --quick)."""
-    durations_s = {200: bench.seconds(4, 30), 1_000: bench.seconds(6, 60)}
+    """Hold 200 events/s for 30 s, then 1,000 for 60 s (3 and 5 s with --quick)."""
+    durations_s = {200: bench.seconds(3, 30), 1_000: bench.seconds(5, 60)}
     outcome = Outcome("latency")
     outcome.settings = {
         "rates_events_per_s": list(RATES_EVENTS_PER_S),
