@@ -6,7 +6,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-faults lint unit integration setup venv clean
+.PHONY: run test test-faults bench bench-quick lint unit integration setup venv clean
 
 $(STAMP): pyproject.toml
 	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,21 @@ test: setup lint
 # a separate broker on shifted ports, so it can run beside `make run`.
 test-faults: setup
 	HERALD_TEST_PORT_OFFSET=$${HERALD_TEST_PORT_OFFSET:-500} $(VENV)/bin/pytest -q -p no:cacheprovider tests/faults
+
+# Benchmarks (see bench/run.py): the real stack on ports shifted by 300, load from a
+# separate process, results in bench/results/<scenario>.json and a table on stdout.
+# `make bench-quick` finishes in under 3 minutes; `make bench` is the full run (about 20).
+BENCH_STAMP := $(VENV)/.bench-installed
+
+$(BENCH_STAMP): $(STAMP)
+	$(VENV)/bin/python -m pip install -q -e '.[test,bench]'
+	@touch $(BENCH_STAMP)
+
+bench: setup $(BENCH_STAMP)
+	$(VENV)/bin/python -m bench.run
+
+bench-quick: setup $(BENCH_STAMP)
+	$(VENV)/bin/python -m bench.run --quick
 
 clean:
 	rm -rf .data/test .pytest_cache .mypy_cache .ruff_cache

@@ -48,6 +48,8 @@ class Settings(BaseSettings):
     # Base64 32-byte AES keys, comma separated; the first encrypts, all of them decrypt.
     encryption_keys: SecretStr = SecretStr("")
 
+    # How long a producer waits to fill a batch before it sends (router and attempt records).
+    producer_linger_ms: int = 5
     # How soon a consumer group notices a dead member (kill -9) and hands its partitions on.
     consumer_session_timeout_s: float = 10.0
 

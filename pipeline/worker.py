@@ -129,7 +129,7 @@ class WorkerServices(mode.Service):
             bootstrap_servers=settings.kafka_bootstrap,
             acks="all",
             enable_idempotence=True,
-            linger_ms=5,
+            linger_ms=settings.producer_linger_ms,
             client_id=f"{settings.app_id}-worker",
         )
         self.publishers = PublisherCache(

@@ -1,0 +1,1 @@
+"""Herald's benchmark suite: `python -m bench.run [--quick] [scenario ...]`."""
