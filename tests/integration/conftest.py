@@ -7,6 +7,7 @@ every session. The Herald worker and API run as real subprocesses against them.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -163,6 +164,26 @@ def _wait_ready(process: subprocess.Popen[bytes], port: int, log: Path, timeout_
             return
         time.sleep(0.2)
     raise RuntimeError(f"not ready on port {port} after {timeout_s}s:\n{log.read_text()[-4000:]}")
+
+
+@contextlib.contextmanager
+def extra_api(services: Services, name: str, port: int, **env: str) -> Iterator[str]:
+    """One more API process beside the stack's (its log: logs/<name>.log); its URL."""
+    log = TEST_DATA / "logs" / f"{name}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [str(ROOT / ".venv/bin/herald"), "api"],
+            env=herald_env(services, HERALD_API_PORT=str(port), **env),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        _wait_ready(process, port, log, timeout_s=60)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
 
 
 @dataclass(frozen=True)

@@ -10,9 +10,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import secrets
-import subprocess
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -29,12 +27,9 @@ from tests.integration.api_client import Api
 from tests.integration.conftest import (
     API_PORT,
     ENCRYPTION_KEY,
-    ROOT,
-    TEST_DATA,
     Services,
     Stack,
-    _wait_ready,
-    herald_env,
+    extra_api,
 )
 
 ROTATED_PORT = API_PORT + 4
@@ -228,22 +223,13 @@ NEW_KEY = generate_key()
 @pytest.fixture(scope="module")
 def rotated_api(services: Services, stack: Stack) -> Iterator[str]:
     """An API process with a new key first and the stack's key after it."""
-    log = Path(TEST_DATA) / "logs" / "api-rotated.log"
-    env = herald_env(
+    with extra_api(
         services,
-        HERALD_API_PORT=str(ROTATED_PORT),
+        "api-rotated",
+        ROTATED_PORT,
         HERALD_ENCRYPTION_KEYS=f"{NEW_KEY},{ENCRYPTION_KEY}",
-    )
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [str(ROOT / ".venv/bin/herald"), "api"], env=env, stdout=out, stderr=subprocess.STDOUT
-        )
-    try:
-        _wait_ready(process, ROTATED_PORT, log, timeout_s=60)
-        yield f"http://127.0.0.1:{ROTATED_PORT}"
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
+    ) as url:
+        yield url
 
 
 async def _sealed(bootstrap: str, destination_id: str) -> str:

@@ -3,10 +3,8 @@ other as soon as the call returned (reads and event routing alike)."""
 
 from __future__ import annotations
 
-import subprocess
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import aiohttp
 import pytest
@@ -14,12 +12,9 @@ import pytest
 from tests.integration.api_client import Api
 from tests.integration.conftest import (
     API_PORT,
-    ROOT,
-    TEST_DATA,
     Services,
     Stack,
-    _wait_ready,
-    herald_env,
+    extra_api,
 )
 from tests.support import Receiver, eventually
 
@@ -28,18 +23,8 @@ SECOND_PORT = API_PORT + 2
 
 @pytest.fixture(scope="module")
 def second_api(services: Services, stack: Stack) -> Iterator[str]:
-    log = Path(TEST_DATA) / "logs" / "api-2.log"
-    env = herald_env(services, HERALD_API_PORT=str(SECOND_PORT))
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [str(ROOT / ".venv/bin/herald"), "api"], env=env, stdout=out, stderr=subprocess.STDOUT
-        )
-    try:
-        _wait_ready(process, SECOND_PORT, log, timeout_s=60)
-        yield f"http://127.0.0.1:{SECOND_PORT}"
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
+    with extra_api(services, "api-2", SECOND_PORT) as url:
+        yield url
 
 
 @pytest.fixture
