@@ -20,11 +20,8 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-import aio_pika
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from pipeline.ids import new_id
 from tests.integration.api_client import Api
@@ -32,6 +29,8 @@ from tests.integration.conftest import Services
 from tests.integration.peers import Peers
 from tests.integration.sinks.conftest import Aws
 from tests.integration.sinks.test_gcp_pubsub import service_account
+from tests.integration.sinks.test_kafka import kafka_peer
+from tests.integration.sinks.test_rabbitmq import rabbitmq_peer
 from tests.support import Receiver, eventually
 
 # Reads what a peer has received so far: the delivered event envelopes.
@@ -103,45 +102,22 @@ def _aws_destinations(aws: Aws) -> dict[str, tuple[dict[str, Any], Reader]]:
 
 @pytest.fixture
 async def rabbitmq(services: Services) -> AsyncIterator[tuple[dict[str, Any], Reader]]:
-    connection = await aio_pika.connect(services.amqp_url)
-    channel = await connection.channel()
-    name = f"herald-e2e-{uuid.uuid4().hex[:8]}"
-    exchange = await channel.declare_exchange(name, aio_pika.ExchangeType.TOPIC)
-    queue = await channel.declare_queue(name, exclusive=True)
-    await queue.bind(exchange, routing_key="#")
-    received: list[dict[str, Any]] = []
+    async with rabbitmq_peer(services.amqp_url) as peer:
 
-    async def read() -> list[dict[str, Any]]:
-        while (message := await queue.get(no_ack=True, fail=False)) is not None:
-            received.append(orjson.loads(message.body))
-        return received
+        async def read() -> list[dict[str, Any]]:
+            return [orjson.loads(m.body) for m in await peer.drain()]
 
-    yield {"server_url": services.amqp_url, "exchange": name}, read
-    await connection.close()
+        yield {"server_url": services.amqp_url, "exchange": peer.exchange}, read
 
 
 @pytest.fixture
 async def kafka_topic(services: Services) -> AsyncIterator[tuple[dict[str, Any], Reader]]:
-    topic = f"herald-e2e-{uuid.uuid4().hex[:8]}"
-    admin = AIOKafkaAdminClient(bootstrap_servers=services.kafka_bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)])
-    finally:
-        await admin.close()
-    consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=services.kafka_bootstrap, auto_offset_reset="earliest"
-    )
-    await consumer.start()
-    received: list[dict[str, Any]] = []
+    async with kafka_peer(services.kafka_bootstrap) as peer:
 
-    async def read() -> list[dict[str, Any]]:
-        for batch in (await consumer.getmany(timeout_ms=100)).values():
-            received.extend(orjson.loads(r.value) for r in batch if r.value is not None)
-        return received
+        async def read() -> list[dict[str, Any]]:
+            return [orjson.loads(r.value) for r in await peer.drain() if r.value is not None]
 
-    yield {"bootstrap_servers": services.kafka_bootstrap, "topic": topic}, read
-    await consumer.stop()
+        yield {"bootstrap_servers": services.kafka_bootstrap, "topic": peer.topic}, read
 
 
 async def _everywhere(

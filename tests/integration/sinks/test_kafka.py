@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import uuid
 from collections.abc import AsyncIterator
@@ -50,19 +51,28 @@ class Peer:
         await self._consumer.stop()
 
 
-@pytest.fixture
-async def peer(services: Services) -> AsyncIterator[Peer]:
+@contextlib.asynccontextmanager
+async def kafka_peer(bootstrap: str) -> AsyncIterator[Peer]:
+    """A new topic on the broker at `bootstrap` and a consumer reading it from the start."""
     topic = f"herald-test-{uuid.uuid4().hex[:8]}"
-    admin = AIOKafkaAdminClient(bootstrap_servers=services.kafka_bootstrap)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
         await admin.create_topics([NewTopic(topic, num_partitions=2, replication_factor=1)])
     finally:
         await admin.close()
-    peer = Peer(services.kafka_bootstrap, topic)
+    peer = Peer(bootstrap, topic)
     await peer.start()
-    yield peer
-    await peer.stop()
+    try:
+        yield peer
+    finally:
+        await peer.stop()
+
+
+@pytest.fixture
+async def peer(services: Services) -> AsyncIterator[Peer]:
+    async with kafka_peer(services.kafka_bootstrap) as peer:
+        yield peer
 
 
 class TestKafkaSink(SinkConformance):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import uuid
 from collections.abc import AsyncIterator
@@ -43,16 +44,25 @@ class Peer:
         return self.messages
 
 
+@contextlib.asynccontextmanager
+async def rabbitmq_peer(amqp_url: str) -> AsyncIterator[Peer]:
+    """A topic exchange of its own on the broker at `amqp_url`, a queue bound to it all."""
+    connection = await aio_pika.connect(amqp_url)
+    try:
+        channel = await connection.channel()
+        name = f"herald-test-{uuid.uuid4().hex[:8]}"
+        exchange = await channel.declare_exchange(name, aio_pika.ExchangeType.TOPIC)
+        queue = await channel.declare_queue(name, exclusive=True)
+        await queue.bind(exchange, routing_key="#")
+        yield Peer(name, queue)
+    finally:
+        await connection.close()
+
+
 @pytest.fixture
 async def peer(services: Services) -> AsyncIterator[Peer]:
-    connection = await aio_pika.connect(services.amqp_url)
-    channel = await connection.channel()
-    name = f"herald-test-{uuid.uuid4().hex[:8]}"
-    exchange = await channel.declare_exchange(name, aio_pika.ExchangeType.TOPIC)
-    queue = await channel.declare_queue(name, exclusive=True)
-    await queue.bind(exchange, routing_key="#")
-    yield Peer(name, queue)
-    await connection.close()
+    async with rabbitmq_peer(services.amqp_url) as peer:
+        yield peer
 
 
 class TestRabbitMQSink(SinkConformance):
