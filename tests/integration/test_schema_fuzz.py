@@ -4,8 +4,9 @@ Each operation is one test (schemathesis's `parametrize` over the spec as a dict
 document `/openapi.json` serves), calling the real API of the test stack with a key of its
 own tenant ("fuzz"), so the destinations it creates never receive other tests' events.
 Valid and invalid input are both generated (schemathesis's default modes); the check is
-ours, not schemathesis's full conformance suite: any status >= 500 fails, with the request
-that caused it. Bounded by MAX_EXAMPLES per operation to keep the run short.
+ours: any status >= 500 fails, with the request that caused it; then schemathesis checks
+that the status code, the content type and the body are ones the spec documents for the
+operation. Bounded by MAX_EXAMPLES per operation to keep the run short.
 
 Why `schema.parametrize()` with a spec loaded at import, and not the lazy `from_fixture`
 loader: the operations are known without a running server, so each shows up as its own test
@@ -24,11 +25,21 @@ import pytest
 import requests
 import schemathesis
 from hypothesis import HealthCheck, settings
+from schemathesis.checks import (
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
 
 from api.openapi import build_spec
 from tests.integration.conftest import FUZZ_KEY, Stack
 
 MAX_EXAMPLES = 20
+RESPONSE_CHECKS = [
+    status_code_conformance,
+    content_type_conformance,
+    response_schema_conformance,
+]
 HEADERS = {"Authorization": f"Bearer {FUZZ_KEY}"}
 
 SPEC = build_spec()
@@ -109,3 +120,5 @@ def test_no_input_gets_a_server_error(
         f"{case.method} {case.formatted_path} -> {response.status_code}: "
         f"{response.text[:500]}\n{case.as_curl_command()}"
     )
+    # Every answer, errors included, is one the spec documents, in the documented shape.
+    case.validate_response(response, checks=RESPONSE_CHECKS)
