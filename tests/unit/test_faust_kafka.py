@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from aiokafka import TopicPartition
+from faust.types import TP
 
 from pipeline.app import create_app
 from pipeline.faust_kafka import Consumer
@@ -50,3 +51,33 @@ async def test_partitions_without_a_committed_offset_go_back_to_their_beginning(
         TopicPartition("events", 0),
         TopicPartition("events", 1),
     ]
+
+
+class RecordingThread:
+    """Records the partitions each fetch asks for."""
+
+    def __init__(self) -> None:
+        self.asked: list[set[TP]] = []
+
+    async def getmany(self, active_partitions: set[TP], *_: Any) -> dict[TP, Any]:
+        self.asked.append(active_partitions)
+        return {}
+
+
+async def test_no_stream_partition_is_fetched_while_rebalancing(tmp_path: Any) -> None:
+    app = create_app(Settings(worker_data_dir=tmp_path))
+    consumer = app.consumer
+    consumer._thread.thread_loop.close()
+    thread = RecordingThread()
+    consumer._thread = thread  # type: ignore[assignment]
+    events, changelog = TP("events", 0), TP("destinations", 0)
+    active = {events, changelog}
+
+    app.rebalancing = True
+    await consumer._getmany(active, 1.0)  # table recovery reads its changelogs only
+    await consumer._getmany({events}, 0.01)  # nothing else: not even asked
+    app.rebalancing = False
+    await consumer._getmany(active, 1.0)
+
+    assert thread.asked == [{changelog}, {events, changelog}]
+    assert thread.asked[-1] is not active  # a copy: Faust updates its set in place
