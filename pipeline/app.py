@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import faust
 
+from pipeline import faust_kafka
 from pipeline.agents import fold, router
 from pipeline.logs import logging_config
 from pipeline.settings import Settings
@@ -40,6 +41,9 @@ def create_app(settings: Settings) -> faust.App:
         topic_replication_factor=specs[EVENTS].replication_factor,
         table_cleanup_interval=3600.0,
     )
+    # Before anything creates the consumer: a stream partition with no committed offset
+    # must be rewound to its beginning after a rebalance (see pipeline/faust_kafka.py).
+    app.transport = faust_kafka.Transport(app.conf.broker_consumer, app)
     partitions = specs[DESTINATIONS].partitions
     changelog = app.topic(
         DESTINATIONS,
