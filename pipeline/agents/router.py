@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from typing import Any
 
 import faust
@@ -95,6 +96,7 @@ def register(
         # take_events (unlike take) keeps each message, for its key and partition.
         async for batch in stream.take_events(1000, within=0.05):  # type: ignore[attr-defined]
             now_ms = int(time.time() * 1000)
+            sent: list[Awaitable[Any]] = []
             for message in batch:
                 event = orjson.loads(message.value)
                 if (
@@ -108,9 +110,12 @@ def register(
                 if stamp:
                     await _wait_for_stamp(view, stamp, wait_timeout_s)
                 for key, delivery in deliveries_for(event, view, stamp or None):
-                    # Attached to the current event: Faust produces it before it commits
-                    # the source offset, so a crash re-routes rather than loses it.
-                    await deliveries.send(key=key, value=delivery)
+                    sent.append(await deliveries.send(key=key, value=delivery))
+            # The batch's events are acknowledged (so committable) when this yields: only
+            # once the broker has every delivery they fanned out to. A send that failed
+            # raises here, so its events are routed again rather than lost.
+            if sent:
+                await asyncio.gather(*sent)
             yield None
 
     return route
