@@ -138,10 +138,12 @@ async def run_retry(bench: Bench) -> Outcome:
         "delays_s": [schedule.delay_s(n) for n in range(1, schedule.max_retries + 1)],
         "background_events_per_s": 200,
     }
-    specs = [
-        DestinationSpec("fail", "retry", 0, ("retry.go",)),
-        DestinationSpec("ok", "retrybg", 0, ("retrybg.go",)),
-    ]
+    # Two deliveries per failing destination: 8 failed attempts in a row, below the circuit
+    # breaker's threshold (10), which would otherwise hold the retries being measured.
+    failing = max(1, events // 2)
+    outcome.settings["failing_destinations"] = failing
+    specs = [DestinationSpec("fail", "retry", k, (f"retry.go.{k}",)) for k in range(failing)]
+    specs.append(DestinationSpec("ok", "retrybg", 0, ("retrybg.go",)))
     await bench.create_destinations(specs, "retry destinations")
     await bench.settle()
     await bench.reset("retry", "retrybg")
@@ -151,7 +153,8 @@ async def run_retry(bench: Bench) -> Outcome:
         started = time.monotonic()
         for n in range(events):
             await asyncio.sleep(max(0.0, started + n * interval_s - time.monotonic()))
-            await bench.publish([{"type": "retry.go", "data": {"sent_at": time.time(), "n": n}}])
+            event = {"type": f"retry.go.{n % failing}", "data": {"sent_at": time.time(), "n": n}}
+            await bench.publish([event])
         attempts = events * (schedule.max_retries + 1)
         total_delay_s = sum(schedule.delay_s(n) for n in range(1, schedule.max_retries + 1))
         tally = await bench.wait_received("retry", events, 30, "retry: first attempts")
