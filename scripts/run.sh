@@ -7,6 +7,15 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$HERALD_ROOT"
 
 mkdir -p .data
+# One `make run` per checkout: a second one started while the first is still stopping
+# would find its services "already running" and then see them stopped under it.
+RUN_PIDFILE=.data/run.pid
+if pid_alive "$RUN_PIDFILE"; then
+  log "another make run (pid $(cat "$RUN_PIDFILE")) is using .data/; waiting for it to stop"
+  wait_for "the other make run to stop" 90 bash -c "! kill -0 $(cat "$RUN_PIDFILE")" \
+    || die "another make run (pid $(cat "$RUN_PIDFILE")) is still running; stop it first"
+fi
+echo $$ >"$RUN_PIDFILE"
 [[ -s .data/encryption.key ]] || { .venv/bin/herald keygen >.data/encryption.key; chmod 600 .data/encryption.key; }
 
 export HERALD_KAFKA_BOOTSTRAP="127.0.0.1:${HERALD_KAFKA_PORT:-9092}"
@@ -27,6 +36,7 @@ shutdown() {
   scripts/rabbitmq.sh stop || true
   scripts/postgres.sh stop || true
   scripts/kafka/kafka.sh stop || true
+  rm -f "$RUN_PIDFILE"
   log "stopped"
 }
 trap 'shutdown; exit 130' INT

@@ -92,7 +92,16 @@ PY
 }
 
 start() {
-  if pid_alive "$PIDFILE"; then log "already running (pid $(cat "$PIDFILE")) on 127.0.0.1:$PORT"; return 0; fi
+  if pid_alive "$PIDFILE"; then
+    if wait_for "the running broker on 127.0.0.1:$PORT" 30 answers_metadata; then
+      log "already running (pid $(cat "$PIDFILE")) on 127.0.0.1:$PORT"
+      return 0
+    fi
+    # Alive but not answering: a broker still shutting down (say, a restart right after
+    # Ctrl-C). Let it finish, then start a fresh one.
+    log "pid $(cat "$PIDFILE") does not answer; stopping it before starting anew"
+    stop_pidfile "$PIDFILE" 60
+  fi
   fetch; write_config; format
   log "starting broker on 127.0.0.1:$PORT (data $DATA)"
   (run_java "$HEAP" kafka.Kafka "$DATA/server.properties") >"$DATA/stdout.log" 2>&1 </dev/null &
