@@ -9,14 +9,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from aiokafka.partitioner import murmur2
-
-from pipeline.ids import DESTINATION, new_id
 from tests.integration.api_client import Api
-from tests.support import Receiver, eventually
+from tests.support import Receiver, eventually, same_partition_ids
 
 HOL_EVENTS = 40
-DELIVERY_PARTITIONS = 6  # topics.yaml
 
 
 async def _delivery_log(api: Api, destination_id: str) -> list[dict[str, Any]]:
@@ -210,26 +206,12 @@ async def test_oversized_event_is_413(api: Api) -> None:
     assert body["errors"][0]["code"] == "payload_too_large"
 
 
-def _ids_on_one_partition(count: int, partitions: int = DELIVERY_PARTITIONS) -> list[str]:
-    """Client-chosen destination ids whose deliveries share one `deliveries` partition
-    (records are keyed by destination id; the producer partitions by murmur2 of the key)."""
-    chosen: list[str] = []
-    target = None
-    while len(chosen) < count:
-        candidate = new_id(DESTINATION)
-        partition = (murmur2(candidate.encode()) & 0x7FFFFFFF) % partitions
-        if target is None or partition == target:
-            target = partition
-            chosen.append(candidate)
-    return chosen
-
-
 async def test_dead_destination_does_not_hold_up_a_healthy_one_on_its_partition(
     api: Api, receiver: Receiver
 ) -> None:
     # Every attempt to the dead one times out (the stack's delivery timeout is 2 s).
     dead = await Receiver(delay_s=3).start()
-    dead_id, healthy_id = _ids_on_one_partition(2)
+    dead_id, healthy_id = same_partition_ids(2, "evtd_dead")
     try:
         await api.create_webhook(f"{dead.url}/dead", ["hol.check"], id=dead_id)
         await api.create_webhook(f"{receiver.url}/fast", ["hol.check"], id=healthy_id)

@@ -16,7 +16,7 @@ from pipeline.timeutil import now_iso
 from pipeline.topics import EVENTS
 from tests.integration.api_client import Api
 from tests.integration.conftest import Services
-from tests.support import eventually
+from tests.support import Received, Receiver, eventually
 
 
 @pytest.mark.parametrize(
@@ -48,22 +48,19 @@ async def test_non_ascii_hookdeck_token_is_400(api: Api) -> None:
     assert (status, list(body["errors"])) == (400, ["hookdeck.token"])  # was a 500
 
 
-@pytest.fixture
-async def nul_receiver() -> AsyncIterator[str]:
+class NulReceiver(Receiver):
     """A receiver whose response body holds NUL bytes."""
 
-    async def handle(_: web.Request) -> web.Response:
+    async def _handle(self, request: web.Request) -> web.Response:
+        self.requests.append(Received(request.path, dict(request.headers), await request.read()))
         return web.Response(body=b"ok\x00ok")
 
-    app = web.Application()
-    app.router.add_post("/{tail:.*}", handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    yield f"http://127.0.0.1:{port}"
-    await runner.cleanup()
+
+@pytest.fixture
+async def nul_receiver() -> AsyncIterator[str]:
+    receiver = await NulReceiver().start()
+    yield receiver.url
+    await receiver.stop()
 
 
 async def test_nul_never_stalls_the_index(api: Api, services: Services, nul_receiver: str) -> None:
