@@ -4,7 +4,13 @@ Exceptions (what a publisher may raise; every SDK error is mapped onto these):
 
     DeliveryError
     ├── RetryableError   the attempt failed but a later one may succeed (retry_after_s hint)
-    └── PermanentError   retrying cannot help (bad credentials, 410 Gone, refused address)
+    └── PermanentError   retrying cannot help (bad credentials, 410 Gone, refused address);
+        │                `auth=True` when the destination refused its credentials
+        └── EventRejected   this event cannot go to this destination (too large, a type or
+                            characters the target refuses): the event's fault, not the
+                            destination's, so it never counts toward auto-disable
+
+pipeline/retry.py decides what each of these leads to.
 """
 
 from __future__ import annotations
@@ -43,7 +49,25 @@ class RetryableError(DeliveryError):
 
 
 class PermanentError(DeliveryError):
-    """Do not retry this delivery."""
+    """Do not retry this delivery. `auth`: the destination refused its credentials (a
+    brand-new key may not be valid yet: pipeline/retry.py gives it a short grace)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        auth: bool = False,
+        response_status: int | None = None,
+        response_body: str | None = None,
+    ) -> None:
+        super().__init__(message, response_status=response_status, response_body=response_body)
+        self.auth = auth
+
+
+class EventRejected(PermanentError):
+    """This event cannot be delivered to this destination (over a size limit, a type or
+    characters the target refuses); the destination itself is fine. Raised before sending
+    where the sink knows the target's limits."""
 
 
 @dataclass(frozen=True)

@@ -21,9 +21,9 @@ def test_each_failure_moves_one_tier_until_the_dlq() -> None:
     schedule = Schedule(base_delay_s=1, max_retries=3)
     steps = [next_step(schedule, attempt, permanent=False, now_ms=0) for attempt in range(4)]
     assert steps[:3] == [
-        Retry("deliveries.retry.1", 1, 1000),
-        Retry("deliveries.retry.2", 2, 2000),
-        Retry("deliveries.retry.3", 3, 4000),
+        Retry("deliveries.retry.1", 1, 1000, attempt=1),
+        Retry("deliveries.retry.2", 2, 2000, attempt=2),
+        Retry("deliveries.retry.3", 3, 4000, attempt=3),
     ]
     assert isinstance(steps[3], DeadLetter)
 
@@ -40,6 +40,7 @@ def test_retry_after_is_never_sooner_than_the_tier_and_keeps_order(
     step = next_step(schedule, attempt, permanent=False, now_ms=0, retry_after_s=retry_after_s)
     assert isinstance(step, Retry)
     assert step.tier >= attempt + 1
+    assert step.attempt == attempt + 1  # a long hint moves the due time, not the count
     # The due time is exactly the tier's own delay, so due times rise within each tier topic.
     assert step.due_ms == int(schedule.delay_s(step.tier) * 1000)
     if step.tier < schedule.max_retries:
