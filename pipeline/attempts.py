@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any
@@ -19,22 +20,43 @@ from pipeline.topics import ATTEMPTS, DESTINATION_CHANGES, DLQ, EVENTS
 log = logging.getLogger(__name__)
 
 RESPONSE_BODY_CHARS = 1024
+# A write the broker refuses is tried this often in all (the producer has already retried
+# within its own timeout each time), SEND_BACKOFF_S apart and doubling, before giving up.
+SEND_TRIES = 3
+SEND_BACKOFF_S = 1.0
+
+
+class RecorderUnavailable(Exception):
+    """The broker would not take what the runner decided about a delivery, after retries.
+    The delivery's offset must stay unfinished: the worker stops and a restarted one does
+    the delivery again (never skipped)."""
+
+
+def version_of(destination: dict[str, Any]) -> str:
+    """The version of a destination record: it changes with every change that applied
+    (enable, PATCH, re-create), not with changes the fold refused."""
+    return str(destination.get("updated_at") or destination.get("change_id") or "")
 
 
 class AttemptRecorder:
     """Every write is awaited (acks=all) before the runner marks a delivery finished."""
 
-    def __init__(self, producer: AIOKafkaProducer, due_header: str) -> None:
+    def __init__(
+        self, producer: AIOKafkaProducer, due_header: str, *, send_backoff_s: float = SEND_BACKOFF_S
+    ) -> None:
         self._producer = producer
         self._due_header = due_header
+        self._send_backoff_s = send_backoff_s
         self._verified_sent: set[str] = set()
-        self._disable_sent: set[str] = set()
+        # Destination id → the version of its record an auto-disable was sent for: once per
+        # version, so a destination enabled again is disabled again by the next failure.
+        self._disable_sent: dict[str, str] = {}
 
     async def success(
         self, delivery: dict[str, Any], result: DeliveryResult, latency_ms: float
     ) -> None:
         """Record a successful attempt (a later run of failures may disable it again)."""
-        self._disable_sent.discard(delivery["destination_id"])
+        self._disable_sent.pop(delivery["destination_id"], None)
         await self._attempt(
             delivery,
             "success",
@@ -85,7 +107,8 @@ class AttemptRecorder:
 
     async def retry(self, delivery: dict[str, Any], step: Retry) -> None:
         """Queue the delivery in its next retry tier."""
-        record = {**delivery, "attempt": step.tier, "due_at": step.due_ms}
+        attempt = step.attempt if step.attempt is not None else delivery["attempt"] + 1
+        record = {**delivery, "attempt": attempt, "due_at": step.due_ms}
         await self._send(
             step.topic,
             orjson.dumps(record),
@@ -132,10 +155,10 @@ class AttemptRecorder:
     async def auto_disable(self, destination: dict[str, Any], reason: str) -> None:
         """Append an `auto_disable` change (the fold ignores it if already inactive) and
         tell the tenant's other subscribers with an `event_destination.disabled` event."""
-        destination_id = destination["id"]
-        if destination_id in self._disable_sent or destination["status"] == "inactive":
+        destination_id, version = destination["id"], version_of(destination)
+        if self._disable_sent.get(destination_id) == version or destination["status"] == "inactive":
             return
-        self._disable_sent.add(destination_id)
+        self._disable_sent[destination_id] = version
         await self._change(destination_id, "auto_disable", reason=reason)
         event = {
             "id": ids.new_id(ids.EVENT),
@@ -201,12 +224,20 @@ class AttemptRecorder:
         key: str,
         headers: list[tuple[str, bytes]] | None = None,
     ) -> None:
-        """Write one record and wait for the broker's acknowledgement (counted if it fails)."""
-        try:
-            await self._producer.send_and_wait(topic, value, key=key.encode(), headers=headers)
-        except KafkaError:
-            metrics.KAFKA_PRODUCE_ERRORS.labels(topic=topic).inc()
-            raise
+        """Write one record and wait for the broker's acknowledgement; a refusal is counted
+        and tried again SEND_TRIES times in all, then RecorderUnavailable."""
+        delay_s = self._send_backoff_s
+        for tries_left in range(SEND_TRIES - 1, -1, -1):
+            try:
+                await self._producer.send_and_wait(topic, value, key=key.encode(), headers=headers)
+                return
+            except KafkaError as exc:
+                metrics.KAFKA_PRODUCE_ERRORS.labels(topic=topic).inc()
+                if not tries_left:
+                    raise RecorderUnavailable(f"{topic}: {type(exc).__name__}") from exc
+                log.warning("writing to %s failed (%s); trying again", topic, type(exc).__name__)
+            await asyncio.sleep(delay_s)
+            delay_s *= 2
 
 
 def _extra(delivery: dict[str, Any], **more: Any) -> dict[str, Any]:
