@@ -6,9 +6,10 @@ commit past a message still in flight). Many deliveries run at once per partitio
 `rate_limit` if it has one, and not at all while its circuit is open (deferred to a retry
 tier without counting an attempt) nor beyond `sink_max_queued_per_destination`
 outstanding (put off the same way): pipeline/admission.py decides. Each
-partition's committed offset stays below its lowest unfinished delivery. A retry-tier
-record that is not yet due pauses its partition until it is (pause/resume, never a sleep
-in the consume loop).
+partition's committed offset stays below its lowest unfinished delivery, every delivery
+finishes (`_run_one` says how), and a partition with too many unfinished is paused. A
+retry-tier record that is not yet due pauses its partition until it is (pause/resume, never
+a sleep in the consume loop).
 """
 
 from __future__ import annotations
@@ -22,17 +23,20 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import CommitFailedError, IllegalStateError
 from aiokafka.structs import ConsumerRecord
 
 from pipeline import metrics
 from pipeline.admission import Admission
-from pipeline.attempts import AttemptRecorder
+from pipeline.attempts import AttemptRecorder, RecorderUnavailable
 from pipeline.circuit import Outcome
 from pipeline.offsets import PartitionTracker
+from pipeline.outcomes import Outcomes, unexpected
 from pipeline.publishers import PublisherCache
-from pipeline.retry import DeadLetter, Schedule, defer_step, next_step
+from pipeline.retry import Schedule
 from pipeline.settings import Settings
-from pipeline.sinks.base import DeliveryError, PermanentError, RetryableError
+from pipeline.sinks.base import DeliveryError, PermanentError
+from pipeline.supervision import GiveUp, SupervisedLoop
 from pipeline.topics import DELIVERIES, retry_topic
 from pipeline.view import DestinationView
 
@@ -73,7 +77,6 @@ class DeliveryRunner:
     ) -> None:
         self._settings = settings
         self._view = view
-        self._recorder = recorder
         self._publishers = publishers
         self._schedule = Schedule(settings.retry_base_delay_s, settings.max_retries)
         self._topics = [DELIVERIES] + [retry_topic(n) for n in range(1, settings.max_retries + 1)]
@@ -82,7 +85,10 @@ class DeliveryRunner:
             retry_topic(n): metrics.tier_label(n) for n in range(1, settings.max_retries + 1)
         }
         self._consumer: AIOKafkaConsumer | None = None
-        self._trackers: dict[TopicPartition, PartitionTracker] = defaultdict(PartitionTracker)
+        bound = settings.sink_max_unfinished_per_partition
+        self._trackers: dict[TopicPartition, PartitionTracker] = defaultdict(
+            lambda: PartitionTracker(bound)
+        )
         self._held: dict[TopicPartition, deque[ConsumerRecord[bytes, bytes]]] = {}
         self._wakeups: dict[TopicPartition, asyncio.TimerHandle] = {}
         self._slots = asyncio.Semaphore(settings.sink_max_in_flight)
@@ -90,10 +96,11 @@ class DeliveryRunner:
             lambda: asyncio.Semaphore(settings.sink_max_in_flight_per_destination)
         )
         self._admission = Admission(settings, self._schedule)
+        disable_after = settings.auto_disable_after_dead_letters
+        self._outcomes = Outcomes(recorder, self._schedule, disable_after)
         self._tasks: set[asyncio.Task[None]] = set()
-        # Deliveries in a row that exhausted their retries, per destination (this process).
-        self._dead_letters: dict[str, int] = defaultdict(int)
-        self._loop_task: asyncio.Task[None] | None = None
+        self._failure: RecorderUnavailable | None = None  # set: the worker must stop
+        self.loop: SupervisedLoop | None = None
 
     @property
     def group_id(self) -> str:
@@ -105,8 +112,10 @@ class DeliveryRunner:
         """The topics the runner consumes: `deliveries` and every retry tier."""
         return list(self._topics)
 
-    async def start(self) -> None:
-        """Join the consumer group and start consuming."""
+    async def start(self, give_up: GiveUp) -> None:
+        """Join the consumer group and start consuming; a consume loop that fails is not
+        restarted (what it had fetched is not tracked): `give_up` stops the worker, and
+        offsets below the lowest unfinished delivery are committed on the way out."""
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=self._settings.kafka_bootstrap,
             group_id=self.group_id,
@@ -119,14 +128,13 @@ class DeliveryRunner:
         )
         self._consumer.subscribe(self._topics, listener=_Rebalance(self))
         await self._consumer.start()
-        self._loop_task = asyncio.create_task(self._consume(), name="delivery-runner")
+        self.loop = SupervisedLoop("delivery", self._consume, give_up, max_restarts=0)
+        self.loop.start()
 
     async def stop(self) -> None:
         """Stop fetching, let in-flight deliveries finish briefly, commit, leave the group."""
-        if self._loop_task is not None:
-            self._loop_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._loop_task
+        if self.loop is not None:
+            await self.loop.stop()
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=self._settings.delivery_timeout_s + 1)
         for handle in self._wakeups.values():
@@ -139,9 +147,12 @@ class DeliveryRunner:
     # -- the consume loop ----------------------------------------------------------------
 
     async def _consume(self) -> None:
-        assert self._consumer is not None
+        assert self._consumer is not None and self.loop is not None
         last_commit = time.monotonic()
         while True:
+            self.loop.beat()
+            if self._failure is not None:
+                raise self._failure
             batches = await self._consumer.getmany(timeout_ms=100, max_records=500)
             for tp, records in batches.items():
                 tracker = self._trackers[tp]
@@ -151,6 +162,8 @@ class DeliveryRunner:
                         self._hold(tp, record)
                     else:
                         await self._dispatch(tp, record)
+                if tracker.stall():
+                    self._stall(tp, tracker)
             if time.monotonic() - last_commit >= COMMIT_INTERVAL_S:
                 await self.commit()
                 last_commit = time.monotonic()
@@ -182,9 +195,34 @@ class DeliveryRunner:
             self._schedule_wakeup(tp, _due_ms(queue[0]))
             return
         del self._held[tp]
+        self._resume(tp)
+
+    def _resume(self, tp: TopicPartition) -> None:
+        """Fetch from the partition again, unless it still waits for a held record or for
+        its unfinished offsets to drain."""
         assert self._consumer is not None
+        tracker = self._trackers.get(tp)
+        if tp in self._held or (tracker is not None and tracker.stalled):
+            return
         if tp in self._consumer.assignment():
             self._consumer.resume(tp)
+
+    def _stall(self, tp: TopicPartition, tracker: PartitionTracker) -> None:
+        """Too many offsets unfinished behind the lowest: fetch no more until half are done."""
+        assert self._consumer is not None
+        self._consumer.pause(tp)
+        log.error(
+            "delivery partition paused: %d offsets unfinished behind offset %s",
+            tracker.in_flight,
+            tracker.committable(),
+            extra={"topic": tp.topic, "partition": tp.partition},
+        )
+
+    def _finished(self, tp: TopicPartition, offset: int) -> None:
+        tracker = self._trackers.get(tp)  # None: the partition was revoked meanwhile
+        if tracker is not None and tracker.done(offset):
+            log.info("delivery partition resumed", extra={"topic": tp.topic})
+            self._resume(tp)
 
     async def _dispatch(self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes]) -> None:
         """Start the record's task. A destination that already has its bound of deliveries
@@ -199,6 +237,8 @@ class DeliveryRunner:
     async def _run_one(
         self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes], *, put_off: bool
     ) -> None:
+        """Handle one record to its end; its offset is finished however that went, unless
+        the recorder is unavailable (the worker then stops with the offset unfinished)."""
         try:
             delivery = orjson.loads(record.value)
             if put_off:
@@ -206,18 +246,24 @@ class DeliveryRunner:
             else:
                 async with self._per_destination[delivery["destination_id"]]:
                     await self._deliver(delivery)
-            tracker = self._trackers.get(tp)
-            if tracker is not None:  # None: the partition was revoked meanwhile
-                tracker.done(record.offset)
+            self._finished(tp, record.offset)
         except asyncio.CancelledError:
             raise
-        except Exception:
-            # Not marked done: the offset stays uncommitted and the record is retried
-            # after a restart or rebalance rather than lost.
+        except RecorderUnavailable as exc:
+            # Not finished, on purpose: the worker stops and the delivery is done again by
+            # the next owner of the partition, never skipped.
+            if self._failure is None:
+                self._failure = exc
+        except Exception as exc:  # the edge of a delivery task: nothing may stall the partition
+            # No attempt could be recorded (a malformed record, a bug outside the sink):
+            # logged without its text, counted, and skipped so the partition moves on.
             metrics.DELIVERY_HANDLING_ERRORS.inc()
-            log.exception(
-                "delivery handling failed", extra={"topic": tp.topic, "offset": record.offset}
+            log.error(
+                "delivery record skipped: unexpected %s",
+                type(exc).__name__,
+                extra={"topic": tp.topic, "offset": record.offset},
             )
+            self._finished(tp, record.offset)
         finally:
             self._slots.release()
             if not put_off:
@@ -230,30 +276,32 @@ class DeliveryRunner:
         if destination is None:
             return
         event = delivery["event"]
-        body = orjson.dumps(event)
         started = time.perf_counter()
         try:
+            body = orjson.dumps(event)
             publisher = await self._publishers.get(destination)
             result = await publisher.publish(delivery["id"], event, body)
         except DeliveryError as exc:
-            latency_ms = (time.perf_counter() - started) * 1000
-            permanent = isinstance(exc, PermanentError)
-            self._admission.outcome(
-                destination, Outcome.PERMANENT if permanent else Outcome.RETRYABLE
-            )
-            await self._failed(delivery, destination, exc, latency_ms)
+            await self._failed(delivery, destination, exc, started)
+            return
+        except Exception as exc:  # a sink or serializer bug must still end in an attempt
+            await self._failed(delivery, destination, unexpected(exc, delivery), started)
             return
         latency_ms = (time.perf_counter() - started) * 1000
         self._admission.outcome(destination, Outcome.SUCCESS)
-        await self._recorder.success(delivery, result, latency_ms)
-        # Counted once recorded: a delivery whose attempt could not be recorded is redone.
-        metrics.record_attempt(
-            destination["type"], "success", delivery["attempt"], latency_ms / 1000
-        )
-        metrics.record_delivered(destination["type"], event["created_at"], time.time())
-        self._dead_letters.pop(destination["id"], None)
-        if not destination.get("verified_at"):
-            await self._recorder.verified(destination["id"])
+        await self._outcomes.succeeded(delivery, destination, result, latency_ms)
+
+    async def _failed(
+        self,
+        delivery: dict[str, Any],
+        destination: dict[str, Any],
+        exc: DeliveryError,
+        started: float,
+    ) -> None:
+        latency_ms = (time.perf_counter() - started) * 1000
+        permanent = isinstance(exc, PermanentError)
+        self._admission.outcome(destination, Outcome.PERMANENT if permanent else Outcome.RETRYABLE)
+        await self._outcomes.failed(delivery, destination, exc, latency_ms)
 
     async def _admitted(self, delivery: dict[str, Any]) -> dict[str, Any] | None:
         """The destination to attempt the delivery to now, once its circuit lets it through
@@ -263,39 +311,20 @@ class DeliveryRunner:
             return None
         wait_s = self._admission.circuit_wait_s(delivery)
         if wait_s is not None:
-            await self._defer(delivery, destination, wait_s, "circuit_open")
+            too_long = self._admission.held_too_long(delivery)
+            await self._outcomes.deferred(delivery, destination, wait_s, give_up=too_long)
             return None
         if destination.get("rate_limit"):
             await self._admission.pace(destination)
             destination = self._routable(delivery)  # it may have changed while waiting
         return destination
 
-    async def _defer(
-        self, delivery: dict[str, Any], destination: dict[str, Any], wait_s: float, reason: str
-    ) -> None:
-        """Put the delivery off without an attempt. Time put off by an open circuit adds
-        up; past `circuit_max_hold_s` the delivery is dead-lettered instead (recorded as a
-        failed attempt that was not made, so the log shows why). A full queue never
-        dead-letters: its destination is making progress, or its circuit will open."""
-        circuit = reason == "circuit_open"
-        if circuit and self._admission.held_too_long(delivery):
-            give_up = DeadLetter("not attempted: circuit open for too long")
-            exc = RetryableError(give_up.reason)
-            await self._recorder.failure(delivery, exc, 0.0, give_up)
-            await self._recorder.dead_letter(delivery, give_up.reason)
-            metrics.DEAD_LETTERS.labels(type=destination["type"]).inc()
-            await self._count_dead_letter(destination)
-            return
-        step = defer_step(self._schedule, wait_s, now_ms=int(time.time() * 1000))
-        await self._recorder.defer(delivery, step, reason.replace("_", " "), held=circuit)
-        metrics.DELIVERIES_DEFERRED.labels(type=destination["type"], reason=reason).inc()
-
     async def _put_off(self, delivery: dict[str, Any]) -> None:
         """Its destination has too many deliveries outstanding here: to retry tier 1, no
         attempt counted (dropped instead if the destination is gone or inactive)."""
         destination = self._routable(delivery)
         if destination is not None:
-            await self._defer(delivery, destination, 0.0, "queue_full")
+            await self._outcomes.deferred(delivery, destination, 0.0, reason="queue_full")
 
     def _routable(self, delivery: dict[str, Any]) -> dict[str, Any] | None:
         """The destination's current record, or None (counted, logged) if it is gone or
@@ -311,43 +340,6 @@ class DeliveryRunner:
             extra={"delivery_id": delivery["id"], "destination_id": delivery["destination_id"]},
         )
         return None
-
-    async def _failed(
-        self,
-        delivery: dict[str, Any],
-        destination: dict[str, Any],
-        exc: DeliveryError,
-        latency_ms: float,
-    ) -> None:
-        permanent = isinstance(exc, PermanentError)
-        retry_after = exc.retry_after_s if isinstance(exc, RetryableError) else None
-        step = next_step(
-            self._schedule,
-            delivery["attempt"],
-            permanent=permanent,
-            now_ms=int(time.time() * 1000),
-            retry_after_s=retry_after,
-        )
-        await self._recorder.failure(delivery, exc, latency_ms, step)
-        metrics.record_attempt(
-            destination["type"], "failed", delivery["attempt"], latency_ms / 1000
-        )
-        if isinstance(step, DeadLetter):
-            await self._recorder.dead_letter(delivery, step.reason)
-            metrics.DEAD_LETTERS.labels(type=destination["type"]).inc()
-            await self._count_dead_letter(destination)
-        else:
-            await self._recorder.retry(delivery, step)
-        if permanent and exc.response_status == 410:
-            await self._recorder.auto_disable(destination, "the receiver answered 410 Gone")
-
-    async def _count_dead_letter(self, destination: dict[str, Any]) -> None:
-        threshold = self._settings.auto_disable_after_dead_letters
-        count = self._dead_letters[destination["id"]] = self._dead_letters[destination["id"]] + 1
-        if threshold and count >= threshold:
-            await self._recorder.auto_disable(
-                destination, f"the last {count} deliveries exhausted their retries"
-            )
 
     # -- metrics -------------------------------------------------------------------------
 
@@ -366,6 +358,7 @@ class DeliveryRunner:
             overdue_s = max(0.0, (now_ms - _due_ms(queue[0])) / 1000)
             oldest_due_age_s[tier] = max(oldest_due_age_s[tier], overdue_s)
         metrics.observe_retry_backlog(held, oldest_due_age_s)
+        metrics.DELIVERY_PARTITIONS_STALLED.set(sum(t.stalled for t in self._trackers.values()))
         self._admission.observe()
 
     # -- offsets -------------------------------------------------------------------------
@@ -381,8 +374,14 @@ class DeliveryRunner:
                 offset = tracker.committable()
                 if offset is not None:
                     offsets[tp] = offset
-        if offsets:
+        if not offsets:
+            return
+        try:
             await self._consumer.commit(offsets)
+        except (CommitFailedError, IllegalStateError) as exc:
+            # A rebalance took partitions away meanwhile: their new owner starts from the
+            # last committed offsets (at-least-once); this worker carries on with the rest.
+            log.warning("commit refused after a rebalance (%s)", type(exc).__name__)
 
     def forget(self, partitions: list[TopicPartition]) -> None:
         """Drop the state of partitions this worker no longer owns."""

@@ -121,7 +121,14 @@ CIRCUIT_CHANGES = Counter(
 )
 DELIVERY_HANDLING_ERRORS = Counter(
     "herald_delivery_handling_errors",
-    "Unexpected errors while handling a delivery (it is retried after a restart or rebalance).",
+    "Unexpected errors while handling a delivery: an error inside a sink is recorded as a "
+    "retryable failed attempt; a record that cannot be handled at all is logged and skipped.",
+)
+LOOP_RESTARTS = Counter(
+    "herald_worker_loop_restarts",
+    "Consume loops of the worker (delivery, index) that failed and were restarted, by loop; "
+    "a loop that cannot be restarted stops the worker.",
+    ["loop"],
 )
 AUTO_DISABLES = Counter(
     "herald_destinations_auto_disabled",
@@ -147,6 +154,11 @@ CONSUMER_LAG = Gauge(
     "Records not yet committed by a consumer group (agents, sinks, indexer), by topic: "
     "end offset minus committed offset, summed over the topic's partitions.",
     ["consumer", "topic"],
+)
+DELIVERY_PARTITIONS_STALLED = Gauge(
+    "herald_delivery_partitions_stalled",
+    "Delivery partitions this worker paused because sink_max_unfinished_per_partition "
+    "records were fetched but not finished behind a stuck one (resumed at half).",
 )
 CIRCUITS_OPEN = Gauge(
     "herald_circuits_open",

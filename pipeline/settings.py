@@ -127,3 +127,7 @@ class Settings(BaseSettings):
     # take every one of the sink_max_in_flight slots. The price: a healthy destination's
     # burst beyond the bound waits a tier-1 delay. 0 turns it off.
     sink_max_queued_per_destination: int = 250
+    # Offsets a deliveries partition may have fetched but not finished (the finished ones
+    # wait behind the lowest unfinished to be committed). At the bound the partition is
+    # paused until half are finished, and herald_delivery_partitions_stalled says so.
+    sink_max_unfinished_per_partition: int = 20_000

@@ -1,0 +1,226 @@
+"""What a failed attempt leads to (pipeline/retry.py), what the recorder writes for it
+(pipeline/attempts.py) and the runner's bookkeeping that must never stall: the policy as
+tables of cases, the recorder against a producer that only remembers what it was given."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import pytest
+from aiokafka.errors import CommitFailedError, KafkaConnectionError
+
+from pipeline.attempts import AttemptRecorder, RecorderUnavailable
+from pipeline.offsets import PartitionTracker
+from pipeline.outcomes import UNEXPECTED_ERROR, Outcomes, unexpected
+from pipeline.retry import (
+    NEW_CREDENTIALS_GRACE_S,
+    DeadLetter,
+    Retry,
+    Schedule,
+    after_failure,
+    next_step,
+)
+from pipeline.sinks.base import EventRejected, PermanentError, RetryableError
+from pipeline.topics import DESTINATION_CHANGES, EVENTS, retry_topic
+
+
+class Producer:
+    """Remembers every record sent; fails the first `failures` sends."""
+
+    def __init__(self, failures: int = 0) -> None:
+        self.sent: list[tuple[str, dict[str, Any], list[tuple[str, bytes]] | None]] = []
+        self.failures = failures
+
+    async def send_and_wait(
+        self, topic: str, value: bytes, *, key: bytes, headers: Any = None
+    ) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise KafkaConnectionError("broker gone")
+        self.sent.append((topic, orjson.loads(value), headers))
+
+    def topics(self) -> list[str]:
+        return [topic for topic, _, _ in self.sent]
+
+
+def _recorder(producer: Producer) -> AttemptRecorder:
+    return AttemptRecorder(producer, "herald-due-ms", send_backoff_s=0.0)
+
+
+def _delivery(attempt: int = 0) -> dict[str, Any]:
+    event = {"id": "evt_1", "object": "event", "type": "a.b", "data": {}, "created_at": "x"}
+    return {
+        "id": "evdl_1",
+        "event": event,
+        "tenant": "t",
+        "destination_id": "evtd_1",
+        "attempt": attempt,
+    }
+
+
+def _destination(**fields: Any) -> dict[str, Any]:
+    return {
+        "id": "evtd_1",
+        "tenant": "t",
+        "type": "webhook",
+        "name": "d",
+        "status": "active",
+        "verified_at": "2026-01-01T00:00:00Z",
+        "updated_at": "2026-01-01T00:00:00Z",
+        **fields,
+    }
+
+
+# -- C18: a long Retry-After moves the due time, not the attempt count ------------------
+
+
+def test_a_long_retry_after_uses_one_retry_not_eight() -> None:
+    schedule = Schedule(base_delay_s=30, max_retries=10)
+    step = next_step(schedule, 0, permanent=False, now_ms=0, retry_after_s=3600)
+    assert isinstance(step, Retry)
+    assert step.due_ms >= 3600 * 1000  # the hint is honoured
+    assert step.attempt == 1  # ... and costs one retry: nine remain
+    # The tenth attempt after that still gets its retry; only the eleventh dead-letters.
+    assert isinstance(next_step(schedule, 9, permanent=False, now_ms=0, retry_after_s=3600), Retry)
+    assert isinstance(next_step(schedule, 10, permanent=False, now_ms=0), DeadLetter)
+
+
+async def test_the_retry_record_carries_the_next_attempt_number_in_a_later_tier() -> None:
+    producer = Producer()
+    step = next_step(Schedule(), 0, permanent=False, now_ms=0, retry_after_s=3600)
+    assert isinstance(step, Retry)
+    await _recorder(producer).retry(_delivery(), step)
+    [(topic, record, headers)] = producer.sent
+    assert topic == retry_topic(step.tier) and step.tier == 8
+    assert record["attempt"] == 1
+    assert headers == [("herald-due-ms", str(step.due_ms).encode())]
+
+
+# -- C16: failures the event causes, and brand-new credentials --------------------------
+
+CASES = [
+    # (error, verified, credentials age, expected kind, counts toward auto-disable)
+    (RetryableError("503"), True, 1e9, Retry, None),
+    (PermanentError("410", response_status=410), True, 1e9, DeadLetter, True),
+    (EventRejected("DetailType over 128 characters"), True, 1e9, DeadLetter, False),
+    (EventRejected("too large"), False, 0.0, DeadLetter, False),
+    (PermanentError("AccessDenied", auth=True), False, 5.0, Retry, None),
+    (PermanentError("AccessDenied", auth=True), False, NEW_CREDENTIALS_GRACE_S, DeadLetter, True),
+    (PermanentError("AccessDenied", auth=True), True, 5.0, DeadLetter, True),
+    (PermanentError("bad queue url"), False, 5.0, DeadLetter, True),
+]
+
+
+@pytest.mark.parametrize(("error", "verified", "age_s", "kind", "counts"), CASES)
+def test_what_a_failure_leads_to(
+    error: Exception, verified: bool, age_s: float, kind: type, counts: bool | None
+) -> None:
+    step = after_failure(Schedule(), 0, error, verified=verified, credentials_age_s=age_s, now_ms=0)  # type: ignore[arg-type]
+    assert isinstance(step, kind)
+    if isinstance(step, DeadLetter):
+        assert step.counts_toward_disable is counts
+
+
+async def test_events_a_destination_cannot_take_never_disable_it() -> None:
+    producer = Producer()
+    outcomes = Outcomes(_recorder(producer), Schedule(), disable_after=2)
+    destination = _destination()
+    for _ in range(5):
+        await outcomes.failed(_delivery(), destination, EventRejected("too large"), 1.0)
+    assert "deliveries.dlq" in producer.topics()
+    assert DESTINATION_CHANGES not in producer.topics()
+    # Two of its own making in a row do.
+    for _ in range(2):
+        await outcomes.failed(_delivery(10), destination, RetryableError("503"), 1.0)
+    assert producer.topics().count(DESTINATION_CHANGES) == 1
+
+
+# -- C15: the auto-disable guard is per version of the destination ----------------------
+
+
+async def test_a_destination_enabled_again_is_disabled_again_by_the_next_410() -> None:
+    producer = Producer()
+    recorder = _recorder(producer)
+    gone = PermanentError("410 Gone", response_status=410)
+    outcomes = Outcomes(recorder, Schedule(), disable_after=5)
+    first = _destination(updated_at="2026-01-01T00:00:00.000Z")
+    await outcomes.failed(_delivery(), first, gone, 1.0)
+    await outcomes.failed(_delivery(), first, gone, 1.0)  # the view has not caught up
+    assert producer.topics().count(DESTINATION_CHANGES) == 1
+    assert producer.topics().count(EVENTS) == 1  # one event_destination.disabled
+    enabled = _destination(updated_at="2026-01-01T00:05:00.000Z")  # the user enabled it
+    await outcomes.failed(_delivery(), enabled, gone, 1.0)
+    assert producer.topics().count(DESTINATION_CHANGES) == 2
+    change = [r for t, r, _ in producer.sent if t == DESTINATION_CHANGES][-1]
+    assert change["op"] == "auto_disable"
+
+
+async def test_the_dead_letter_count_starts_anew_when_the_destination_changes() -> None:
+    producer = Producer()
+    outcomes = Outcomes(_recorder(producer), Schedule(max_retries=0), disable_after=2)
+    await outcomes.failed(_delivery(), _destination(), RetryableError("503"), 1.0)
+    enabled = _destination(updated_at="2026-01-02T00:00:00Z")
+    await outcomes.failed(_delivery(), enabled, RetryableError("503"), 1.0)
+    assert DESTINATION_CHANGES not in producer.topics()
+    await outcomes.failed(_delivery(), enabled, RetryableError("503"), 1.0)
+    assert DESTINATION_CHANGES in producer.topics()
+
+
+# -- B6: nothing leaves an offset unfinished; the recorder retries, then says so --------
+
+
+def test_an_unexpected_error_becomes_a_retryable_failure_without_its_text() -> None:
+    try:
+        raise ValueError("Newline in header value: Authorization: Bearer sk_live_secret")
+    except ValueError as exc:
+        error = unexpected(exc, _delivery())
+    assert isinstance(error, RetryableError)
+    assert str(error) == UNEXPECTED_ERROR
+    assert "secret" not in str(error)
+
+
+async def test_the_recorder_retries_a_refused_write_then_gives_up() -> None:
+    producer = Producer(failures=2)
+    await _recorder(producer).dead_letter(_delivery(), "x")
+    assert producer.topics() == ["deliveries.dlq"]
+    producer = Producer(failures=10)
+    with pytest.raises(RecorderUnavailable):
+        await _recorder(producer).dead_letter(_delivery(), "x")
+    assert producer.failures == 7  # three tries, no more
+
+
+def test_a_tracker_stalls_at_its_bound_and_resumes_at_half() -> None:
+    tracker = PartitionTracker(max_unfinished=10)
+    for offset in range(10):
+        tracker.add(offset)
+        assert tracker.stall() is (offset == 9)
+    assert tracker.stalled and not tracker.stall()  # said once
+    # Offset 0 is stuck; the finished ones behind it keep counting until it finishes.
+    assert not any(tracker.done(offset) for offset in range(1, 10))
+    assert tracker.committable() == 0
+    assert tracker.done(0) is True
+    assert not tracker.stalled and tracker.committable() == 10
+    unbounded = PartitionTracker()
+    for offset in range(1000):
+        unbounded.add(offset)
+    assert not unbounded.stall()
+
+
+async def test_a_commit_refused_after_a_rebalance_does_not_end_the_runner() -> None:
+    from aiokafka import TopicPartition
+
+    from pipeline.delivery import DeliveryRunner
+    from pipeline.settings import Settings
+
+    class Consumer:
+        def assignment(self) -> set[TopicPartition]:
+            return {TopicPartition("deliveries", 0)}
+
+        async def commit(self, offsets: Any) -> None:
+            raise CommitFailedError("rebalanced")
+
+    runner = DeliveryRunner(Settings(), None, _recorder(Producer()), None)  # type: ignore[arg-type]
+    runner._consumer = Consumer()
+    runner._trackers[TopicPartition("deliveries", 0)].add(5)
+    await runner.commit()  # logged, not raised
