@@ -16,8 +16,10 @@ from typing import Any
 import asyncpg
 import orjson
 from aiokafka import AIOKafkaConsumer
+from aiokafka.errors import CommitFailedError, IllegalStateError
 
 from pipeline.settings import Settings
+from pipeline.supervision import GiveUp, SupervisedLoop
 from pipeline.topics import ATTEMPTS, DELIVERIES, EVENTS
 
 log = logging.getLogger(__name__)
@@ -176,9 +178,12 @@ class Indexer:
         self._pool = pool
         self._consumer: AIOKafkaConsumer | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self.loop: SupervisedLoop | None = None
 
-    async def start(self) -> None:
-        """Join the indexer group and start consuming and sweeping."""
+    async def start(self, give_up: GiveUp) -> None:
+        """Join the indexer group and start consuming and sweeping. A consume loop that
+        fails is restarted from the committed offsets (with backoff; `give_up` stops the
+        worker after five failures in a row)."""
         self._consumer = AIOKafkaConsumer(
             EVENTS, DELIVERIES, ATTEMPTS,
             bootstrap_servers=self._settings.kafka_bootstrap,
@@ -190,13 +195,14 @@ class Indexer:
             max_poll_records=2000, fetch_max_wait_ms=100,
         )  # fmt: skip
         await self._consumer.start()
-        self._tasks = [
-            asyncio.create_task(self._consume(), name="indexer"),
-            asyncio.create_task(self._sweep(), name="indexer-retention"),
-        ]
+        self.loop = SupervisedLoop("index", self._consume, give_up, reset=self._rewind)
+        self.loop.start()
+        self._tasks = [asyncio.create_task(self._sweep(), name="indexer-retention")]
 
     async def stop(self) -> None:
         """Stop consuming; offsets of written batches are already committed."""
+        if self.loop is not None:
+            await self.loop.stop()
         for task in self._tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -204,9 +210,16 @@ class Indexer:
         if self._consumer is not None:
             await self._consumer.stop()
 
-    async def _consume(self) -> None:
+    async def _rewind(self) -> None:
+        """Before a restart: back to the committed offsets, so nothing the failed loop had
+        fetched but not written is passed over."""
         assert self._consumer is not None
+        await self._consumer.seek_to_committed()
+
+    async def _consume(self) -> None:
+        assert self._consumer is not None and self.loop is not None
         while True:
+            self.loop.beat()
             batches = await self._consumer.getmany(timeout_ms=200, max_records=2000)
             if not batches:
                 continue
@@ -216,7 +229,12 @@ class Indexer:
                     if record.value is not None:
                         batch.add(tp.topic, record.value)
             await self._write_until_done(batch)
-            await self._consumer.commit()
+            try:
+                await self._consumer.commit()
+            except (CommitFailedError, IllegalStateError) as exc:
+                # A rebalance moved partitions meanwhile; their new owner writes the batch
+                # again from the last commit (every write is idempotent).
+                log.warning("index commit refused after a rebalance (%s)", type(exc).__name__)
 
     async def _write_until_done(self, batch: Batch) -> None:
         """Retry a batch until the database takes it: offsets must not pass unwritten rows."""

@@ -150,16 +150,20 @@ class WorkerServices(mode.Service):
         await self.view.start()
         await self.producer.start()
         await self.view.ready.wait()
-        await self.runner.start()
+        await self.runner.start(self._give_up)
         self.pool = await create_pool(settings.database_url)
         await migrate(self.pool)
         self.indexer = Indexer(settings, self.pool)
-        await self.indexer.start()
+        await self.indexer.start(self._give_up)
         await self.sampler.start()
         http = web.Application()
-        http.add_routes(
-            health_routes({"kafka": self._kafka_ready, "database": self._database_ready})
-        )
+        checks = {
+            "kafka": self._kafka_ready,
+            "database": self._database_ready,
+            "delivery_loop": self._delivery_loop_alive,
+            "index_loop": self._index_loop_alive,
+        }
+        http.add_routes(health_routes(checks))
         self.http = web.AppRunner(http, access_log=None)
         await self.http.setup()
         await web.TCPSite(self.http, settings.worker_host, settings.worker_port).start()
@@ -202,6 +206,18 @@ class WorkerServices(mode.Service):
         else:
             if closed:
                 log.info("closed %d stale publishers", closed)
+
+    async def _give_up(self, exc: BaseException) -> None:
+        """A consume loop cannot go on: crash the worker (Faust stops every service and
+        the process exits non-zero), so its supervisor starts a fresh one."""
+        await self.crash(exc)
+
+    async def _delivery_loop_alive(self) -> bool:
+        return self.runner.loop is not None and self.runner.loop.alive
+
+    async def _index_loop_alive(self) -> bool:
+        loop = self.indexer.loop if self.indexer is not None else None
+        return loop is not None and loop.alive
 
     async def _kafka_ready(self) -> bool:
         if not self.view.ready.is_set():
