@@ -4,7 +4,9 @@ Failures are mapped once, in `map_error`, most specific first:
 
     botocore ClientError, by its error code (then by HTTP status for codes not listed)
         throttling, 5xx, RequestTimeout, ...           → RetryableError
-        access denied, bad key, missing resource, ...   → PermanentError
+        a message refused (its characters, its detail)  → EventRejected
+        access denied, bad key or signature             → CredentialsRefused
+        missing resource, bad parameter, ...            → PermanentError
     ParamValidationError, NoCredentialsError, ...       → PermanentError
     ConnectTimeoutError, ReadTimeoutError               → RetryableError
     EndpointConnectionError, any other BotoCoreError    → RetryableError
@@ -44,8 +46,10 @@ from botocore.exceptions import (
 from pipeline.settings import Settings
 from pipeline.sinks.base import (
     Credentials,
+    CredentialsRefused,
     DeliveryError,
     DeliveryResult,
+    EventRejected,
     PermanentError,
     RetryableError,
 )
@@ -122,6 +126,21 @@ PERMANENT_CODES = frozenset(
         "ValidationException",
     }
 )
+# Permanent codes that say the credentials (or their permissions) were refused: a key
+# created seconds ago is refused like this until AWS has it everywhere.
+AUTH_CODES = frozenset(
+    {
+        "AccessDenied",
+        "AccessDeniedException",
+        "AuthorizationError",
+        "InvalidAccessKeyId",
+        "InvalidClientTokenId",
+        "SignatureDoesNotMatch",
+        "UnrecognizedClientException",
+    }
+)
+# Permanent codes that refuse this message, not the destination.
+EVENT_CODES = frozenset({"InvalidMessageContents", "MalformedDetail"})
 # An error code is quoted in messages only if it looks like one.
 _SAFE_CODE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
@@ -253,6 +272,10 @@ def error_for_code(service: str, code: Any, status: int | None) -> DeliveryError
     """The error for an AWS error code: by the code's known meaning, else by HTTP status."""
     shown = code if isinstance(code, str) and _SAFE_CODE.match(code) else "unknown error"
     message = f"{service} refused the request: {shown}"
+    if code in EVENT_CODES:
+        return EventRejected(message, response_status=status)
+    if code in AUTH_CODES:
+        return CredentialsRefused(message, response_status=status)
     if code in PERMANENT_CODES:
         return PermanentError(message, response_status=status)
     if code in RETRYABLE_CODES or status is None or status >= 500 or status == 429:

@@ -21,6 +21,7 @@ from pipeline.sinks.base import (
     Credentials,
     DeliveryError,
     DeliveryResult,
+    EventRejected,
     Publisher,
     Target,
 )
@@ -30,6 +31,30 @@ from pipeline.sinks.fields import FieldErrors, config_object, unknown_fields
 EVENT_BUS = re.compile(
     r"^(?:arn:aws[a-z-]*:events:[a-z0-9-]+:[0-9]{12}:event-bus/)?[A-Za-z0-9/._-]{1,256}$"
 )
+
+
+# PutEvents' limits: Herald accepts event types up to 200 characters and events whose
+# envelope can pass 256 KB, so an event can break them while the destination is fine.
+MAX_DETAIL_TYPE_CHARS = 128
+MAX_ENTRY_BYTES = 256 * 1024
+TIME_FIELD_BYTES = 14  # what AWS counts for an entry's Time, set or not
+
+
+def entry_refusal(entry: dict[str, str]) -> EventRejected | None:
+    """Why PutEvents would refuse this entry for the event's own sake, or None."""
+    if len(entry["DetailType"]) > MAX_DETAIL_TYPE_CHARS:
+        return EventRejected(
+            f"the event type is longer than the {MAX_DETAIL_TYPE_CHARS} characters "
+            "EventBridge takes as DetailType"
+        )
+    size = TIME_FIELD_BYTES + sum(
+        len(entry[field].encode()) for field in ("Source", "DetailType", "Detail")
+    )
+    if size > MAX_ENTRY_BYTES:
+        return EventRejected(
+            f"the event makes a {size}-byte entry; EventBridge takes at most {MAX_ENTRY_BYTES}"
+        )
+    return None
 
 
 def entry_failure(response: dict[str, Any]) -> DeliveryError | None:
@@ -60,6 +85,9 @@ class EventBridgePublisher:
             "DetailType": str(event.get("type") or "herald.event"),
             "Detail": body.decode("utf-8"),
         }
+        refusal = entry_refusal(entry)
+        if refusal is not None:
+            raise refusal
         response = await self._client.call("put_events", Entries=[entry])
         failure = entry_failure(response)
         if failure is not None:

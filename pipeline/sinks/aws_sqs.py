@@ -18,7 +18,14 @@ from pipeline.sinks.aws_common import (
     region,
     result,
 )
-from pipeline.sinks.base import Config, Credentials, DeliveryResult, Publisher, Target
+from pipeline.sinks.base import (
+    Config,
+    Credentials,
+    DeliveryResult,
+    EventRejected,
+    Publisher,
+    Target,
+)
 from pipeline.sinks.fields import FieldErrors, config_object, http_url, unknown_fields
 
 # /<account id>/<queue name>, as every SQS queue URL's path is.
@@ -30,6 +37,28 @@ REGION_HOSTS = (
     re.compile(r"^([a-z0-9-]+)\.queue\.amazonaws\.com(?:\.cn)?$"),
 )
 MESSAGE_GROUP_ID = re.compile(r"^[!-~]{1,128}$")  # printable ASCII, no space
+# SendMessage's limits on the message (body and attributes): the event can break them while
+# the queue is fine (Herald's events may be 256 KB before the envelope is added).
+MAX_MESSAGE_BYTES = 256 * 1024
+# Anything but these characters is refused (InvalidMessageContents); JSON escapes the
+# control characters but not U+FFFE, U+FFFF.
+REFUSED_CHARACTER = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def message_refusal(body: str, attributes: dict[str, str]) -> EventRejected | None:
+    """Why SendMessage would refuse this message for the event's own sake, or None."""
+    texts = [body, *attributes.values()]
+    if any(REFUSED_CHARACTER.search(text) for text in texts):
+        return EventRejected("the event has characters SQS does not accept in a message")
+    size = len(body.encode()) + sum(
+        len(name.encode()) + len("String") + len(value.encode())
+        for name, value in attributes.items()
+    )
+    if size > MAX_MESSAGE_BYTES:
+        return EventRejected(
+            f"the event makes a {size}-byte message; SQS takes at most {MAX_MESSAGE_BYTES}"
+        )
+    return None
 
 
 def region_of(queue_url: str) -> str | None:
@@ -62,12 +91,16 @@ class SqsPublisher:
     async def publish(self, delivery_id: str, event: dict[str, Any], body: bytes) -> DeliveryResult:
         """SendMessage with the envelope as the body and the delivery's identity as
         message attributes."""
+        text, attributes = body.decode("utf-8"), metadata(delivery_id, event)
+        refusal = message_refusal(text, attributes)
+        if refusal is not None:
+            raise refusal
         params: dict[str, Any] = {
             "QueueUrl": self._queue_url,
-            "MessageBody": body.decode("utf-8"),
+            "MessageBody": text,
             "MessageAttributes": {
                 name: {"DataType": "String", "StringValue": value}
-                for name, value in metadata(delivery_id, event).items()
+                for name, value in attributes.items()
             },
         }
         if self._group_id is not None:

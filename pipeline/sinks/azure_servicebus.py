@@ -8,8 +8,10 @@ one), is created on the first publish, and its SDK retries are off: Herald's tie
 
 Failures, most specific first (see `_mapped`):
 
-    AddressRefused, a malformed connection string, authentication or authorization
-    refused, entity not found, message too large           → PermanentError
+    message too large (256 KB on the Standard tier)       → EventRejected
+    authentication or authorization refused                → CredentialsRefused
+    AddressRefused, a malformed connection string, entity
+    not found                                               → PermanentError
     entity disabled, quota exceeded, server busy, connection
     or communication errors, SDK timeouts, any other
     ServiceBusError, DNS, timeout                           → RetryableError
@@ -40,8 +42,10 @@ from pipeline.settings import Settings
 from pipeline.sinks.base import (
     Config,
     Credentials,
+    CredentialsRefused,
     DeliveryError,
     DeliveryResult,
+    EventRejected,
     PermanentError,
     Publisher,
     RetryableError,
@@ -169,16 +173,14 @@ class ServiceBusPublisher:
 # (exception types, error class, message), most specific first. `{name}` is the class name.
 _FAILURES: tuple[tuple[tuple[type[BaseException], ...], type[DeliveryError], str], ...] = (
     ((AddressRefused,), PermanentError, "namespace address refused by the outbound policy"),
+    # Over the entity's message size (256 KB on the Standard tier): this event only.
+    ((bus_errors.MessageSizeExceededError,), EventRejected, "the message is too large: {name}"),
     (
-        (
-            bus_errors.ServiceBusAuthenticationError,
-            bus_errors.ServiceBusAuthorizationError,
-            bus_errors.MessagingEntityNotFoundError,
-            bus_errors.MessageSizeExceededError,
-        ),
-        PermanentError,
-        "Service Bus refused the message: {name}",
+        (bus_errors.ServiceBusAuthenticationError, bus_errors.ServiceBusAuthorizationError),
+        CredentialsRefused,
+        "Service Bus refused the credentials: {name}",
     ),
+    ((bus_errors.MessagingEntityNotFoundError,), PermanentError, "no such entity: {name}"),
     ((bus_errors.ServiceBusError,), RetryableError, "Service Bus unavailable: {name}"),
     # The SDK's own complaint about a connection string or argument.
     ((ValueError,), PermanentError, "the connection string cannot be used: {name}"),

@@ -4,11 +4,12 @@ Exceptions (what a publisher may raise; every SDK error is mapped onto these):
 
     DeliveryError
     ├── RetryableError   the attempt failed but a later one may succeed (retry_after_s hint)
-    └── PermanentError   retrying cannot help (bad credentials, 410 Gone, refused address);
-        │                `auth=True` when the destination refused its credentials
-        └── EventRejected   this event cannot go to this destination (too large, a type or
-                            characters the target refuses): the event's fault, not the
-                            destination's, so it never counts toward auto-disable
+    └── PermanentError   retrying cannot help (bad credentials, 410 Gone, refused address)
+        ├── CredentialsRefused   the target refused the destination's credentials
+        │                        (`auth` is True; a brand-new key gets a short grace)
+        └── EventRejected        this event cannot go to this destination (too large, a
+                                 type or characters the target refuses): the event's
+                                 fault, never counted toward auto-disable
 
 pipeline/retry.py decides what each of these leads to.
 """
@@ -62,6 +63,17 @@ class PermanentError(DeliveryError):
     ) -> None:
         super().__init__(message, response_status=response_status, response_body=response_body)
         self.auth = auth
+
+
+class CredentialsRefused(PermanentError):
+    """The target refused the destination's credentials (or their permissions)."""
+
+    def __init__(
+        self, message: str, *, response_status: int | None = None, response_body: str | None = None
+    ) -> None:
+        super().__init__(
+            message, auth=True, response_status=response_status, response_body=response_body
+        )
 
 
 class EventRejected(PermanentError):

@@ -10,9 +10,10 @@ outbound address policy.
 
 Failures, most specific first (see `_map_errors`):
 
-    AddressRefused, NOT_FOUND (topic or project missing), PERMISSION_DENIED,
-    UNAUTHENTICATED, INVALID_ARGUMENT, FAILED_PRECONDITION, a refused token refresh
-                                                          → PermanentError
+    PERMISSION_DENIED, UNAUTHENTICATED, a refused token refresh
+                                                          → CredentialsRefused
+    AddressRefused, NOT_FOUND (topic or project missing), INVALID_ARGUMENT,
+    FAILED_PRECONDITION                                   → PermanentError
     UNAVAILABLE, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED, INTERNAL, ABORTED, any other
     API error, a token-endpoint transport error, DNS, timeout
                                                           → RetryableError
@@ -46,6 +47,7 @@ from pipeline.settings import Settings
 from pipeline.sinks.base import (
     Config,
     Credentials,
+    CredentialsRefused,
     DeliveryError,
     DeliveryResult,
     PermanentError,
@@ -141,19 +143,18 @@ def _credentials(info: dict[str, Any]) -> service_account.Credentials:
 _FAILURES: tuple[tuple[tuple[type[BaseException], ...], type[DeliveryError], str], ...] = (
     ((AddressRefused,), PermanentError, "endpoint address refused by the outbound policy"),
     (
-        (
-            api_errors.NotFound,
-            api_errors.PermissionDenied,
-            api_errors.Unauthenticated,
-            api_errors.InvalidArgument,
-            api_errors.FailedPrecondition,
-        ),
+        (api_errors.PermissionDenied, api_errors.Unauthenticated),
+        CredentialsRefused,
+        "Pub/Sub refused the credentials: {name}",
+    ),
+    (
+        (api_errors.NotFound, api_errors.InvalidArgument, api_errors.FailedPrecondition),
         PermanentError,
         "Pub/Sub refused the publish: {name}",
     ),
     ((api_errors.GoogleAPICallError,), RetryableError, "Pub/Sub unavailable: {name}"),
     ((auth_errors.TransportError,), RetryableError, "token endpoint unreachable"),
-    ((auth_errors.RefreshError,), PermanentError, "Google refused the service account"),
+    ((auth_errors.RefreshError,), CredentialsRefused, "Google refused the service account"),
     ((socket.gaierror,), RetryableError, "the endpoint host name does not resolve"),
     ((TimeoutError,), RetryableError, "timed out waiting for Pub/Sub"),
     ((OSError,), RetryableError, "endpoint unavailable: {name}"),

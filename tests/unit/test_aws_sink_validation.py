@@ -15,7 +15,7 @@ from pipeline.sinks import load_sink
 from pipeline.sinks.aws_common import error_for_code, map_error
 from pipeline.sinks.aws_eventbridge import entry_failure
 from pipeline.sinks.aws_sqs import region_of
-from pipeline.sinks.base import PermanentError, RetryableError
+from pipeline.sinks.base import CredentialsRefused, PermanentError, RetryableError
 from pipeline.sinks.fields import FieldErrors
 
 KEY_ID = "AKIAUNITTESTKEY00000"
@@ -220,10 +220,10 @@ def _client_error(code: str, status: int, message: str = "") -> ClientError:
         ("InternalError", 500, RetryableError),
         ("SomethingNew", 502, RetryableError),
         ("SomethingNew", 429, RetryableError),
-        ("AccessDenied", 403, PermanentError),
-        ("InvalidClientTokenId", 403, PermanentError),
-        ("UnrecognizedClientException", 400, PermanentError),
-        ("SignatureDoesNotMatch", 403, PermanentError),
+        ("AccessDenied", 403, CredentialsRefused),
+        ("InvalidClientTokenId", 403, CredentialsRefused),
+        ("UnrecognizedClientException", 400, CredentialsRefused),
+        ("SignatureDoesNotMatch", 403, CredentialsRefused),
         ("AWS.SimpleQueueService.NonExistentQueue", 400, PermanentError),
         ("QueueDoesNotExist", 400, PermanentError),
         ("ResourceNotFoundException", 400, PermanentError),
