@@ -110,3 +110,6 @@ async def test_health_and_readiness(stack: Stack) -> None:
             assert ready.status == 200, await ready.text()
             assert (await ready.json())["status"] == "ready"
             assert (await session.get(f"{base}/metrics")).status == 200
+        # The worker's consume loops report their own liveness (issue 12, B9).
+        checks = (await (await session.get(f"{stack.worker_url}/readyz")).json())["checks"]
+        assert checks["delivery_loop"] == checks["index_loop"] == "ok", checks
