@@ -6,6 +6,7 @@ import orjson
 from aiohttp import web
 from aiokafka.errors import KafkaError
 
+from api import chains
 from api.app_keys import DB, DESTINATIONS, PRODUCER, VIEW
 from api.auth import MANAGE, Principal
 from api.errors import ApiError, RequestValidationError, forbidden, not_found, unavailable
@@ -101,11 +102,26 @@ async def read_delivery(request: web.Request) -> web.Response:
     )
 
 
+def _not_retryable(delivery: dict[str, object]) -> ApiError:
+    if delivery["status"] == "succeeded":
+        message = "The delivery succeeded: replay the event to deliver it again."
+    else:
+        message = (
+            f"The delivery is {delivery['status']}: it is still being attempted on its retry "
+            "schedule, and can be retried once it has failed."
+        )
+    return ApiError(409, "delivery_not_failed", message)
+
+
 @routes.post("/v2/event-deliveries/{delivery_id}/retry")
 async def retry(request: web.Request) -> web.Response:
-    """Attempt a delivery again now (same delivery id; a new retry schedule if it fails)."""
+    """Attempt a failed delivery again now (same delivery id; a new retry schedule if it
+    fails). Only a delivery whose chain is over and did not succeed: a second chain beside
+    a live one would deliver twice (see api/chains.py)."""
     principal = await _manager(request)
     delivery = await _delivery(request, principal)
+    if delivery["status"] not in chains.RETRYABLE:
+        raise _not_retryable(delivery)
     destination = request.app[VIEW].get(str(delivery["destination_id"]))
     if destination is None:
         raise ApiError(422, "destination_unusable", "The destination of this delivery was deleted.")
@@ -131,10 +147,18 @@ async def retry(request: web.Request) -> web.Response:
         "routed_at": now_iso(),
         "manual_retry": True,
     }
+    pool, destination_id = request.app[DB], str(delivery["destination_id"])
+    taken = await chains.claim(
+        pool, principal.tenant, str(delivery["event_id"]), [destination_id], chains.RETRYABLE
+    )
+    if delivery["id"] not in taken.previous:  # another call restarted it meanwhile
+        raise _not_retryable({**delivery, "status": "retrying"})
     try:
         await request.app[PRODUCER].send_and_wait(
-            DELIVERIES, orjson.dumps(record), key=str(delivery["destination_id"]).encode()
+            DELIVERIES, orjson.dumps(record), key=destination_id.encode()
         )
     except KafkaError as exc:
+        await chains.release(pool, taken)
         raise unavailable("The event broker is unreachable; nothing was queued.") from exc
-    return json_response({**delivery, "request_id": request["request_id"]}, status=202)
+    shown = {**delivery, "status": "retrying"}
+    return json_response({**shown, "request_id": request["request_id"]}, status=202)

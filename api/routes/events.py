@@ -7,7 +7,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from api import validation
+from api import chains, validation
 from api.app_keys import DB, PRODUCER, SETTINGS, VIEW
 from api.auth import MANAGE, PUBLISH, Principal
 from api.body import read_json
@@ -201,14 +201,45 @@ async def replay(request: web.Request) -> web.Response:
     record = {**event, "tenant": principal.tenant, "replay": True}
     if target is not None:
         record["destination_id"] = target
-    await publish_events(request.app[VIEW], request.app[PRODUCER], [record])
+    skipped = await _restart_chains(request, principal.tenant, record)
     return json_response(
         {
             "id": event["id"],
             "object": "event",
             "replayed": True,
             "destination_id": target,
+            "skipped_destination_ids": skipped,
             "request_id": request["request_id"],
         },
         status=202,
     )
+
+
+async def _restart_chains(request: web.Request, tenant: str, record: dict[str, Any]) -> list[str]:
+    """Publish the replay, restarting the event's finished deliveries and skipping the ones
+    still being attempted (their chain delivers them; a second would duplicate them).
+    Returns the skipped destinations; a replay to one of them alone is a 409."""
+    target, pool = record.get("destination_id"), request.app[DB]
+    candidates = (
+        [str(target)]
+        if target is not None
+        else [d["id"] for d in request.app[VIEW].match(tenant, record["type"])]
+    )
+    taken = await chains.claim(pool, tenant, record["id"], candidates, chains.FINISHED)
+    skipped = await chains.live(pool, tenant, record["id"], candidates, taken)
+    if target is not None and skipped:
+        raise ApiError(
+            409,
+            "delivery_in_progress",
+            "This event's delivery to that destination is still being attempted on its retry "
+            "schedule; replay it once the delivery has succeeded or failed.",
+            field="destination_id",
+        )
+    if skipped:
+        record["skip_destinations"] = skipped
+    try:
+        await publish_events(request.app[VIEW], request.app[PRODUCER], [record])
+    except ApiError:
+        await chains.release(pool, taken)
+        raise
+    return skipped

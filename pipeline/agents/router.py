@@ -33,6 +33,9 @@ def deliveries_for(
         matches = [record] if record is not None and record["tenant"] == tenant else []
     else:
         matches = view.match(tenant, event["type"], stamp)
+    # A replay skips the destinations whose delivery of the event is still being attempted.
+    skip = set(event.get("skip_destinations") or ())
+    matches = [d for d in matches if d["id"] not in skip]
     out = []
     routed_at = now_iso()
     for destination in matches:

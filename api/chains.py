@@ -1,0 +1,73 @@
+"""One retry chain per delivery: a manual retry or a replay claims, in the index, the
+deliveries it starts again, so no second chain runs beside a live one under the same id.
+
+A delivery's chain is live while its status is `pending` or `retrying`: a tier copy of it
+is queued, and another attempt would be a duplicate (and a failure would turn a
+`succeeded` summary back to `retrying`). A claim moves a finished delivery (`succeeded`,
+`failed`, `canceled`) to `retrying` in one conditional UPDATE, so of two concurrent calls
+only one starts a chain; the new chain's attempts then set the status as usual. A claim
+whose record could not be queued is released (the old status put back).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import asyncpg
+
+from api.index import fetch_all
+
+# Statuses a manual retry may restart: the chain is over and did not succeed. `canceled`
+# (a delivery dropped for a deleted or disabled destination) where that status exists.
+RETRYABLE = ("failed", "canceled")
+# Statuses a replay may restart: the chain is over.
+FINISHED = ("succeeded", "failed", "canceled")
+
+CLAIM = """
+update deliveries d set status = 'retrying', next_attempt_at = now(), updated_at = now()
+from deliveries previous
+where previous.id = d.id and d.tenant = $1 and d.event_id = $2
+  and d.destination_id = any($3::text[]) and d.status = any($4::text[])
+returning d.id, d.destination_id, previous.status"""
+RELEASE = """
+update deliveries set status = $3, updated_at = now()
+where tenant = $1 and id = $2 and status = 'retrying'"""
+INDEXED = """
+select destination_id from deliveries
+where tenant = $1 and event_id = $2 and destination_id = any($3::text[])"""
+
+
+class Claim:
+    """Deliveries of one event a call restarts: id → the status they had."""
+
+    def __init__(self, tenant: str, rows: Iterable[asyncpg.Record]) -> None:
+        self.tenant = tenant
+        self.previous = {str(r["id"]): str(r["status"]) for r in rows}
+        self.destination_ids = {str(r["destination_id"]) for r in rows}
+
+
+async def claim(
+    pool: asyncpg.Pool,
+    tenant: str,
+    event_id: str,
+    destination_ids: Iterable[str],
+    statuses: tuple[str, ...],
+) -> Claim:
+    """Claim the event's deliveries to `destination_ids` whose status is in `statuses`."""
+    rows = await fetch_all(pool, CLAIM, tenant, event_id, sorted(destination_ids), list(statuses))
+    return Claim(tenant, rows)
+
+
+async def live(
+    pool: asyncpg.Pool, tenant: str, event_id: str, destination_ids: Iterable[str], taken: Claim
+) -> list[str]:
+    """The destinations among `destination_ids` whose delivery of the event is live: indexed
+    but not claimed by `taken` (a delivery routed moments ago may not be indexed yet)."""
+    rows = await fetch_all(pool, INDEXED, tenant, event_id, sorted(destination_ids))
+    return sorted({str(r["destination_id"]) for r in rows} - taken.destination_ids)
+
+
+async def release(pool: asyncpg.Pool, taken: Claim) -> None:
+    """Put back the status of claimed deliveries whose record could not be queued."""
+    for delivery_id, status in taken.previous.items():
+        await fetch_all(pool, RELEASE, taken.tenant, delivery_id, status)
