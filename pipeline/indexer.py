@@ -214,7 +214,12 @@ class Indexer:
         """Before a restart: back to the committed offsets, so nothing the failed loop had
         fetched but not written is passed over."""
         assert self._consumer is not None
-        await self._consumer.seek_to_committed()
+        for tp in self._consumer.assignment():
+            committed = await self._consumer.committed(tp)
+            if committed is None:  # never committed: from the beginning, as at start-up
+                await self._consumer.seek_to_beginning(tp)
+            else:
+                self._consumer.seek(tp, committed)
 
     async def _consume(self) -> None:
         assert self._consumer is not None and self.loop is not None

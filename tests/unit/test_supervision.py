@@ -94,3 +94,36 @@ async def test_readyz_fails_while_a_loop_is_stuck_or_gone() -> None:
         assert not loop.alive
         assert (await client.get("/readyz")).status == 503
     await loop.stop()
+
+
+async def test_the_index_loop_restarts_from_its_committed_offsets() -> None:
+    """What the failed loop had fetched but not written is read again, never passed over."""
+    from typing import Any
+
+    from aiokafka import TopicPartition
+
+    from pipeline.indexer import Indexer
+    from pipeline.settings import Settings
+
+    written, never = TopicPartition("events", 0), TopicPartition("events", 1)
+
+    class Consumer:
+        def __init__(self) -> None:
+            self.moves: list[tuple[TopicPartition, Any]] = []
+
+        def assignment(self) -> set[TopicPartition]:
+            return {written, never}
+
+        async def committed(self, tp: TopicPartition) -> int | None:
+            return 42 if tp == written else None
+
+        def seek(self, tp: TopicPartition, offset: int) -> None:
+            self.moves.append((tp, offset))
+
+        async def seek_to_beginning(self, tp: TopicPartition) -> None:
+            self.moves.append((tp, "beginning"))
+
+    indexer = Indexer(Settings(), None)  # type: ignore[arg-type]
+    consumer = indexer._consumer = Consumer()  # type: ignore[assignment]
+    await indexer._rewind()
+    assert sorted(consumer.moves, key=str) == sorted([(written, 42), (never, "beginning")], key=str)
