@@ -224,3 +224,88 @@ async def test_a_commit_refused_after_a_rebalance_does_not_end_the_runner() -> N
     runner._consumer = Consumer()
     runner._trackers[TopicPartition("deliveries", 0)].add(5)
     await runner.commit()  # logged, not raised
+
+
+async def test_the_runner_pauses_a_partition_whose_tracker_is_full_and_says_so() -> None:
+    from aiokafka import TopicPartition
+    from prometheus_client import REGISTRY
+
+    from pipeline.delivery import DeliveryRunner
+    from pipeline.settings import Settings
+
+    tp = TopicPartition("deliveries", 0)
+
+    class Consumer:
+        def __init__(self) -> None:
+            self.paused: set[TopicPartition] = set()
+
+        def assignment(self) -> set[TopicPartition]:
+            return {tp}
+
+        def pause(self, partition: TopicPartition) -> None:
+            self.paused.add(partition)
+
+        def resume(self, partition: TopicPartition) -> None:
+            self.paused.discard(partition)
+
+    settings = Settings(sink_max_unfinished_per_partition=4)
+    runner = DeliveryRunner(settings, None, _recorder(Producer()), None)  # type: ignore[arg-type]
+    consumer = runner._consumer = Consumer()  # type: ignore[assignment]
+    tracker = runner._trackers[tp]
+    for offset in range(4):
+        tracker.add(offset)
+    assert tracker.stall()
+    runner._stall(tp, tracker)
+    runner.observe_backlog()
+    assert consumer.paused == {tp}
+    assert REGISTRY.get_sample_value("herald_delivery_partitions_stalled") == 1
+    for offset in (1, 2, 3):  # finished behind the stuck offset 0: still paused
+        runner._finished(tp, offset)
+    assert consumer.paused == {tp}
+    runner._finished(tp, 0)
+    runner.observe_backlog()
+    assert consumer.paused == set()
+    assert REGISTRY.get_sample_value("herald_delivery_partitions_stalled") == 0
+
+
+@pytest.mark.parametrize("producer_failures", [0, 100])
+async def test_a_delivery_finishes_unless_its_outcome_cannot_be_recorded(
+    producer_failures: int,
+) -> None:
+    """A sink raising something unexpected still ends in a recorded failure and a finished
+    offset; a broker refusing the record leaves the offset unfinished and stops the runner."""
+    from aiokafka import TopicPartition
+    from aiokafka.structs import ConsumerRecord
+
+    from pipeline.delivery import DeliveryRunner
+    from pipeline.settings import Settings
+
+    class View:
+        def get(self, destination_id: str) -> dict[str, Any]:
+            return _destination()
+
+    class Publisher:
+        async def publish(self, delivery_id: str, event: Any, body: bytes) -> None:
+            raise ValueError("Newline or carriage return character detected in header value")
+
+    class Publishers:
+        async def get(self, destination: dict[str, Any]) -> Publisher:
+            return Publisher()
+
+    producer = Producer(failures=producer_failures)
+    runner = DeliveryRunner(Settings(), View(), _recorder(producer), Publishers())  # type: ignore[arg-type]
+    tp = TopicPartition("deliveries", 0)
+    runner._trackers[tp].add(7)
+    record = ConsumerRecord(
+        "deliveries", 0, 7, 0, 0, b"evtd_1", orjson.dumps(_delivery()), None, 0, 0, []
+    )
+    await runner._slots.acquire()
+    await runner._run_one(tp, record, put_off=False)
+    if producer_failures:
+        assert runner._trackers[tp].committable() == 7
+        assert isinstance(runner._failure, RecorderUnavailable)
+    else:
+        assert runner._trackers[tp].committable() == 8
+        attempt = next(r for t, r, _ in producer.sent if t == "delivery-attempts")
+        assert (attempt["outcome"], attempt["error"]) == ("failed", UNEXPECTED_ERROR)
+        assert retry_topic(1) in producer.topics()
