@@ -77,6 +77,7 @@ class DeliveryRunner:
     ) -> None:
         self._settings = settings
         self._view = view
+        self._recorder = recorder
         self._publishers = publishers
         self._schedule = Schedule(settings.retry_base_delay_s, settings.max_retries)
         self._topics = [DELIVERIES] + [retry_topic(n) for n in range(1, settings.max_retries + 1)]
