@@ -18,8 +18,9 @@ import orjson
 from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import CommitFailedError, IllegalStateError
 
+from pipeline import metrics
 from pipeline.settings import Settings
-from pipeline.supervision import GiveUp, SupervisedLoop
+from pipeline.supervision import SupervisedLoop
 from pipeline.topics import ATTEMPTS, DELIVERIES, EVENTS
 
 log = logging.getLogger(__name__)
@@ -170,6 +171,17 @@ class Batch:
                 await connection.execute(SUMMARIZE, sorted({a[1] for a in self.attempts}))
 
 
+def _add(batch: Batch, topic: str, value: bytes, offset: int) -> None:
+    """Add one record's rows; a record that does not parse is logged, counted and skipped
+    (retrying cannot change it, and it must not stall the index)."""
+    try:
+        batch.add(topic, value)
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        metrics.INDEX_RECORDS_SKIPPED.labels(topic=topic).inc()
+        where = {"topic": topic, "offset": offset}
+        log.error("index record skipped: %s", type(exc).__name__, extra=where)
+
+
 class Indexer:
     """Consumes events, deliveries and attempts; writes them to PostgreSQL."""
 
@@ -180,10 +192,10 @@ class Indexer:
         self._tasks: list[asyncio.Task[None]] = []
         self.loop: SupervisedLoop | None = None
 
-    async def start(self, give_up: GiveUp) -> None:
+    async def start(self) -> None:
         """Join the indexer group and start consuming and sweeping. A consume loop that
-        fails is restarted from the committed offsets (with backoff; `give_up` stops the
-        worker after five failures in a row)."""
+        fails is restarted from the committed offsets, with backoff, for as long as it
+        takes: delivery must not stop because the index cannot be written."""
         self._consumer = AIOKafkaConsumer(
             EVENTS, DELIVERIES, ATTEMPTS,
             bootstrap_servers=self._settings.kafka_bootstrap,
@@ -195,7 +207,7 @@ class Indexer:
             max_poll_records=2000, fetch_max_wait_ms=100,
         )  # fmt: skip
         await self._consumer.start()
-        self.loop = SupervisedLoop("index", self._consume, give_up, reset=self._rewind)
+        self.loop = SupervisedLoop("index", self._consume, max_restarts=None, reset=self._rewind)
         self.loop.start()
         self._tasks = [asyncio.create_task(self._sweep(), name="indexer-retention")]
 
@@ -232,7 +244,7 @@ class Indexer:
             for tp, records in batches.items():
                 for record in records:
                     if record.value is not None:
-                        batch.add(tp.topic, record.value)
+                        _add(batch, tp.topic, record.value, record.offset)
             await self._write_until_done(batch)
             try:
                 await self._consumer.commit()

@@ -124,6 +124,11 @@ DELIVERY_HANDLING_ERRORS = Counter(
     "Unexpected errors while handling a delivery: an error inside a sink is recorded as a "
     "retryable failed attempt; a record that cannot be handled at all is logged and skipped.",
 )
+INDEX_RECORDS_SKIPPED = Counter(
+    "herald_index_records_skipped",
+    "Records the indexer could not parse and skipped, by topic (the worker log has offsets).",
+    ["topic"],
+)
 LOOP_RESTARTS = Counter(
     "herald_worker_loop_restarts",
     "Consume loops of the worker (delivery, index) that failed and were restarted, by loop; "

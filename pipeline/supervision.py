@@ -3,9 +3,9 @@
 A consume loop (the delivery runner's, the indexer's) is a task that never returns. Left
 bare, one that raises dies silently while the process looks healthy. A SupervisedLoop runs
 it, restarts it with backoff after a failure (after `reset`, which rewinds what the dead
-loop had fetched), and after `max_restarts` failures in a row (or at once, with 0) calls
-`give_up`, which stops the worker so its own supervisor starts a fresh one. The loop calls
-`beat()` once per iteration; `alive` (for /readyz) says it is running and not stuck.
+loop had fetched), and after `max_restarts` failures in a row (at once with 0; never with
+None) calls `give_up`, which stops the worker so its own supervisor starts a fresh one.
+The loop calls `beat()` once per turn; `alive` (for /readyz) says it runs and is not stuck.
 """
 
 from __future__ import annotations
@@ -38,9 +38,9 @@ class SupervisedLoop:
         self,
         name: str,
         body: Body,
-        give_up: GiveUp,
+        give_up: GiveUp | None = None,
         *,
-        max_restarts: int = 5,
+        max_restarts: int | None = 5,
         backoff_s: float = 1.0,
         max_backoff_s: float = 30.0,
         stall_s: float = 60.0,
@@ -92,9 +92,10 @@ class SupervisedLoop:
                 failures, delay_s = 0, self._backoff_s
             failures += 1
             metrics.LOOP_RESTARTS.labels(loop=self.name).inc()
-            if failures > self._max_restarts:
+            if self._max_restarts is not None and failures > self._max_restarts:
                 log.critical("%s loop failed (%r); stopping the worker", self.name, exc)
-                await self._give_up(exc)
+                if self._give_up is not None:
+                    await self._give_up(exc)
                 return
             log.error("%s loop failed (%r); restarting in %.1f s", self.name, exc, delay_s)
             await asyncio.sleep(delay_s)

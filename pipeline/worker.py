@@ -154,7 +154,7 @@ class WorkerServices(mode.Service):
         self.pool = await create_pool(settings.database_url)
         await migrate(self.pool)
         self.indexer = Indexer(settings, self.pool)
-        await self.indexer.start(self._give_up)
+        await self.indexer.start()
         await self.sampler.start()
         http = web.Application()
         checks = {

@@ -127,3 +127,21 @@ async def test_the_index_loop_restarts_from_its_committed_offsets() -> None:
     consumer = indexer._consumer = Consumer()  # type: ignore[assignment]
     await indexer._rewind()
     assert sorted(consumer.moves, key=str) == sorted([(written, 42), (never, "beginning")], key=str)
+
+
+def test_a_record_the_indexer_cannot_parse_is_skipped_and_counted() -> None:
+    """Restarting cannot change a bad record: it must not send the index loop round in
+    restarts (nor stop delivery)."""
+    from prometheus_client import REGISTRY
+
+    from pipeline.indexer import Batch, _add
+
+    def skipped() -> float:
+        value = REGISTRY.get_sample_value("herald_index_records_skipped_total", {"topic": "events"})
+        return value or 0.0
+
+    before, batch = skipped(), Batch()
+    _add(batch, "events", b"not json", 3)
+    _add(batch, "events", b'{"id": "evt_1"}', 4)  # no tenant, type, ...
+    assert skipped() == before + 2
+    assert batch.events == []
