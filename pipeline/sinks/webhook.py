@@ -18,13 +18,8 @@ from pipeline.sinks.base import (
     RetryableError,
     Target,
 )
-from pipeline.sinks.fields import (
-    FieldErrors,
-    config_object,
-    http_url,
-    string_map,
-    unknown_fields,
-)
+from pipeline.sinks.fields import FieldErrors, config_object, http_url, unknown_fields
+from pipeline.sinks.headers import custom_headers
 from pipeline.sinks.http_common import SessionPool, read_head, retry_after_s, transport_errors
 
 RESPONSE_BODY_BYTES = 1024
@@ -99,16 +94,8 @@ class WebhookSink:
         raw = config_object(errors, raw, path, self.type)
         unknown_fields(errors, raw, path, ("url", "secret", "custom_headers"))
         config: Config = {"url": http_url(errors, raw.get("url"), f"{path}.url")}
-        headers = string_map(errors, raw.get("custom_headers"), f"{path}.custom_headers")
+        headers = custom_headers(errors, raw.get("custom_headers"), f"{path}.custom_headers")
         if headers:
-            reserved = sorted(
-                h
-                for h in headers
-                if h.lower().startswith("webhook-")
-                or h.lower() in ("content-type", "content-length", "host")
-            )
-            if reserved:
-                errors.add(f"{path}.custom_headers", f"may not set {', '.join(reserved)}.")
             config["custom_headers"] = headers
         credentials: Credentials = {}
         secret = raw.get("secret")
