@@ -20,12 +20,11 @@ from pipeline import ids, metrics
 from pipeline.crypto import Sealer
 from pipeline.destinations import INACTIVE
 from pipeline.settings import Settings
-from pipeline.signing import generate_secret
+from pipeline.signing import generate_secret, rotated
 from pipeline.timeutil import now_iso
 from pipeline.topics import DESTINATION_CHANGES, EVENTS
 from pipeline.view import DestinationView, ViewTimeout
 
-ROTATION_OVERLAP_S = 24 * 3600
 TEST_EVENT_TYPE = "event_destination.test"
 
 
@@ -124,17 +123,12 @@ class Destinations:
     async def rotate_secret(
         self, principal: Principal, destination_id: str
     ) -> tuple[dict[str, Any], str]:
-        """A new webhook secret; the old one keeps signing alongside for 24 h."""
+        """A new webhook secret; the old ones keep signing alongside for 24 h."""
         current = self.get(principal, destination_id)
         if current["type"] != "webhook":
             raise ApiError(422, "not_a_webhook", "Only webhook destinations have a secret.")
-        credentials = self._open(current)
         secret = generate_secret()
-        credentials.update(
-            secret=secret,
-            previous_secret=credentials.get("secret"),
-            previous_until=time.time() + ROTATION_OVERLAP_S,
-        )
+        credentials = rotated(self._open(current), secret, time.time())
         record = await self._change(
             destination_id, "update", fields={"sealed": self._seal(credentials, destination_id)}
         )

@@ -8,7 +8,7 @@ from typing import Any
 import aiohttp
 
 from pipeline.settings import Settings
-from pipeline.signing import SECRET_PREFIX, sign, valid_secret
+from pipeline.signing import SECRET_PREFIX, sign, signing_secrets, valid_secret
 from pipeline.sinks.base import (
     Config,
     Credentials,
@@ -33,11 +33,7 @@ class WebhookPublisher:
         self._session = session
         self._url = target.config["url"]
         self._headers = dict(target.config.get("custom_headers") or {})
-        secrets = [target.credentials["secret"]]
-        previous = target.credentials.get("previous_secret")
-        if previous and float(target.credentials.get("previous_until") or 0) > time.time():
-            secrets.append(previous)
-        self._secrets = secrets
+        self._credentials = target.credentials
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
 
     async def publish(self, delivery_id: str, event: dict[str, Any], body: bytes) -> DeliveryResult:
@@ -48,7 +44,9 @@ class WebhookPublisher:
             "user-agent": USER_AGENT,
             "webhook-id": delivery_id,
             "webhook-timestamp": str(timestamp_s),
-            "webhook-signature": sign(self._secrets, delivery_id, timestamp_s, body),
+            "webhook-signature": sign(
+                signing_secrets(self._credentials, time.time()), delivery_id, timestamp_s, body
+            ),
         }
         with transport_errors("the receiver"):
             async with self._session.post(

@@ -1,6 +1,7 @@
 """Credentials and headers through the whole stack (issue 12).
 
-Custom header values are refused when they could break a request.
+Custom header values are refused when they could break a request; rotated secrets keep
+signing for their own 24 h.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from standardwebhooks.webhooks import Webhook
 
 from tests.integration.api_client import Api
 from tests.support import Receiver, eventually
@@ -56,3 +58,16 @@ async def test_a_header_that_could_split_the_request_is_a_400(api: Api, made: li
     )
     assert status == 400, body
     assert list(body["errors"]) == ["webhook.custom_headers.Host"]
+
+
+async def test_a_second_rotation_keeps_the_first_secret_signing(
+    api: Api, receiver: Receiver, made: list[str]
+) -> None:
+    created = await _create(api, made, {"webhook": {"url": f"{receiver.url}/r"}})
+    path = f"{D}/{created['id']}/rotate-secret"
+    second = (await api.call("POST", path))[1]["webhook"]["secret"]
+    third = (await api.call("POST", path))[1]["webhook"]["secret"]
+    request = await _test_delivery(api, receiver, created["id"])
+    assert request.headers["webhook-signature"].count("v1,") == 3
+    for secret in (created["webhook"]["secret"], second, third):
+        Webhook(secret).verify(request.body, request.headers)
