@@ -1,18 +1,23 @@
 """Credentials and headers through the whole stack (issue 12).
 
 Custom header values are refused when they could break a request; rotated secrets keep
-signing for their own 24 h.
+signing for their own 24 h; credential changes racing each other are merged, not
+overwritten; credentials never follow a destination to a new server.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from standardwebhooks.webhooks import Webhook
 
+from pipeline.crypto import Sealer
 from tests.integration.api_client import Api
+from tests.integration.conftest import ENCRYPTION_KEY, Services
+from tests.integration.test_secrets_at_rest import _sealed
 from tests.support import Receiver, eventually
 
 D = "/v2/event-destinations"
@@ -71,3 +76,66 @@ async def test_a_second_rotation_keeps_the_first_secret_signing(
     assert request.headers["webhook-signature"].count("v1,") == 3
     for secret in (created["webhook"]["secret"], second, third):
         Webhook(secret).verify(request.body, request.headers)
+
+
+async def test_a_patch_racing_a_rotation_keeps_the_new_secret(
+    api: Api, receiver: Receiver, made: list[str]
+) -> None:
+    created = await _create(api, made, {"webhook": {"url": f"{receiver.url}/before"}})
+    path = f"{D}/{created['id']}"
+    (rotate_status, rotation), (patch_status, patched) = await asyncio.gather(
+        api.call("POST", path + "/rotate-secret"),
+        api.call("PATCH", path, {"webhook": {"url": f"{receiver.url}/after"}}),
+    )
+    assert (rotate_status, patch_status) == (200, 200), (rotation, patched)
+    request = await _test_delivery(api, receiver, created["id"])
+    assert request.path == "/after"
+    Webhook(rotation["webhook"]["secret"]).verify(request.body, request.headers)
+    Webhook(created["webhook"]["secret"]).verify(request.body, request.headers)
+
+
+def _opened(sealed: str, destination_id: str) -> dict[str, object]:
+    return Sealer(ENCRYPTION_KEY).open(sealed, destination_id)
+
+
+@pytest.mark.parametrize(
+    ("type_name", "config", "same_server", "other_server"),
+    [
+        (
+            "rabbitmq",
+            {"server_url": "amqp://app:pw-rabbitmq@rabbit-a.example:5672", "exchange": "ev"},
+            {"server_url": "rabbit-a.example:5672", "exchange": "other"},
+            {"server_url": "rabbit-b.example:5672", "exchange": "other"},
+        ),
+        (
+            "kafka",
+            {
+                "bootstrap_servers": "kafka-a.example:9092",
+                "topic": "t",
+                "username": "app",
+                "password": "pw-kafka",
+            },
+            {"bootstrap_servers": "kafka-a.example:9092", "topic": "u"},
+            {"bootstrap_servers": "plaintext.example:9092", "topic": "u"},
+        ),
+    ],
+)
+async def test_credentials_stay_with_their_server(
+    api: Api,
+    services: Services,
+    made: list[str],
+    type_name: str,
+    config: dict[str, Any],
+    same_server: dict[str, Any],
+    other_server: dict[str, Any],
+) -> None:
+    created = await _create(api, made, {"type": type_name, type_name: config})
+    path = f"{D}/{created['id']}"
+    status, body = await api.call("PATCH", path, {type_name: same_server})
+    assert status == 200, body
+    kept = _opened(await _sealed(services.kafka_bootstrap, created["id"]), created["id"])
+    assert kept == {"username": "app", "password": f"pw-{type_name}"}
+    status, body = await api.call("PATCH", path, {type_name: other_server})
+    assert status == 200, body
+    sealed = await _sealed(services.kafka_bootstrap, created["id"])
+    assert sealed == str(None), "no credentials left to seal"
