@@ -17,7 +17,7 @@ from aiokafka.errors import KafkaError
 from api.auth import Principal
 from api.errors import ApiError, not_found, unavailable
 from pipeline import ids, metrics
-from pipeline.credentials import merged
+from pipeline.credentials import merged, with_public_names
 from pipeline.crypto import Sealer
 from pipeline.destinations import INACTIVE
 from pipeline.settings import Settings
@@ -129,6 +129,7 @@ class Destinations:
             config, credentials = merged(new_type, stored, config, given)
         else:
             credentials = given
+            config = with_public_names(new_type, config, credentials)
         return {"config": config, "sealed": self._seal(credentials, current["id"])}
 
     async def set_enabled(
@@ -202,7 +203,11 @@ class Destinations:
 
     def _open(self, record: dict[str, Any]) -> dict[str, Any]:
         sealed = record.get("sealed")
-        return dict(self._sealer.open(sealed, record["id"])) if sealed else {}
+        opened = dict(self._sealer.open(sealed, record["id"])) if sealed else {}
+        legacy_headers = (record.get("config") or {}).get("custom_headers")
+        if isinstance(legacy_headers, dict):  # kept in the public config before sealing
+            opened.setdefault("custom_headers", legacy_headers)
+        return opened
 
     def _checked(self, record: dict[str, Any]) -> dict[str, Any]:
         if not record.get("change_ok"):

@@ -7,6 +7,7 @@ stay), except those that would be presented to a different server. Each type say
 
 | type     | the server (its identity)                   | cleared when it changes |
 | -------- | ------------------------------------------- | ----------------------- |
+| webhook  | the URL's origin: scheme, host, port        | custom_headers          |
 | rabbitmq | server_url's host and port                  | username, password      |
 | kafka    | the set of bootstrap_servers (host, port)   | username, password      |
 
@@ -20,11 +21,21 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 from pipeline.sinks.kafka import parse_servers
 from pipeline.sinks.rabbitmq import parse_server_url
 
 Identity = tuple[Any, ...] | None
+
+
+def _webhook_server(config: Mapping[str, Any]) -> Identity:
+    try:
+        parts = urlsplit(str(config.get("url") or ""))
+        port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+    except ValueError:
+        return None
+    return (parts.scheme.lower(), (parts.hostname or "").lower(), port)
 
 
 def _rabbitmq_server(config: Mapping[str, Any]) -> Identity:
@@ -43,6 +54,7 @@ def _kafka_servers(config: Mapping[str, Any]) -> Identity:
 
 
 SERVER_BOUND: dict[str, tuple[Callable[[Mapping[str, Any]], Identity], tuple[str, ...]]] = {
+    "webhook": (_webhook_server, ("custom_headers",)),
     "rabbitmq": (_rabbitmq_server, ("username", "password")),
     "kafka": (_kafka_servers, ("username", "password")),
 }
@@ -75,4 +87,18 @@ def merged(
         for name in SERVER_BOUND[destination_type][1]:
             kept.pop(name, None)
     credentials = {**kept, **given}
-    return dict(new_config), credentials
+    return with_public_names(destination_type, new_config, credentials), credentials
+
+
+def with_public_names(
+    destination_type: str, config: Mapping[str, Any], credentials: Mapping[str, Any]
+) -> dict[str, Any]:
+    """`config` with what it shows of the credentials: a webhook's custom header names."""
+    shown = dict(config)
+    if destination_type == "webhook":
+        headers = credentials.get("custom_headers")
+        if headers:
+            shown["custom_headers"] = list(headers)
+        else:
+            shown.pop("custom_headers", None)
+    return shown

@@ -32,7 +32,7 @@ class WebhookPublisher:
     def __init__(self, session: aiohttp.ClientSession, target: Target, timeout_s: float) -> None:
         self._session = session
         self._url = target.config["url"]
-        self._headers = dict(target.config.get("custom_headers") or {})
+        self._headers = _header_values(target)
         self._credentials = target.credentials
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
 
@@ -57,6 +57,16 @@ class WebhookPublisher:
 
     async def close(self) -> None:
         """Nothing per destination: connections belong to the sink's pool."""
+
+
+def _header_values(target: Target) -> dict[str, str]:
+    """The custom headers to send: sealed with the credentials; records written before they
+    were sealed kept them in the public config."""
+    sealed = target.credentials.get("custom_headers")
+    if isinstance(sealed, dict):
+        return dict(sealed)
+    legacy = target.config.get("custom_headers")
+    return dict(legacy) if isinstance(legacy, dict) else {}
 
 
 def _outcome(status: int, text: str, retry_after: str | None) -> DeliveryResult:
@@ -88,14 +98,19 @@ class WebhookSink:
     def validate(
         self, raw: Any, errors: FieldErrors, path: str, settings: Settings
     ) -> tuple[Config, Credentials]:
-        """`url` (absolute http/https), optional `secret` (whsec_…), `custom_headers`."""
+        """`url` (absolute http/https), optional `secret` (whsec_…), `custom_headers`.
+
+        Header values often carry an Authorization: they are credentials (sealed, never
+        shown); the public config lists the header names only.
+        """
         raw = config_object(errors, raw, path, self.type)
         unknown_fields(errors, raw, path, ("url", "secret", "custom_headers"))
         config: Config = {"url": http_url(errors, raw.get("url"), f"{path}.url")}
-        headers = custom_headers(errors, raw.get("custom_headers"), f"{path}.custom_headers")
-        if headers:
-            config["custom_headers"] = headers
         credentials: Credentials = {}
+        headers = custom_headers(errors, raw.get("custom_headers"), f"{path}.custom_headers")
+        if headers is not None:
+            config["custom_headers"] = list(headers)
+            credentials["custom_headers"] = headers
         secret = raw.get("secret")
         if secret is not None:
             if valid_secret(secret):

@@ -1,13 +1,14 @@
-"""Credentials and headers through the whole stack (issue 12).
+"""Credentials through the whole stack (issue 12: B6, B7, C13, C14).
 
-Custom header values are refused when they could break a request; rotated secrets keep
-signing for their own 24 h; credential changes racing each other are merged, not
-overwritten; credentials never follow a destination to a new server.
+Custom header values are refused when they could break a request, sealed and never shown,
+yet sent; rotated secrets keep signing for their own 24 h; credential changes racing each
+other are merged, not overwritten; credentials never follow a destination to a new server.
 """
 
 from __future__ import annotations
 
 import asyncio
+import secrets
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -16,7 +17,7 @@ from standardwebhooks.webhooks import Webhook
 
 from pipeline.crypto import Sealer
 from tests.integration.api_client import Api
-from tests.integration.conftest import ENCRYPTION_KEY, Services
+from tests.integration.conftest import ENCRYPTION_KEY, Services, Stack
 from tests.integration.test_secrets_at_rest import _sealed
 from tests.support import Receiver, eventually
 
@@ -63,6 +64,38 @@ async def test_a_header_that_could_split_the_request_is_a_400(api: Api, made: li
     )
     assert status == 400, body
     assert list(body["errors"]) == ["webhook.custom_headers.Host"]
+
+
+async def test_header_values_are_sent_but_never_shown(
+    api: Api, receiver: Receiver, stack: Stack, made: list[str]
+) -> None:
+    token = "Bearer " + secrets.token_urlsafe(16)
+    headers = {"Authorization": token, "X-Team": "core"}
+    created = await _create(
+        api, made, {"webhook": {"url": f"{receiver.url}/h", "custom_headers": headers}}
+    )
+    path = f"{D}/{created['id']}"
+    listed = (await api.call("GET", D + "?limit=100"))[1]["data"]
+    shown = [created, (await api.call("GET", path))[1], *(d for d in listed if d["id"] in made)]
+    assert len(shown) == 3
+    for body in shown:
+        assert body["webhook"]["custom_headers"] == ["Authorization", "X-Team"]
+        assert token not in str(body)
+    # A PATCH of the same origin without the headers keeps them (names and values).
+    status, patched = await api.call("PATCH", path, {"webhook": {"url": f"{receiver.url}/p"}})
+    assert status == 200, patched
+    assert patched["webhook"]["custom_headers"] == ["Authorization", "X-Team"]
+    request = await _test_delivery(api, receiver, created["id"])
+    assert (request.path, request.headers["Authorization"]) == ("/p", token)
+    assert request.headers["X-Team"] == "core"
+
+    def logs() -> str:
+        return "\n".join(p.read_text(errors="replace") for p in stack.logs.glob("*.log"))
+
+    # The worker logs the outcome after the receiver answered: wait for that line, so the
+    # scan reads logs that saw this delivery.
+    await eventually(lambda: created["id"] in logs(), what="the delivery's log line")
+    assert token.split()[1] not in logs()
 
 
 async def test_a_second_rotation_keeps_the_first_secret_signing(

@@ -11,6 +11,8 @@ from pipeline.destinations import fold
 RABBIT = {"server_url": "rabbit-a.example:5672", "exchange": "ev"}
 RABBIT_CREDS = {"username": "app", "password": "pw"}
 KAFKA = {"bootstrap_servers": "k1.example:9092,k2.example:9092", "topic": "t"}
+HOOK = {"url": "https://a.example/h", "custom_headers": ["Authorization"]}
+HOOK_CREDS = {"secret": "whsec_x", "custom_headers": {"Authorization": "Bearer t"}}
 
 
 def test_rabbitmq_moved_to_another_host_does_not_take_the_old_login() -> None:
@@ -42,6 +44,25 @@ def test_kafka_pointed_at_another_cluster_drops_sasl() -> None:
     reordered = {**KAFKA, "bootstrap_servers": "k2.example:9092,K1.example:9092"}
     assert not server_changed("kafka", KAFKA, reordered)
     assert merged("kafka", (KAFKA, RABBIT_CREDS), reordered, {})[1] == RABBIT_CREDS
+
+
+def test_webhook_to_another_origin_keeps_the_secret_and_drops_custom_headers() -> None:
+    moved = {"url": "https://b.example/h"}
+    config, credentials = merged("webhook", (HOOK, HOOK_CREDS), moved, {})
+    assert credentials == {"secret": "whsec_x"}
+    assert "custom_headers" not in config
+    for other in ("http://a.example/h", "https://a.example:8443/h"):
+        assert server_changed("webhook", HOOK, {"url": other})
+
+
+def test_webhook_same_origin_keeps_header_values_and_their_names() -> None:
+    config, credentials = merged("webhook", (HOOK, HOOK_CREDS), {"url": "https://A.example/x"}, {})
+    assert credentials == HOOK_CREDS
+    assert config["custom_headers"] == ["Authorization"]
+    cleared, none = merged(
+        "webhook", (HOOK, HOOK_CREDS), {"url": HOOK["url"]}, {"custom_headers": {}}
+    )
+    assert none["custom_headers"] == {} and "custom_headers" not in cleared
 
 
 def test_other_types_keep_credentials_whatever_changes() -> None:

@@ -88,12 +88,14 @@ def test_count_total_size_and_duplicates() -> None:
     assert set(create_errors(["X-A"])) == {PATH}
 
 
-def test_a_good_map_is_accepted() -> None:
+def test_a_good_map_is_accepted_and_only_names_are_public() -> None:
     headers = {"Authorization": "Bearer abc.def", "X-Team": "core\tblue", "X-Empty": ""}
     fields = create_destination(
         {**GOOD, "webhook": {**GOOD["webhook"], "custom_headers": headers}}, SETTINGS
     )
-    assert fields["config"]["custom_headers"] == headers
+    assert fields["config"]["custom_headers"] == ["Authorization", "X-Team", "X-Empty"]
+    assert fields["credentials"]["custom_headers"] == headers
+    assert "Bearer abc.def" not in repr(fields["config"])
 
 
 HEADER_TEXT = st.text(
