@@ -17,15 +17,18 @@ from aiokafka.errors import KafkaError
 from api.auth import Principal
 from api.errors import ApiError, not_found, unavailable
 from pipeline import ids, metrics
+from pipeline.credentials import merged, with_public_names
 from pipeline.crypto import Sealer
 from pipeline.destinations import INACTIVE
 from pipeline.settings import Settings
-from pipeline.signing import generate_secret
+from pipeline.signing import generate_secret, rotated
 from pipeline.timeutil import now_iso
 from pipeline.topics import DESTINATION_CHANGES, EVENTS
 from pipeline.view import DestinationView, ViewTimeout
 
-ROTATION_OVERLAP_S = 24 * 3600
+# A credential change based on a record another change replaced is merged again on the
+# newer one; this many times in a row is a write storm on one destination, not a race.
+CREDENTIAL_ATTEMPTS = 5
 TEST_EVENT_TYPE = "event_destination.test"
 
 
@@ -85,7 +88,12 @@ class Destinations:
     async def update(
         self, principal: Principal, destination_id: str, changes: dict[str, Any]
     ) -> tuple[dict[str, Any], str | None]:
-        """Apply a validated PATCH; a type change needs the new type's config (422)."""
+        """Apply a validated PATCH; a type change needs the new type's config (422).
+
+        A config change merges the credentials against the record it read; if another
+        credential change was folded first, the fold refuses it and the merge is redone on
+        the newer record (see pipeline.destinations).
+        """
         current = self.get(principal, destination_id)
         new_type = changes.get("type", current["type"])
         if new_type != current["type"] and "config" not in changes:
@@ -95,17 +103,34 @@ class Destinations:
                 f"Changing type to '{new_type}' needs the '{new_type}' object.",
                 field=new_type,
             )
+        given = changes.pop("credentials", {})
+        config = changes.pop("config", None)
         generated = None
-        if "config" in changes:
-            given = changes.pop("credentials")
-            if new_type == current["type"]:
-                # Credentials are write-only: the ones not given again are kept.
-                given = {**self._open(current), **given}
-            else:
-                given, generated = self._with_generated_secret(new_type, given)
-            changes["sealed"] = self._seal(given, destination_id)
-        record = await self._change(destination_id, "update", fields=changes)
-        return self._checked(record), generated
+        if config is not None and new_type != current["type"]:
+            given, generated = self._with_generated_secret(new_type, given)
+        for _ in range(CREDENTIAL_ATTEMPTS):
+            fields, extra = dict(changes), {}
+            if config is not None:
+                fields.update(self._merged_config(current, new_type, config, given))
+                extra["sealed_base"] = current.get("sealed_version") or 0
+            record = await self._change(destination_id, "update", fields=fields, **extra)
+            if record.get("change_ok") or not extra:
+                break
+            current = self.get(principal, destination_id)
+        return self._settled(record), generated
+
+    def _merged_config(
+        self, current: dict[str, Any], new_type: str, config: dict[str, Any], given: dict[str, Any]
+    ) -> dict[str, Any]:
+        """`config` and `sealed` of a PATCH that gives the type's config object: of the same
+        type, merged with the stored credentials; of another type, its own alone."""
+        if new_type == current["type"]:
+            stored = (current.get("config") or {}, self._open(current))
+            config, credentials = merged(new_type, stored, config, given)
+        else:
+            credentials = given
+            config = with_public_names(new_type, config, credentials)
+        return {"config": config, "sealed": self._seal(credentials, current["id"])}
 
     async def set_enabled(
         self, principal: Principal, destination_id: str, enabled: bool
@@ -124,21 +149,23 @@ class Destinations:
     async def rotate_secret(
         self, principal: Principal, destination_id: str
     ) -> tuple[dict[str, Any], str]:
-        """A new webhook secret; the old one keeps signing alongside for 24 h."""
+        """A new webhook secret; the old ones keep signing alongside for 24 h."""
         current = self.get(principal, destination_id)
-        if current["type"] != "webhook":
-            raise ApiError(422, "not_a_webhook", "Only webhook destinations have a secret.")
-        credentials = self._open(current)
         secret = generate_secret()
-        credentials.update(
-            secret=secret,
-            previous_secret=credentials.get("secret"),
-            previous_until=time.time() + ROTATION_OVERLAP_S,
-        )
-        record = await self._change(
-            destination_id, "update", fields={"sealed": self._seal(credentials, destination_id)}
-        )
-        return self._checked(record), secret
+        for _ in range(CREDENTIAL_ATTEMPTS):
+            if current["type"] != "webhook":  # checked again: a PATCH may change the type
+                raise ApiError(422, "not_a_webhook", "Only webhook destinations have a secret.")
+            credentials = rotated(self._open(current), secret, time.time())
+            record = await self._change(
+                destination_id,
+                "update",
+                fields={"sealed": self._seal(credentials, destination_id)},
+                sealed_base=current.get("sealed_version") or 0,
+            )
+            if record.get("change_ok"):
+                break
+            current = self.get(principal, destination_id)
+        return self._settled(record), secret
 
     async def send_test(self, principal: Principal, destination_id: str) -> dict[str, Any]:
         """Publish an `event_destination.test` event routed to this destination only."""
@@ -176,13 +203,27 @@ class Destinations:
 
     def _open(self, record: dict[str, Any]) -> dict[str, Any]:
         sealed = record.get("sealed")
-        return dict(self._sealer.open(sealed, record["id"])) if sealed else {}
+        opened = dict(self._sealer.open(sealed, record["id"])) if sealed else {}
+        legacy_headers = (record.get("config") or {}).get("custom_headers")
+        if isinstance(legacy_headers, dict):  # kept in the public config before sealing
+            opened.setdefault("custom_headers", legacy_headers)
+        return opened
 
     def _checked(self, record: dict[str, Any]) -> dict[str, Any]:
         if not record.get("change_ok"):
             # The destination went away between our read and the fold (a concurrent delete).
             raise not_found("event destination")
         return record
+
+    def _settled(self, record: dict[str, Any]) -> dict[str, Any]:
+        """Like _checked, for a credential change refused on every attempt (409)."""
+        if not record.get("change_ok") and not record.get("deleted"):
+            raise ApiError(
+                409,
+                "concurrent_change",
+                "The destination's configuration kept changing during this call; retry.",
+            )
+        return self._checked(record)
 
     async def _stamp(self) -> dict[int, int]:
         try:

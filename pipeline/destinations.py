@@ -6,6 +6,14 @@ delete, verified, auto_disable. The fold turns the current record and one change
 next record, which the fold agent writes to the compacted `destinations` topic. Every
 folded record carries the change id that produced it, so a writer can wait for its own
 change, and `change_ok` says whether the change applied.
+
+Credentials are sealed as one value (`sealed`) that only holders of the keys can open, so
+a writer that changes them reads the record, opens, merges and seals again. The fold makes
+that a compare-and-set: every change that carries `sealed` (every config change does)
+moves the record's `sealed_version` on by one, and an update that says which version it
+was based on (`sealed_base`) is refused if another such change came first. The writer
+then reads the newer record and merges again, so a PATCH racing a rotate-secret cannot
+put back the secret the rotation replaced.
 """
 
 from __future__ import annotations
@@ -54,6 +62,7 @@ def fold(current: dict[str, Any] | None, change: dict[str, Any]) -> dict[str, An
             "change_ok": True,
             "deleted": False,
             "last_op": "create",
+            "sealed_version": 1,
         }
     if current is None or current.get("deleted"):
         return {
@@ -89,7 +98,14 @@ def _writable(change: dict[str, Any]) -> dict[str, Any]:
 
 
 def _update(current: dict[str, Any], change: dict[str, Any]) -> dict[str, Any] | None:
-    return _writable(change)
+    updates = _writable(change)
+    if "sealed" not in updates:
+        return updates
+    version = int(current.get("sealed_version") or 0)
+    base = change.get("sealed_base")
+    if base is not None and base != version:
+        return None  # based on credentials (or config) another change has since replaced
+    return {**updates, "sealed_version": version + 1}
 
 
 def _enable(current: dict[str, Any], change: dict[str, Any]) -> dict[str, Any] | None:

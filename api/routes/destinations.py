@@ -42,11 +42,20 @@ def present(record: dict[str, Any], request_id: str | None) -> dict[str, Any]:
         "events": record["events"],
         "metadata": record.get("metadata") or {},
         "rate_limit": record.get("rate_limit"),
-        record["type"]: dict(record.get("config") or {}),
+        record["type"]: _public_config(record.get("config") or {}),
         "created_at": record["created_at"],
         "updated_at": record["updated_at"],
         "request_id": request_id,
     }
+
+
+def _public_config(config: dict[str, Any]) -> dict[str, Any]:
+    """The config as shown: custom header names only (a record written before header values
+    were sealed still holds them in its config)."""
+    shown = dict(config)
+    if isinstance(shown.get("custom_headers"), dict):
+        shown["custom_headers"] = list(shown["custom_headers"])
+    return shown
 
 
 def _respond(

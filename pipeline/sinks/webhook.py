@@ -8,7 +8,7 @@ from typing import Any
 import aiohttp
 
 from pipeline.settings import Settings
-from pipeline.signing import SECRET_PREFIX, sign, valid_secret
+from pipeline.signing import SECRET_PREFIX, sign, signing_secrets, valid_secret
 from pipeline.sinks.base import (
     Config,
     Credentials,
@@ -18,13 +18,8 @@ from pipeline.sinks.base import (
     RetryableError,
     Target,
 )
-from pipeline.sinks.fields import (
-    FieldErrors,
-    config_object,
-    http_url,
-    string_map,
-    unknown_fields,
-)
+from pipeline.sinks.fields import FieldErrors, config_object, http_url, unknown_fields
+from pipeline.sinks.headers import custom_headers
 from pipeline.sinks.http_common import SessionPool, read_head, retry_after_s, transport_errors
 
 RESPONSE_BODY_BYTES = 1024
@@ -37,12 +32,8 @@ class WebhookPublisher:
     def __init__(self, session: aiohttp.ClientSession, target: Target, timeout_s: float) -> None:
         self._session = session
         self._url = target.config["url"]
-        self._headers = dict(target.config.get("custom_headers") or {})
-        secrets = [target.credentials["secret"]]
-        previous = target.credentials.get("previous_secret")
-        if previous and float(target.credentials.get("previous_until") or 0) > time.time():
-            secrets.append(previous)
-        self._secrets = secrets
+        self._headers = _header_values(target)
+        self._credentials = target.credentials
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
 
     async def publish(self, delivery_id: str, event: dict[str, Any], body: bytes) -> DeliveryResult:
@@ -53,7 +44,9 @@ class WebhookPublisher:
             "user-agent": USER_AGENT,
             "webhook-id": delivery_id,
             "webhook-timestamp": str(timestamp_s),
-            "webhook-signature": sign(self._secrets, delivery_id, timestamp_s, body),
+            "webhook-signature": sign(
+                signing_secrets(self._credentials, time.time()), delivery_id, timestamp_s, body
+            ),
         }
         with transport_errors("the receiver"):
             async with self._session.post(
@@ -64,6 +57,16 @@ class WebhookPublisher:
 
     async def close(self) -> None:
         """Nothing per destination: connections belong to the sink's pool."""
+
+
+def _header_values(target: Target) -> dict[str, str]:
+    """The custom headers to send: sealed with the credentials; records written before they
+    were sealed kept them in the public config."""
+    sealed = target.credentials.get("custom_headers")
+    if isinstance(sealed, dict):
+        return dict(sealed)
+    legacy = target.config.get("custom_headers")
+    return dict(legacy) if isinstance(legacy, dict) else {}
 
 
 def _outcome(status: int, text: str, retry_after: str | None) -> DeliveryResult:
@@ -95,22 +98,19 @@ class WebhookSink:
     def validate(
         self, raw: Any, errors: FieldErrors, path: str, settings: Settings
     ) -> tuple[Config, Credentials]:
-        """`url` (absolute http/https), optional `secret` (whsec_…), `custom_headers`."""
+        """`url` (absolute http/https), optional `secret` (whsec_…), `custom_headers`.
+
+        Header values often carry an Authorization: they are credentials (sealed, never
+        shown); the public config lists the header names only.
+        """
         raw = config_object(errors, raw, path, self.type)
         unknown_fields(errors, raw, path, ("url", "secret", "custom_headers"))
         config: Config = {"url": http_url(errors, raw.get("url"), f"{path}.url")}
-        headers = string_map(errors, raw.get("custom_headers"), f"{path}.custom_headers")
-        if headers:
-            reserved = sorted(
-                h
-                for h in headers
-                if h.lower().startswith("webhook-")
-                or h.lower() in ("content-type", "content-length", "host")
-            )
-            if reserved:
-                errors.add(f"{path}.custom_headers", f"may not set {', '.join(reserved)}.")
-            config["custom_headers"] = headers
         credentials: Credentials = {}
+        headers = custom_headers(errors, raw.get("custom_headers"), f"{path}.custom_headers")
+        if headers is not None:
+            config["custom_headers"] = list(headers)
+            credentials["custom_headers"] = headers
         secret = raw.get("secret")
         if secret is not None:
             if valid_secret(secret):

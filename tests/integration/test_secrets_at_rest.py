@@ -52,12 +52,20 @@ def _destinations_with_credentials() -> tuple[list[dict[str, Any]], list[str]]:
     aws_secret, eventbridge_secret = _token("aws-"), _token("eb-")
     amqp_password, kafka_password = _token("amqp-"), _token("kafka-")
     hookdeck_key = _token("hd-")
+    header_value = _token("Bearer hdr-")  # custom header values are credentials too
     hookdeck_token = base64.b64encode(f"src_secrets:{hookdeck_key}".encode()).decode()
     azure_key = base64.b64encode(secrets.token_bytes(24)).decode()
     pem = _private_key_pem()
     pem_body = "".join(pem.splitlines()[1:-1])
     bodies: list[dict[str, Any]] = [
-        {"type": "webhook", "webhook": {"url": "https://e.example/h", "secret": webhook_secret}},
+        {
+            "type": "webhook",
+            "webhook": {
+                "url": "https://e.example/h",
+                "secret": webhook_secret,
+                "custom_headers": {"Authorization": header_value},
+            },
+        },
         {
             "type": "aws_sqs",
             "aws_sqs": {
@@ -125,6 +133,7 @@ def _destinations_with_credentials() -> tuple[list[dict[str, Any]], list[str]]:
         hookdeck_token,
         hookdeck_key,
         azure_key,
+        header_value,
         pem_body[100:160],  # any stretch of the private key
     ]
     return bodies, needles

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import time
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -11,7 +13,15 @@ from hypothesis import strategies as st
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from pipeline.crypto import CryptoError, Sealer, generate_key
-from pipeline.signing import generate_secret, sign
+from pipeline.signing import (
+    MAX_PREVIOUS_SECRETS,
+    generate_secret,
+    rotated,
+    sign,
+    signing_secrets,
+)
+from pipeline.sinks import webhook
+from pipeline.sinks.base import Target
 
 
 @given(st.binary(min_size=1, max_size=2000), st.binary(min_size=16, max_size=64))
@@ -81,3 +91,80 @@ def test_tampering_and_bad_keys_are_refused() -> None:
         Sealer("")
     with pytest.raises(CryptoError):
         Sealer(base64.b64encode(b"short").decode())
+
+
+# -- rotation: (secret, until) pairs, filtered when signing (issue 12, C13) --------------------
+
+T0 = 1_800_000_000.0
+DAY = 24 * 3600
+
+
+def test_rotating_twice_in_a_day_keeps_every_secret_for_its_own_24_hours() -> None:
+    first, second, third = generate_secret(), generate_secret(), generate_secret()
+    once = rotated({"secret": first}, second, T0)
+    twice = rotated(once, third, T0 + 3600)
+    assert signing_secrets(twice, T0 + 7200) == [third, second, first]
+    assert signing_secrets(twice, T0 + DAY + 1) == [third, second]
+    assert signing_secrets(twice, T0 + 3600 + DAY + 1) == [third]
+    assert "previous_secret" not in twice
+
+
+def test_a_record_from_before_the_list_still_signs_with_its_previous_secret() -> None:
+    old, new, newer = generate_secret(), generate_secret(), generate_secret()
+    legacy = {"secret": new, "previous_secret": old, "previous_until": T0 + 10}
+    assert signing_secrets(legacy, T0) == [new, old]
+    assert signing_secrets(legacy, T0 + 11) == [new]
+    assert signing_secrets(rotated(legacy, newer, T0), T0 + 1) == [newer, new, old]
+
+
+def test_previous_secrets_are_bounded_and_expired_ones_dropped() -> None:
+    credentials: dict[str, Any] = {"secret": generate_secret()}
+    for i in range(3 * MAX_PREVIOUS_SECRETS):
+        credentials = rotated(credentials, generate_secret(), T0 + i)
+    assert len(credentials["previous_secrets"]) == MAX_PREVIOUS_SECRETS
+    later = rotated(credentials, generate_secret(), T0 + 2 * DAY)
+    assert len(later["previous_secrets"]) == 1  # only the one just replaced
+
+
+class _Response:
+    status = 200
+    headers: dict[str, str] = {}  # noqa: RUF012 - read only
+    content = None
+
+    async def __aenter__(self) -> _Response:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+
+class _Session:
+    def __init__(self) -> None:
+        self.sent: list[dict[str, str]] = []
+
+    def post(self, url: str, **kwargs: Any) -> _Response:
+        self.sent.append(kwargs["headers"])
+        return _Response()
+
+
+async def test_a_cached_publisher_stops_signing_with_a_secret_once_its_overlap_ends(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    old, new = generate_secret(), generate_secret()
+    clock = [T0]
+    monkeypatch.setattr(webhook, "time", SimpleNamespace(time=lambda: clock[0]))
+
+    async def no_body(response: Any, limit: int) -> str:
+        return ""
+
+    monkeypatch.setattr(webhook, "read_head", no_body)
+    credentials = rotated({"secret": old}, new, T0 - DAY + 60)  # old ends in 60 s
+    session = _Session()
+    target = Target("evtd_1", {"url": "https://example.com/h"}, credentials)
+    publisher = webhook.WebhookPublisher(session, target, 5.0)  # type: ignore[arg-type]
+    await publisher.publish("evdl_1", {}, b"{}")
+    clock[0] = T0 + 61
+    await publisher.publish("evdl_2", {}, b"{}")
+    before, after = (h["webhook-signature"] for h in session.sent)
+    assert before.count("v1,") == 2
+    assert after == sign([new], "evdl_2", int(T0 + 61), b"{}")

@@ -83,7 +83,7 @@ def test_body_must_be_an_object(body: Any) -> None:
 
 
 def test_reserved_custom_headers_are_refused() -> None:
-    assert "webhook.custom_headers" in errors_of(
+    assert "webhook.custom_headers.webhook-id" in errors_of(
         {**GOOD, "webhook": {**GOOD["webhook"], "custom_headers": {"webhook-id": "x"}}}
     )
 
