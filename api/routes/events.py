@@ -9,7 +9,7 @@ from aiohttp import web
 
 from api import validation
 from api.app_keys import DB, PRODUCER, SETTINGS, VIEW
-from api.auth import MANAGE, PUBLISH, Principal
+from api.auth import MANAGE, PUBLISH, Principal, requires
 from api.body import read_json
 from api.destinations import publish_events
 from api.errors import ApiError, RequestValidationError, forbidden, not_found
@@ -62,6 +62,7 @@ def _accepted(event: dict[str, Any]) -> dict[str, Any]:
 
 
 @routes.post("/v2/events")
+@requires(PUBLISH)
 async def publish(request: web.Request) -> web.Response:
     """Publish one event `{type, data, id?}`; 202 once the broker has it (acks=all)."""
     principal = _allowed(request, PUBLISH)
@@ -76,6 +77,7 @@ async def publish(request: web.Request) -> web.Response:
 
 
 @routes.post("/v2/events/batch")
+@requires(PUBLISH)
 async def publish_batch(request: web.Request) -> web.Response:
     """Publish up to 1,000 events `{events: [...]}` in one broker round-trip.
 
