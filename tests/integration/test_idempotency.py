@@ -4,6 +4,8 @@ create whose fold was not seen in time is not created twice by its retry."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import io
 import json
@@ -16,6 +18,8 @@ import asyncpg
 import pytest
 
 from api.auth import hash_key
+from api.idempotency import Claim, _renew
+from pipeline.db import create_pool
 from tests.integration.api_client import Api
 from tests.integration.conftest import API_PORT, DEV_KEY, Services, Stack, extra_api
 from tests.support import Receiver, eventually
@@ -188,3 +192,32 @@ async def test_a_create_retried_after_a_view_timeout_is_created_once(
     for destination_id in mine:
         await api.call("DELETE", f"/v2/event-destinations/{destination_id}")
     assert mine == [created["id"]], "one destination, not one per run"
+
+
+async def test_a_live_request_keeps_renewing_its_lease(
+    services: Services, database: asyncpg.Connection
+) -> None:
+    """Only a dead owner loses its key: a request running longer than the lease renews it."""
+    claim = Claim("dev", hash_key(DEV_KEY), _key(), "own_alive")
+    first_until = await database.fetchval(
+        "insert into idempotency_keys (tenant, api_key, key, request_hash, owner, lease_until) "
+        "values ($1, $2, $3, 'h', $4, now() + interval '1 second') returning lease_until",
+        *claim.where,
+    )
+    pool = await create_pool(services.database_url, max_size=2)
+    renewing = asyncio.create_task(_renew(pool, claim, lease_s=1.0))
+    try:
+
+        async def past_the_first_lease() -> bool:
+            return bool(await database.fetchval("select now() > $1", first_until))
+
+        await eventually(past_the_first_lease, what="the first lease to run out")
+        held = await database.fetchval(
+            "select lease_until > now() from idempotency_keys where key = $1", claim.key
+        )
+        assert held, "the lease of a running request lapsed"
+    finally:
+        renewing.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await renewing
+        await pool.close()
