@@ -20,9 +20,15 @@ from api.app_keys import (
     SETTINGS,
     VIEW,
 )
-from api.auth import KeyRing
+from api.auth import KeyRing, required_role
 from api.destinations import Destinations
-from api.errors import ApiError, RequestValidationError, too_many_requests, unauthorized
+from api.errors import (
+    ApiError,
+    RequestValidationError,
+    forbidden,
+    too_many_requests,
+    unauthorized,
+)
 from api.idempotency import idempotency
 from api.ratelimit import RateLimiter
 from api.routes import deliveries, destinations, docs, events
@@ -71,13 +77,18 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
 
 def _authenticate(request: web.Request) -> None:
     """401 without a known key; 429 when the key is over its rate limit (checked only after
-    authentication, so an unknown key never fills a bucket)."""
+    authentication, so an unknown key never fills a bucket); 403 when the route needs a role
+    the key lacks, before anything else runs (an idempotent replay included)."""
     principal = request.app[KEYRING].authenticate(request.headers.get("Authorization"))
     if principal is None:
         raise unauthorized()
     retry_after_s = request.app[RATE_LIMITER].retry_after_s(principal.key_sha256)
     if retry_after_s is not None:
         raise too_many_requests(retry_after_s)
+    if request.match_info.route.resource is not None and not principal.may(
+        required_role(request.match_info.handler)
+    ):
+        raise forbidden()
     request["principal"] = principal
     _refuse_nul_parameters(request)
 

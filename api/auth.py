@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from pipeline.settings import Settings
 
 MANAGE = "manage"
 PUBLISH = "publish"
+ROLE_ATTRIBUTE = "herald_required_role"
+
+H = TypeVar("H", bound=Callable[..., Any])
 
 
 @dataclass(frozen=True)
@@ -49,3 +54,18 @@ class KeyRing:
 def hash_key(key: str) -> str:
     """The hex SHA-256 of an API key, as configured in HERALD_API_KEYS."""
     return hashlib.sha256(key.encode()).hexdigest()
+
+
+def requires(role: str) -> Callable[[H], H]:
+    """Mark a route handler as allowed for `role` (every other handler needs `manage`)."""
+
+    def mark(handler: H) -> H:
+        setattr(handler, ROLE_ATTRIBUTE, role)
+        return handler
+
+    return mark
+
+
+def required_role(handler: Callable[..., Any]) -> str:
+    """The role a route handler needs: `manage` unless marked with `requires`."""
+    return str(getattr(handler, ROLE_ATTRIBUTE, MANAGE))

@@ -16,6 +16,7 @@ from aiokafka.errors import KafkaError
 
 from api.auth import Principal
 from api.errors import ApiError, not_found, unavailable
+from api.stable_ids import IdSource
 from pipeline import ids, metrics
 from pipeline.credentials import merged, with_public_names
 from pipeline.crypto import Sealer
@@ -56,18 +57,29 @@ class Destinations:
         return sorted(mine, key=lambda r: (r["created_at"], r["id"]), reverse=True)
 
     async def create(
-        self, principal: Principal, fields: dict[str, Any]
+        self, principal: Principal, fields: dict[str, Any], source: IdSource | None = None
     ) -> tuple[dict[str, Any], str | None]:
-        """The folded record, and the generated webhook secret if one was made."""
-        destination_id = fields["id"] or ids.new_id(ids.DESTINATION)
-        if self._view.get(destination_id) is not None:
-            raise _taken(destination_id)
+        """The folded record, and the generated webhook secret if one was made.
+
+        Under an Idempotency-Key (`source`), the id and the change are the same on every
+        run, so a retry after a timeout (the change appended, its fold not seen) finds the
+        destination it created, or appends the same change, which the fold takes as done.
+        """
+        source = source or IdSource()
+        destination_id = fields["id"] or source.id(ids.DESTINATION)
+        change_id = source.id(ids.CHANGE, "create")
+        existing = self._view.get(destination_id)
+        if existing is not None:
+            if existing.get("created_by_change") != change_id:
+                raise _taken(destination_id)
+            return existing, self._generated(fields, existing)  # an earlier run created it
         credentials, generated = self._with_generated_secret(fields["type"], fields["credentials"])
         # Events published before this call began are not routed to the new destination.
         routes_from = {str(p): o for p, o in (await self._stamp()).items()}
         record = await self._change(
             destination_id,
             "create",
+            change_id,
             fields={
                 "tenant": principal.tenant,
                 "name": fields["name"],
@@ -83,7 +95,14 @@ class Destinations:
         )
         if not record.get("change_ok"):
             raise _taken(destination_id)
-        return record, generated
+        return record, generated and self._generated(fields, record)
+
+    def _generated(self, fields: dict[str, Any], record: dict[str, Any]) -> str | None:
+        """The secret generated for the record (the one it holds: an earlier run's, if the
+        same change was appended twice), when the request gave none."""
+        if fields["type"] != "webhook" or fields["credentials"].get("secret"):
+            return None
+        return str(self._open(record).get("secret") or "") or None
 
     async def update(
         self, principal: Principal, destination_id: str, changes: dict[str, Any]
@@ -231,9 +250,11 @@ class Destinations:
         except KafkaError as exc:
             raise unavailable("The event broker is unreachable; nothing was changed.") from exc
 
-    async def _change(self, destination_id: str, op: str, **extra: Any) -> dict[str, Any]:
+    async def _change(
+        self, destination_id: str, op: str, change_id: str | None = None, **extra: Any
+    ) -> dict[str, Any]:
         """Append a change record and wait until this process's view has folded it."""
-        change_id = ids.new_id(ids.CHANGE)
+        change_id = change_id or ids.new_id(ids.CHANGE)
         change = {"change_id": change_id, "op": op, "at": now_iso(), **extra}
         folded = self._view.expect_change(change_id)
         try:
@@ -247,7 +268,10 @@ class Destinations:
             folded.cancel()
             raise unavailable("The event broker is unreachable; nothing was changed.") from exc
         except ViewTimeout as exc:
-            raise unavailable("The change was accepted but is not visible yet.") from exc
+            raise unavailable(
+                "The change was accepted but is not visible yet; retry with the same "
+                "Idempotency-Key to get its result."
+            ) from exc
 
 
 def _taken(destination_id: str) -> ApiError:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -41,6 +42,17 @@ def _time(request: web.Request, name: str) -> datetime | None:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
+def _indexed_after(request: web.Request) -> int | None:
+    raw = request.query.get("indexed_after")
+    if raw is None:
+        return None
+    if not re.fullmatch(r"[0-9]{1,18}", raw):
+        raise RequestValidationError(
+            {"indexed_after": ["must be 0 or the next_cursor of an indexed_after list."]}
+        )
+    return int(raw)
+
+
 def encode_cursor(created_at: datetime, row_id: str) -> str:
     """An opaque cursor: the sort key of the last row of a page."""
     return base64.urlsafe_b64encode(orjson.dumps([created_at.isoformat(), row_id])).decode()
@@ -65,6 +77,8 @@ class Query:
         self._columns = columns
         self._where: list[str] = []
         self.params: list[Any] = []
+        # Set by `indexed_after`: the rows the index wrote after this point, oldest first.
+        self.indexed_after: int | None = None
 
     def where(self, clause: str, *values: Any) -> Query:
         """Add `clause`, whose `$?` marks are numbered in order."""
@@ -87,30 +101,51 @@ class Query:
             self.where("created_at < $?", before)
         if cursor is not None:
             self.where("(created_at, id) < ($?, $?)", *cursor)
+        self._in_index_order(_indexed_after(request), cursor is not None)
         return self
+
+    def _in_index_order(self, after: int | None, paging: bool) -> None:
+        if after is None:
+            return
+        if paging:
+            raise RequestValidationError(
+                {"cursor": ["cannot be combined with indexed_after (pass next_cursor there)."]}
+            )
+        self.indexed_after = after
+        self.where("indexed_seq > $?", after)
 
     def sql(self, limit: int) -> str:
         """The statement, fetching one row more than a page to know if there is more."""
         where = " and ".join(self._where) or "true"
+        columns, order = self._columns, "created_at desc, id desc"
+        if self.indexed_after is not None:
+            columns, order = f"{columns}, indexed_seq", "indexed_seq"
         return (
-            f"select {self._columns} from {self._table} where {where} "  # noqa: S608 - constants and numbered parameters only
-            f"order by created_at desc, id desc limit {int(limit) + 1}"
+            f"select {columns} from {self._table} where {where} "  # noqa: S608 - constants and numbered parameters only
+            f"order by {order} limit {int(limit) + 1}"
         )
 
 
 async def fetch_page(
     pool: asyncpg.Pool, query: Query, limit: int
-) -> tuple[list[asyncpg.Record], str | None]:
-    """A page of rows and the cursor of the next page (None if this is the last)."""
+) -> tuple[list[asyncpg.Record], str | None, bool]:
+    """A page of rows, the cursor of the next page and whether there are more rows now.
+
+    Newest first, the cursor is None on the last page. In index order (`indexed_after`) it
+    is never None: it is where the next poll starts, once this one has read everything.
+    """
     try:
         async with pool.acquire() as connection:
             rows = await connection.fetch(query.sql(limit), *query.params)
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         raise unavailable("The delivery log is unreachable right now.") from exc
-    if len(rows) <= limit:
-        return list(rows), None
-    last = rows[limit - 1]
-    return list(rows[:limit]), encode_cursor(last["created_at"], last["id"])
+    page, more = list(rows[:limit]), len(rows) > limit
+    if query.indexed_after is not None:
+        return page, str(page[-1]["indexed_seq"] if page else query.indexed_after), more
+    if not more:
+        return page, None, False
+    last = page[-1]
+    return page, encode_cursor(last["created_at"], last["id"]), True
 
 
 async def fetch_one(pool: asyncpg.Pool, sql: str, *params: Any) -> asyncpg.Record | None:

@@ -49,7 +49,9 @@ def fold(current: dict[str, Any] | None, change: dict[str, Any]) -> dict[str, An
     op, at, change_id = change["op"], change["at"], change["change_id"]
     if op == "create":
         if current is not None and not current.get("deleted"):
-            return {**current, "change_id": change_id, "change_ok": False}
+            # The same create again (a retried request appends its change anew) is done.
+            done = current.get("created_by_change") == change_id
+            return {**current, "change_id": change_id, "change_ok": done}
         return {
             "id": change["destination_id"],
             **_writable(change),
@@ -59,6 +61,7 @@ def fold(current: dict[str, Any] | None, change: dict[str, Any]) -> dict[str, An
             "created_at": at,
             "updated_at": at,
             "change_id": change_id,
+            "created_by_change": change_id,
             "change_ok": True,
             "deleted": False,
             "last_op": "create",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 
 import prometheus_client
 from aiohttp import web
@@ -19,21 +19,30 @@ async def _run(check: Check) -> bool:
         return False
 
 
-def health_routes(checks: Mapping[str, Check]) -> list[web.RouteDef]:
-    """Routes: /healthz (process up), /readyz (every check passes, detail per check), /metrics."""
+def health_routes(
+    checks: Mapping[str, Check], degradable: Collection[str] = ()
+) -> list[web.RouteDef]:
+    """Routes: /healthz (process up), /readyz (every check passes, detail per check), /metrics.
+
+    A failing check named in `degradable` reports `degraded` without making the process
+    unready (the worker delivers while its index, PostgreSQL, is down).
+    """
 
     async def healthz(_: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
     async def readyz(_: web.Request) -> web.Response:
         names = list(checks)
-        results = await asyncio.gather(*(_run(checks[n]) for n in names))
-        ready = all(results)
+        outcomes = await asyncio.gather(*(_run(checks[n]) for n in names))
+        results = dict(zip(names, outcomes, strict=True))
+        ready = all(ok or n in degradable for n, ok in results.items())
+        status = "ready" if all(results.values()) else "degraded" if ready else "not_ready"
         return web.json_response(
             {
-                "status": "ready" if ready else "not_ready",
+                "status": status,
                 "checks": {
-                    n: "ok" if r else "failing" for n, r in zip(names, results, strict=True)
+                    n: "ok" if ok else "degraded" if n in degradable else "failing"
+                    for n, ok in results.items()
                 },
             },
             status=200 if ready else 503,

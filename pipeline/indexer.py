@@ -26,6 +26,9 @@ from pipeline.topics import ATTEMPTS, DELIVERIES, EVENTS
 log = logging.getLogger(__name__)
 
 RETENTION_SWEEP_S = 3600.0
+# Held by each batch's transaction: one indexer writes at a time, so the `indexed_seq` a row
+# gets is also the order rows become visible (a poller never passes one committed later).
+INDEX_ORDER_LOCK = 7_274_001_202
 IDEMPOTENCY_KEEP_S = 24 * 3600
 
 INSERT_EVENT = """
@@ -162,6 +165,7 @@ class Batch:
     async def write(self, connection: asyncpg.Connection) -> None:
         """Write every row in one transaction."""
         async with connection.transaction():
+            await connection.execute("select pg_advisory_xact_lock($1)", INDEX_ORDER_LOCK)
             if self.events:
                 await connection.executemany(INSERT_EVENT, self.events)
             if self.deliveries:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 from pipeline.crypto import CryptoError, Sealer
@@ -13,24 +15,57 @@ from pipeline.sinks.base import PermanentError, Publisher, Target
 
 
 class PublisherCache:
-    """At most `capacity` open publishers, least recently used closed first."""
+    """At most `capacity` open publishers (the `sink_client_cache_size` setting unless
+    given), least recently used closed first; one open at a time per destination."""
 
-    def __init__(self, settings: Settings, sealer: Sealer, capacity: int = 10_000) -> None:
+    def __init__(self, settings: Settings, sealer: Sealer, capacity: int | None = None) -> None:
         self._settings = settings
         self._sealer = sealer
-        self._capacity = capacity
+        size = capacity if capacity is not None else settings.sink_client_cache_size
+        self._capacity = max(1, size)  # the publisher just opened is always kept
         self._open: OrderedDict[str, tuple[str, Publisher]] = OrderedDict()
+        # Per destination: the lock its opens take, and how many deliveries hold or wait for it.
+        self._opening: dict[str, tuple[asyncio.Lock, int]] = {}
 
     async def get(self, destination: dict[str, Any]) -> Publisher:
-        """The publisher for the destination's current record (reopened if it changed)."""
+        """The publisher for the destination's current record (reopened if it changed).
+
+        Concurrent deliveries to one destination open one client: the others wait for it.
+        """
+        cached = self._cached(destination)
+        if cached is not None:
+            return cached
+        async with self._opening_lock(destination["id"]):
+            cached = self._cached(destination)  # opened while this delivery waited
+            return cached if cached is not None else await self._reopen(destination)
+
+    def _cached(self, destination: dict[str, Any]) -> Publisher | None:
+        cached = self._open.get(destination["id"])
+        if cached is None or cached[0] != _version(destination):
+            return None
+        self._open.move_to_end(destination["id"])
+        return cached[1]
+
+    @contextlib.asynccontextmanager
+    async def _opening_lock(self, destination_id: str) -> AsyncIterator[None]:
+        lock, users = self._opening.get(destination_id, (asyncio.Lock(), 0))
+        self._opening[destination_id] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._opening[destination_id]
+            if users == 1:
+                del self._opening[destination_id]
+            else:
+                self._opening[destination_id] = (lock, users - 1)
+
+    async def _reopen(self, destination: dict[str, Any]) -> Publisher:
         destination_id = destination["id"]
         version = _version(destination)
-        cached = self._open.get(destination_id)
-        if cached is not None and cached[0] == version:
-            self._open.move_to_end(destination_id)
-            return cached[1]
-        if cached is not None:
-            await cached[1].close()
+        stale = self._open.pop(destination_id, None)
+        if stale is not None:
+            await stale[1].close()
         try:
             sink = load_sink(destination["type"])
         except ValueError as exc:

@@ -56,6 +56,11 @@ class Settings(BaseSettings):
     max_event_bytes: int = 256 * 1024
     max_batch_bytes: int = 8 * 1024 * 1024
     view_wait_timeout_s: float = 10.0
+    # How long a claimed Idempotency-Key stays held without its request renewing the claim
+    # (renewed every third of it while the request runs): a few times the longest a request
+    # waits (a view wait, a broker round trip: 10 s each). Only a dead process lets it lapse;
+    # then a retry with the key takes it over.
+    idempotency_lease_s: float = Field(default=60.0, gt=0)
 
     delivery_timeout_s: float = 5.0
     retry_base_delay_s: float = 30.0

@@ -3,6 +3,8 @@ the sampler of the metrics that describe state rather than count events."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar
@@ -32,6 +34,7 @@ log = logging.getLogger(__name__)
 # Below Prometheus' scrape interval (15 s in ops/prometheus/prometheus.yml).
 SAMPLE_INTERVAL_S = 5.0
 PRUNE_INTERVAL_S = 10.0
+INDEX_RETRY_MAX_S = 30.0
 
 
 def committed_lag(
@@ -143,6 +146,7 @@ class WorkerServices(mode.Service):
         self.http: web.AppRunner | None = None
         self.pool: asyncpg.Pool | None = None
         self.indexer: Indexer | None = None
+        self._index_start: asyncio.Task[None] | None = None
 
     async def on_start(self) -> None:
         """View first (routing and delivery read it), then delivery, index and HTTP."""
@@ -151,10 +155,11 @@ class WorkerServices(mode.Service):
         await self.producer.start()
         await self.view.ready.wait()
         await self.runner.start(self._give_up)
+        # Delivery never waits for the index: it starts once PostgreSQL answers, and
+        # catches up from its committed offsets.
         self.pool = await create_pool(settings.database_url)
-        await migrate(self.pool)
         self.indexer = Indexer(settings, self.pool)
-        await self.indexer.start()
+        self._index_start = asyncio.create_task(self._start_index(), name="index-start")
         await self.sampler.start()
         http = web.Application()
         checks = {
@@ -163,7 +168,8 @@ class WorkerServices(mode.Service):
             "delivery_loop": self._delivery_loop_alive,
             "index_loop": self._index_loop_alive,
         }
-        http.add_routes(health_routes(checks))
+        # The index (PostgreSQL and its loop) may be down while delivery goes on.
+        http.add_routes(health_routes(checks, degradable={"database", "index_loop"}))
         self.http = web.AppRunner(http, access_log=None)
         await self.http.setup()
         await web.TCPSite(self.http, settings.worker_host, settings.worker_port).start()
@@ -173,6 +179,10 @@ class WorkerServices(mode.Service):
         if self.http is not None:
             await self.http.cleanup()
         await self.sampler.stop()
+        if self._index_start is not None:
+            self._index_start.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._index_start
         if self.indexer is not None:
             await self.indexer.stop()
         if self.pool is not None:
@@ -182,6 +192,21 @@ class WorkerServices(mode.Service):
         await aclose_all()
         await self.producer.stop()
         await self.view.stop()
+
+    async def _start_index(self) -> None:
+        """Migrate and start the indexer as soon as PostgreSQL answers (retrying meanwhile)."""
+        assert self.pool is not None and self.indexer is not None
+        delay_s = 1.0
+        while True:
+            try:
+                await migrate(self.pool)
+                break
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.warning("the index is unreachable (%s); delivering without it", exc)
+                await asyncio.sleep(delay_s)
+                delay_s = min(delay_s * 2, INDEX_RETRY_MAX_S)
+        await self.indexer.start()
+        log.info("the index is reachable; indexing")
 
     @mode.Service.timer(SAMPLE_INTERVAL_S, exec_first=True)
     async def _sample_metrics(self) -> None:
@@ -226,7 +251,7 @@ class WorkerServices(mode.Service):
         return True
 
     async def _database_ready(self) -> bool:
-        if self.pool is None:
+        if self.pool is None or self._index_start is None or not self._index_start.done():
             return False
         async with self.pool.acquire() as connection:
             return bool(await connection.fetchval("select 1"))

@@ -59,12 +59,12 @@ async def list_deliveries(request: web.Request) -> web.Response:
     if event_type is not None:
         query.where("event_type = $?", event_type)
     limit = page_limit(request)
-    rows, cursor = await fetch_page(request.app[DB], query.filters(request), limit)
+    rows, cursor, more = await fetch_page(request.app[DB], query.filters(request), limit)
     return json_response(
         {
             "object": "list",
             "data": [present_delivery(r) for r in rows],
-            "has_more": cursor is not None,
+            "has_more": more,
             "next_cursor": cursor,
         }
     )

@@ -15,6 +15,7 @@ from api.body import read_json
 from api.errors import RequestValidationError, forbidden
 from api.index import page_limit
 from api.responses import json_response, principal_of, synced_view
+from api.stable_ids import id_source
 
 routes = web.RouteTableDef()
 ITEM = "/v2/event-destinations/{destination_id}"
@@ -72,7 +73,7 @@ async def create(request: web.Request) -> web.Response:
     """Create a destination (201); a generated webhook secret is returned this once."""
     principal = await _manager(request)
     fields = validation.create_destination(await read_json(request), request.app[SETTINGS])
-    record, secret = await request.app[DESTINATIONS].create(principal, fields)
+    record, secret = await request.app[DESTINATIONS].create(principal, fields, id_source(request))
     return _respond(request, record, secret, status=201)
 
 

@@ -9,14 +9,15 @@ from aiohttp import web
 
 from api import chains, validation
 from api.app_keys import DB, PRODUCER, SETTINGS, VIEW
-from api.auth import MANAGE, PUBLISH, Principal
+from api.auth import MANAGE, PUBLISH, Principal, requires
 from api.body import read_json
 from api.destinations import publish_events
-from api.errors import ApiError, RequestValidationError, forbidden, not_found
+from api.errors import ApiError, RequestValidationError, forbidden, not_found, unavailable
 from api.index import Query, fetch_one, fetch_page, page_limit, present_event
+from api.publishing import publish_each
 from api.responses import json_response, principal_of, synced_view
+from api.stable_ids import Attempt, IdSource, id_source
 from pipeline import ids, metrics
-from pipeline.timeutil import now_iso
 
 routes = web.RouteTableDef()
 MAX_BATCH = 1000
@@ -29,7 +30,9 @@ def _allowed(request: web.Request, role: str) -> Principal:
     return principal
 
 
-def _new_event(fields: dict[str, Any], tenant: str, limit: int) -> dict[str, Any]:
+def _new_event(
+    fields: dict[str, Any], tenant: str, limit: int, source: IdSource, index: int = 0
+) -> dict[str, Any]:
     size = len(orjson.dumps(fields["data"]))
     if size > limit:
         raise ApiError(
@@ -39,15 +42,17 @@ def _new_event(fields: dict[str, Any], tenant: str, limit: int) -> dict[str, Any
             field="data",
         )
     event = {
-        "id": fields["id"] or ids.new_id(ids.EVENT),
+        "id": fields["id"] or source.id(ids.EVENT, str(index)),
         "object": "event",
         "type": fields["type"],
         "data": fields["data"],
-        "created_at": now_iso(),
+        "created_at": source.now(),
         "tenant": tenant,
     }
-    if fields["id"]:
+    if fields["id"] or source.stable:
         # A publisher-chosen id makes the publish idempotent: the router drops a repeat.
+        # So does an Idempotency-Key: a retry re-sends what the broker did not confirm
+        # under the same ids, and a copy that did reach it is dropped.
         event["deduplicate"] = True
     return event
 
@@ -61,29 +66,32 @@ def _accepted(event: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+UNCONFIRMED = (
+    "The event broker did not confirm {what}; it may not have been accepted. Retry with the "
+    "same Idempotency-Key (or publish with your own event id) to publish it at most once."
+)
+
+
 @routes.post("/v2/events")
+@requires(PUBLISH)
 async def publish(request: web.Request) -> web.Response:
     """Publish one event `{type, data, id?}`; 202 once the broker has it (acks=all)."""
     principal = _allowed(request, PUBLISH)
     try:
         fields = validation.publish_event(await read_json(request))
-        event = _new_event(fields, principal.tenant, request.app[SETTINGS].max_event_bytes)
+        event = _new_event(
+            fields, principal.tenant, request.app[SETTINGS].max_event_bytes, id_source(request)
+        )
     except (ApiError, RequestValidationError):
         metrics.EVENTS_REJECTED.inc()
         raise
-    await publish_events(request.app[VIEW], request.app[PRODUCER], [event])
+    [failure] = await publish_each(request.app[VIEW], request.app[PRODUCER], [event])
+    if failure is not None:
+        raise unavailable(UNCONFIRMED.format(what="the event")) from failure
     return json_response({**_accepted(event), "request_id": request["request_id"]}, status=202)
 
 
-@routes.post("/v2/events/batch")
-async def publish_batch(request: web.Request) -> web.Response:
-    """Publish up to 1,000 events `{events: [...]}` in one broker round-trip.
-
-    Each item is validated on its own: the valid ones are published, and `data` reports
-    every item in order (`accepted` with its id, or `rejected` with its errors).
-    """
-    principal = _allowed(request, PUBLISH)
-    body = await read_json(request)
+def _batch_items(body: Any) -> list[Any]:
     items = body.get("events") if isinstance(body, dict) else None
     if not isinstance(items, list) or not 1 <= len(items) <= MAX_BATCH or set(body) != {"events"}:
         raise RequestValidationError(
@@ -93,30 +101,75 @@ async def publish_batch(request: web.Request) -> web.Response:
                 ]
             }
         )
+    return items
+
+
+def _item(
+    index: int, item: Any, tenant: str, limit: int, source: IdSource
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """One item's result (accepted or rejected) and its event if it is valid."""
+    try:
+        event = _new_event(validation.publish_event(item), tenant, limit, source, index)
+    except RequestValidationError as exc:
+        return {"index": index, "status": "rejected", "errors": exc.errors}, None
+    except ApiError as exc:
+        errors = {exc.field or "body": [exc.message]}
+        return {"index": index, "status": "rejected", "errors": errors}, None
+    return {"index": index, "status": "accepted", **_accepted(event)}, event
+
+
+def _accepted_before(source: IdSource) -> dict[int, dict[str, Any]]:
+    """The results an earlier run of this request (same Idempotency-Key) had confirmed."""
+    previous = getattr(source, "previous", None)
+    if not isinstance(previous, dict):
+        return {}
+    return {r["index"]: r for r in previous.get("data") or () if r.get("status") == "accepted"}
+
+
+@routes.post("/v2/events/batch")
+@requires(PUBLISH)
+async def publish_batch(request: web.Request) -> web.Response:
+    """Publish up to 1,000 events `{events: [...]}` in one broker round-trip.
+
+    Each item is validated on its own and `data` reports every item in order: `accepted`
+    (the broker confirmed it), `rejected` (invalid, with its errors) or `failed` (the broker
+    did not confirm it). A retry with the same Idempotency-Key publishes only what was not
+    accepted, under the same ids, and answers for the whole batch.
+    """
+    principal = _allowed(request, PUBLISH)
+    items = _batch_items(await read_json(request))
+    source = id_source(request)
     limit = request.app[SETTINGS].max_event_bytes
+    done = _accepted_before(source)
     results: list[dict[str, Any]] = []
-    events = []
+    to_send: list[tuple[int, dict[str, Any]]] = []
     for index, item in enumerate(items):
-        try:
-            event = _new_event(validation.publish_event(item), principal.tenant, limit)
-        except RequestValidationError as exc:
-            results.append({"index": index, "status": "rejected", "errors": exc.errors})
-        except ApiError as exc:
-            results.append(
-                {
-                    "index": index,
-                    "status": "rejected",
-                    "errors": {exc.field or "body": [exc.message]},
-                }
-            )
-        else:
-            events.append(event)
-            results.append({"index": index, "status": "accepted", **_accepted(event)})
-    accepted = len(events)
-    metrics.EVENTS_REJECTED.inc(len(items) - accepted)
-    if events:
-        await publish_events(request.app[VIEW], request.app[PRODUCER], events)
-    if not accepted:  # nothing to publish: an ordinary 400, every item's errors by path
+        result, event = _item(index, item, principal.tenant, limit, source)
+        results.append(done.get(index, result))
+        if event is not None and index not in done:
+            to_send.append((index, event))
+    metrics.EVENTS_REJECTED.inc(sum(r["status"] == "rejected" for r in results))
+    outcomes = await publish_each(
+        request.app[VIEW], request.app[PRODUCER], [event for _, event in to_send]
+    )
+    for (index, _), outcome in zip(to_send, outcomes, strict=True):
+        if outcome is not None:
+            results[index] = _failed(results[index])
+    return _batch_response(request, source, results)
+
+
+def _failed(result: dict[str, Any]) -> dict[str, Any]:
+    message = UNCONFIRMED.format(what="this event")
+    error = {"code": "service_unavailable", "message": message}
+    return {**result, "status": "failed", "error": error}
+
+
+def _batch_response(
+    request: web.Request, source: IdSource, results: list[dict[str, Any]]
+) -> web.Response:
+    count = {s: sum(r["status"] == s for r in results) for s in ("accepted", "rejected", "failed")}
+    if not count["accepted"] and not count["failed"]:
+        # Nothing to publish: an ordinary 400, every item's errors by path.
         raise RequestValidationError(
             {
                 f"events[{r['index']}].{field}": messages
@@ -124,14 +177,12 @@ async def publish_batch(request: web.Request) -> web.Response:
                 for field, messages in r["errors"].items()
             }
         )
+    if not count["accepted"]:
+        raise unavailable(UNCONFIRMED.format(what="any event of the batch"))
+    if count["failed"] and isinstance(source, Attempt):
+        source.resume_later()  # the same key publishes the rest
     return json_response(
-        {
-            "object": "list",
-            "accepted": accepted,
-            "rejected": len(items) - accepted,
-            "data": results,
-            "request_id": request["request_id"],
-        },
+        {"object": "list", **count, "data": results, "request_id": request["request_id"]},
         status=202,
     )
 
@@ -145,12 +196,12 @@ async def list_events(request: web.Request) -> web.Response:
     if event_type is not None:
         query.where("type = $?", event_type)
     limit = page_limit(request)
-    rows, cursor = await fetch_page(request.app[DB], query.filters(request), limit)
+    rows, cursor, more = await fetch_page(request.app[DB], query.filters(request), limit)
     return json_response(
         {
             "object": "list",
             "data": [present_event(r) for r in rows],
-            "has_more": cursor is not None,
+            "has_more": more,
             "next_cursor": cursor,
         }
     )

@@ -21,6 +21,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from api.auth import hash_key
 from pipeline.crypto import Sealer, generate_key
 from pipeline.topics import DESTINATION_CHANGES, DESTINATIONS
 from tests.integration.api_client import Api
@@ -305,12 +306,14 @@ async def test_response_sealed_under_a_retired_key_is_409_not_500(
     key = _token("idem-retired-")
     body = b'{"type": "retired.key", "data": {}}'
     request_hash = hashlib.sha256(b"POST /v2/events\n" + body).hexdigest()
-    sealed = Sealer(generate_key()).seal({"body": "{}"}, f"dev/{key}")
+    api_key = hash_key(api.session.headers["Authorization"].removeprefix("Bearer "))
+    sealed = Sealer(generate_key()).seal({"body": "{}"}, f"dev/{api_key}/{key}")
     connection = await asyncpg.connect(services.database_url)
     try:
         await connection.execute(
-            "insert into idempotency_keys (tenant, key, request_hash, status, body) "
-            "values ('dev', $1, $2, 202, $3)",
+            "insert into idempotency_keys (tenant, api_key, key, request_hash, status, body) "
+            "values ('dev', $1, $2, $3, 202, $4)",
+            api_key,
             key,
             request_hash,
             sealed.encode(),

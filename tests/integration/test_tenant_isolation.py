@@ -6,6 +6,8 @@ CASES fails `test_every_route_has_a_case` until someone decides how it is isolat
 
 from __future__ import annotations
 
+import json
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -147,3 +149,34 @@ async def test_another_tenant_finds_nothing_and_changes_nothing(
     assert after["destination"] == before["destination"]
     assert after["event"] == before["event"]
     assert after["delivery"] == before["delivery"]
+
+
+async def test_a_stored_idempotent_response_goes_back_only_to_the_key_that_caused_it(
+    api: Api, publisher: Api
+) -> None:
+    """A publish-only key that repeats a manage call's Idempotency-Key and body gets the 403
+    its role earns, never the stored 201 with the generated signing secret; and a key of the
+    same tenant sending another key's Idempotency-Key runs its own request."""
+    key = f"scoped-{uuid.uuid4().hex}"
+    body = {"name": "scoped", "webhook": {"url": "https://example.com/s"}, "events": ["sc.op"]}
+    headers = {"Idempotency-Key": key}
+    status, created = await api.call("POST", "/v2/event-destinations", body, headers=headers)
+    assert status == 201, created
+    try:
+        secret = created["webhook"]["secret"]
+        status, answer = await publisher.call(
+            "POST", "/v2/event-destinations", body, headers=headers
+        )
+        assert status == 403, answer
+        assert secret not in json.dumps(answer)
+        assert answer["errors"][0]["code"] == "forbidden"
+    finally:
+        await api.call("DELETE", f"/v2/event-destinations/{created['id']}")
+
+    event = {"type": "sc.op", "data": {}}
+    headers = {"Idempotency-Key": f"{key}-publish"}
+    status, first = await api.call("POST", "/v2/events", event, headers=headers)
+    assert status == 202, first
+    status, own = await publisher.call("POST", "/v2/events", event, headers=headers)
+    assert status == 202, own
+    assert own["id"] != first["id"], "another API key's stored response was replayed"

@@ -233,7 +233,8 @@ def test_list_filters_of_the_contract() -> None:
         return {p["name"] for p in params if p["in"] == "query"}
 
     page = {"limit", "cursor"}
-    times = {"created_after", "created_before"}
+    # indexed_after: the ingestion-order cursor for pollers (issue 12, D22).
+    times = {"created_after", "created_before", "indexed_after"}
     assert names("/v2/event-destinations") == page
     assert names("/v2/events") == page | times | {"type"}
     deliveries = "/v2/event-destinations/{destination_id}/event-deliveries"

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
+
+import pytest
 
 from pipeline.crypto import Sealer, generate_key
 from pipeline.publishers import PublisherCache
@@ -56,3 +59,47 @@ async def test_the_least_recently_used_client_goes_first_beyond_capacity() -> No
     finally:
         await cache.aclose()
         await aclose_all()
+
+
+async def test_the_cache_size_setting_bounds_the_open_clients() -> None:
+    cache = PublisherCache(Settings(sink_client_cache_size=2), SEALER)
+    try:
+        for n in range(3):
+            await cache.get(_destination(n))
+        assert len(cache) == 2
+    finally:
+        await cache.aclose()
+        await aclose_all()
+
+
+class _SlowToOpen:
+    """A sink whose open yields to the loop (a connect), counting opens and closes."""
+
+    def __init__(self) -> None:
+        self.opened = 0
+        self.closed = 0
+
+    async def open(self, target: Any, settings: Settings) -> Any:
+        self.opened += 1
+        await asyncio.sleep(0)  # another delivery runs here, as during a real connect
+        sink = self
+
+        class _Publisher:
+            async def close(self) -> None:
+                sink.closed += 1
+
+        return _Publisher()
+
+
+async def test_concurrent_deliveries_to_one_destination_open_one_client(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sink = _SlowToOpen()
+    monkeypatch.setattr("pipeline.publishers.load_sink", lambda _type: sink)
+    cache = PublisherCache(Settings(), SEALER)
+    destination = _destination(1)
+    publishers = await asyncio.gather(*(cache.get(destination) for _ in range(5)))
+    assert sink.opened == 1, "every delivery opened a client of its own"
+    assert all(p is publishers[0] for p in publishers)
+    await cache.aclose()
+    assert sink.closed == 1, "a client was opened and never closed"
