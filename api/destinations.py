@@ -128,7 +128,8 @@ class Destinations:
         if config is not None and new_type != current["type"]:
             given, generated = self._with_generated_secret(new_type, given)
         for _ in range(CREDENTIAL_ATTEMPTS):
-            fields, extra = dict(changes), {}
+            fields = dict(changes)
+            extra: dict[str, Any] = {}
             if config is not None:
                 fields.update(self._merged_config(current, new_type, config, given))
                 extra["sealed_base"] = current.get("sealed_version") or 0
