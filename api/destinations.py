@@ -42,8 +42,8 @@ class Destinations:
 
     def get(self, principal: Principal, destination_id: str) -> dict[str, Any]:
         """The tenant's destination, or 404 (also for another tenant's)."""
-        record = self._view.get(destination_id)
-        if record is None or record["tenant"] != principal.tenant:
+        record = self._view.get(principal.tenant, destination_id)
+        if record is None:
             raise not_found("event destination")
         return record
 
@@ -57,12 +57,14 @@ class Destinations:
     ) -> tuple[dict[str, Any], str | None]:
         """The folded record, and the generated webhook secret if one was made."""
         destination_id = fields["id"] or ids.new_id(ids.DESTINATION)
-        if self._view.get(destination_id) is not None:
+        # Ids are scoped per tenant: another tenant's destination of this id is no conflict.
+        if self._view.get(principal.tenant, destination_id) is not None:
             raise _taken(destination_id)
         credentials, generated = self._with_generated_secret(fields["type"], fields["credentials"])
         # Events published before this call began are not routed to the new destination.
         routes_from = {str(p): o for p, o in (await self._stamp()).items()}
         record = await self._change(
+            principal.tenant,
             destination_id,
             "create",
             fields={
@@ -104,7 +106,7 @@ class Destinations:
             else:
                 given, generated = self._with_generated_secret(new_type, given)
             changes["sealed"] = self._seal(given, destination_id)
-        record = await self._change(destination_id, "update", fields=changes)
+        record = await self._change(principal.tenant, destination_id, "update", fields=changes)
         return self._checked(record), generated
 
     async def set_enabled(
@@ -114,12 +116,12 @@ class Destinations:
         self.get(principal, destination_id)
         op = "enable" if enabled else "disable"
         extra = {} if enabled else {"reason": "disabled by user"}
-        return self._checked(await self._change(destination_id, op, **extra))
+        return self._checked(await self._change(principal.tenant, destination_id, op, **extra))
 
     async def delete(self, principal: Principal, destination_id: str) -> None:
         """Delete: nothing more is delivered to it, queued or retrying deliveries included."""
         self.get(principal, destination_id)
-        self._checked(await self._change(destination_id, "delete"))
+        self._checked(await self._change(principal.tenant, destination_id, "delete"))
 
     async def rotate_secret(
         self, principal: Principal, destination_id: str
@@ -136,7 +138,10 @@ class Destinations:
             previous_until=time.time() + ROTATION_OVERLAP_S,
         )
         record = await self._change(
-            destination_id, "update", fields={"sealed": self._seal(credentials, destination_id)}
+            principal.tenant,
+            destination_id,
+            "update",
+            fields={"sealed": self._seal(credentials, destination_id)},
         )
         return self._checked(record), secret
 
@@ -190,14 +195,19 @@ class Destinations:
         except KafkaError as exc:
             raise unavailable("The event broker is unreachable; nothing was changed.") from exc
 
-    async def _change(self, destination_id: str, op: str, **extra: Any) -> dict[str, Any]:
-        """Append a change record and wait until this process's view has folded it."""
+    async def _change(
+        self, tenant: str, destination_id: str, op: str, **extra: Any
+    ) -> dict[str, Any]:
+        """Append a change record (keyed `tenant/id`) and wait until this process's view
+        has folded it."""
         change_id = ids.new_id(ids.CHANGE)
         change = {"change_id": change_id, "op": op, "at": now_iso(), **extra}
         folded = self._view.expect_change(change_id)
         try:
             await self._producer.send_and_wait(
-                DESTINATION_CHANGES, orjson.dumps(change), key=destination_id.encode()
+                DESTINATION_CHANGES,
+                orjson.dumps(change),
+                key=ids.scoped(tenant, destination_id).encode(),
             )
             return await self._view.wait_change(
                 folded, change_id, self._settings.view_wait_timeout_s

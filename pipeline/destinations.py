@@ -6,6 +6,11 @@ delete, verified, auto_disable. The fold turns the current record and one change
 next record, which the fold agent writes to the compacted `destinations` topic. Every
 folded record carries the change id that produced it, so a writer can wait for its own
 change, and `change_ok` says whether the change applied.
+
+A record is keyed by `tenant/id` (ids are scoped per tenant) and carries its `generation`,
+the change id of the create that began its life. A destination deleted and created again
+under the same id is a new generation: deliveries, and the worker's `verified` and
+`auto_disable` changes, name the generation they were made for, and are void for another.
 """
 
 from __future__ import annotations
@@ -50,6 +55,7 @@ def fold(current: dict[str, Any] | None, change: dict[str, Any]) -> dict[str, An
             "verified_at": None,
             "created_at": at,
             "updated_at": at,
+            "generation": change_id,
             "change_id": change_id,
             "change_ok": True,
             "deleted": False,
@@ -71,7 +77,9 @@ def fold(current: dict[str, Any] | None, change: dict[str, Any]) -> dict[str, An
             "change_ok": True,
         }
     apply = _OPERATIONS.get(op)
-    updates = apply(current, change) if apply is not None else None
+    updates = None
+    if apply is not None and _same_life(current, change):
+        updates = apply(current, change)
     if updates is None:  # unknown, or nothing to do: the record stays, the change is refused
         return {**current, "change_id": change_id, "change_ok": False}
     return {
@@ -82,6 +90,13 @@ def fold(current: dict[str, Any] | None, change: dict[str, Any]) -> dict[str, An
         "change_ok": True,
         "last_op": op,
     }
+
+
+def _same_life(current: dict[str, Any], change: dict[str, Any]) -> bool:
+    """A change made for one generation (a worker's verified or auto_disable, decided on
+    a delivery to it) is void for a destination created again under the same id."""
+    generation = change.get("generation")
+    return generation is None or generation == current.get("generation")
 
 
 def _writable(change: dict[str, Any]) -> dict[str, Any]:
