@@ -56,6 +56,9 @@ class Settings(BaseSettings):
     max_event_bytes: int = 256 * 1024
     max_batch_bytes: int = 8 * 1024 * 1024
     view_wait_timeout_s: float = 10.0
+    # The router sends a batch's deliveries again (with backoff) until the broker takes them;
+    # this long after the first failure it exits instead, for the supervisor to restart it.
+    router_send_give_up_s: float = 60.0
 
     delivery_timeout_s: float = 5.0
     retry_base_delay_s: float = 30.0
