@@ -30,11 +30,17 @@ class AttemptRecorder:
         self._verified_sent: set[str] = set()
         self._disable_sent: set[str] = set()
 
+    async def canceled(self, delivery: dict[str, Any], reason: str) -> None:
+        """Record that the delivery will never be attempted (its destination was deleted or
+        disabled): a final `canceled` outcome, so its status does not stay `pending`."""
+        await self._attempt(delivery, "canceled", 0.0, None, None, reason, None)
+        log.info("delivery canceled: %s", reason, extra=_extra(delivery, outcome="canceled"))
+
     async def success(
         self, delivery: dict[str, Any], result: DeliveryResult, latency_ms: float
     ) -> None:
         """Record a successful attempt (a later run of failures may disable it again)."""
-        self._disable_sent.discard(delivery["destination_id"])
+        self._disable_sent.discard(ids.ref_of_delivery(delivery))
         await self._attempt(
             delivery,
             "success",
@@ -89,7 +95,7 @@ class AttemptRecorder:
         await self._send(
             step.topic,
             orjson.dumps(record),
-            delivery["destination_id"],
+            _key(delivery),
             headers=[(self._due_header, str(step.due_ms).encode())],
         )
 
@@ -105,7 +111,7 @@ class AttemptRecorder:
         await self._send(
             step.topic,
             orjson.dumps(record),
-            delivery["destination_id"],
+            _key(delivery),
             headers=[(self._due_header, str(step.due_ms).encode())],
         )
         # DEBUG: an open circuit defers a whole backlog again every cool-down, and
@@ -120,23 +126,25 @@ class AttemptRecorder:
     async def dead_letter(self, delivery: dict[str, Any], reason: str) -> None:
         """Park the delivery in the DLQ."""
         record = {**delivery, "dead_letter_reason": reason, "dead_lettered_at": now_iso()}
-        await self._send(DLQ, orjson.dumps(record), delivery["destination_id"])
+        await self._send(DLQ, orjson.dumps(record), _key(delivery))
 
-    async def verified(self, destination_id: str) -> None:
-        """Append a `verified` change once per destination and process."""
-        if destination_id in self._verified_sent:
+    async def verified(self, destination: dict[str, Any]) -> None:
+        """Append a `verified` change once per destination (generation) and process."""
+        ref = ids.ref_of_destination(destination)
+        if ref in self._verified_sent:
             return
-        self._verified_sent.add(destination_id)
-        await self._change(destination_id, "verified")
+        self._verified_sent.add(ref)
+        await self._change(destination, "verified")
 
     async def auto_disable(self, destination: dict[str, Any], reason: str) -> None:
         """Append an `auto_disable` change (the fold ignores it if already inactive) and
         tell the tenant's other subscribers with an `event_destination.disabled` event."""
         destination_id = destination["id"]
-        if destination_id in self._disable_sent or destination["status"] == "inactive":
+        ref = ids.ref_of_destination(destination)
+        if ref in self._disable_sent or destination["status"] == "inactive":
             return
-        self._disable_sent.add(destination_id)
-        await self._change(destination_id, "auto_disable", reason=reason)
+        self._disable_sent.add(ref)
+        await self._change(destination, "auto_disable", reason=reason)
         event = {
             "id": ids.new_id(ids.EVENT),
             "object": "event",
@@ -155,15 +163,19 @@ class AttemptRecorder:
             "destination auto-disabled: %s", reason, extra={"destination_id": destination_id}
         )
 
-    async def _change(self, destination_id: str, op: str, **extra: str) -> None:
+    async def _change(self, destination: dict[str, Any], op: str, **extra: str) -> None:
+        """A change decided on this generation of the destination: the fold ignores it if
+        the destination was deleted and created again meanwhile."""
         change = {
             "change_id": ids.new_id(ids.CHANGE),
             "op": op,
             "at": now_iso(),
-            "destination_id": destination_id,
+            "destination_id": destination["id"],
+            "generation": destination.get("generation"),
             **extra,
         }
-        await self._send(DESTINATION_CHANGES, orjson.dumps(change), destination_id)
+        key = ids.scoped(destination["tenant"], destination["id"])
+        await self._send(DESTINATION_CHANGES, orjson.dumps(change), key)
 
     async def _attempt(
         self,
@@ -183,6 +195,7 @@ class AttemptRecorder:
             "event_type": event["type"],
             "tenant": delivery["tenant"],
             "destination_id": delivery["destination_id"],
+            "destination_generation": delivery.get("destination_generation"),
             "attempt": delivery["attempt"],
             "outcome": outcome,
             "response_status": status,
@@ -192,7 +205,7 @@ class AttemptRecorder:
             "next": following,
             "created_at": now_iso(),
         }
-        await self._send(ATTEMPTS, orjson.dumps(attempt), delivery["destination_id"])
+        await self._send(ATTEMPTS, orjson.dumps(attempt), _key(delivery))
 
     async def _send(
         self,
@@ -207,6 +220,11 @@ class AttemptRecorder:
         except KafkaError:
             metrics.KAFKA_PRODUCE_ERRORS.labels(topic=topic).inc()
             raise
+
+
+def _key(delivery: dict[str, Any]) -> str:
+    """Records about a delivery are keyed like it: `tenant/destination id`."""
+    return ids.scoped(delivery["tenant"], delivery["destination_id"])
 
 
 def _extra(delivery: dict[str, Any], **more: Any) -> dict[str, Any]:

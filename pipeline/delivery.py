@@ -28,6 +28,7 @@ from pipeline import metrics
 from pipeline.admission import Admission
 from pipeline.attempts import AttemptRecorder
 from pipeline.circuit import Outcome
+from pipeline.ids import ref_of_delivery, ref_of_destination
 from pipeline.offsets import PartitionTracker
 from pipeline.publishers import PublisherCache
 from pipeline.retry import DeadLetter, Schedule, defer_step, next_step
@@ -86,6 +87,7 @@ class DeliveryRunner:
         self._held: dict[TopicPartition, deque[ConsumerRecord[bytes, bytes]]] = {}
         self._wakeups: dict[TopicPartition, asyncio.TimerHandle] = {}
         self._slots = asyncio.Semaphore(settings.sink_max_in_flight)
+        # Per destination ref (tenant, id, generation): a recreated id starts fresh.
         self._per_destination: dict[str, asyncio.Semaphore] = defaultdict(
             lambda: asyncio.Semaphore(settings.sink_max_in_flight_per_destination)
         )
@@ -204,7 +206,7 @@ class DeliveryRunner:
             if put_off:
                 await self._put_off(delivery)
             else:
-                async with self._per_destination[delivery["destination_id"]]:
+                async with self._per_destination[ref_of_delivery(delivery)]:
                     await self._deliver(delivery)
             tracker = self._trackers.get(tp)
             if tracker is not None:  # None: the partition was revoked meanwhile
@@ -251,14 +253,14 @@ class DeliveryRunner:
             destination["type"], "success", delivery["attempt"], latency_ms / 1000
         )
         metrics.record_delivered(destination["type"], event["created_at"], time.time())
-        self._dead_letters.pop(destination["id"], None)
+        self._dead_letters.pop(ref_of_destination(destination), None)
         if not destination.get("verified_at"):
-            await self._recorder.verified(destination["id"])
+            await self._recorder.verified(destination)
 
     async def _admitted(self, delivery: dict[str, Any]) -> dict[str, Any] | None:
         """The destination to attempt the delivery to now, once its circuit lets it through
         and its rate limit allows; None if the delivery was dropped or deferred instead."""
-        destination = self._routable(delivery)
+        destination = await self._routable(delivery)
         if destination is None:
             return None
         wait_s = self._admission.circuit_wait_s(delivery)
@@ -267,7 +269,7 @@ class DeliveryRunner:
             return None
         if destination.get("rate_limit"):
             await self._admission.pace(destination)
-            destination = self._routable(delivery)  # it may have changed while waiting
+            destination = await self._routable(delivery)  # it may have changed meanwhile
         return destination
 
     async def _defer(
@@ -293,23 +295,28 @@ class DeliveryRunner:
     async def _put_off(self, delivery: dict[str, Any]) -> None:
         """Its destination has too many deliveries outstanding here: to retry tier 1, no
         attempt counted (dropped instead if the destination is gone or inactive)."""
-        destination = self._routable(delivery)
+        destination = await self._routable(delivery)
         if destination is not None:
             await self._defer(delivery, destination, 0.0, "queue_full")
 
-    def _routable(self, delivery: dict[str, Any]) -> dict[str, Any] | None:
-        """The destination's current record, or None (counted, logged) if it is gone or
-        inactive: the delivery is then dropped."""
-        destination = self._view.get(delivery["destination_id"])
-        if destination is not None and destination["status"] != "inactive":
+    async def _routable(self, delivery: dict[str, Any]) -> dict[str, Any] | None:
+        """The destination's current record, or None if it is gone or inactive: the
+        delivery is then dropped, with a final `canceled` status recorded (and counted).
+
+        Gone includes a destination of the same tenant and id created after the one the
+        delivery was routed to was deleted (another generation): it must get nothing of
+        its predecessor's."""
+        destination = self._view.get(delivery["tenant"], delivery["destination_id"])
+        if destination is None or destination.get("generation") != delivery.get(
+            "destination_generation"
+        ):
+            reason = "deleted"
+        elif destination["status"] == "inactive":
+            reason = "inactive"
+        else:
             return destination
-        reason = "deleted" if destination is None else "inactive"
         metrics.DELIVERIES_DROPPED.labels(reason=reason).inc()
-        log.info(
-            "delivery dropped: destination %s",
-            reason,
-            extra={"delivery_id": delivery["id"], "destination_id": delivery["destination_id"]},
-        )
+        await self._recorder.canceled(delivery, f"destination {reason}")
         return None
 
     async def _failed(
@@ -343,7 +350,8 @@ class DeliveryRunner:
 
     async def _count_dead_letter(self, destination: dict[str, Any]) -> None:
         threshold = self._settings.auto_disable_after_dead_letters
-        count = self._dead_letters[destination["id"]] = self._dead_letters[destination["id"]] + 1
+        ref = ref_of_destination(destination)
+        count = self._dead_letters[ref] = self._dead_letters[ref] + 1
         if threshold and count >= threshold:
             await self._recorder.auto_disable(
                 destination, f"the last {count} deliveries exhausted their retries"
