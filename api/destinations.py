@@ -202,12 +202,13 @@ class Destinations:
         has folded it."""
         change_id = ids.new_id(ids.CHANGE)
         change = {"change_id": change_id, "op": op, "at": now_iso(), **extra}
+        current = None if op == "create" else self._view.get(tenant, destination_id)
         folded = self._view.expect_change(change_id)
         try:
             await self._producer.send_and_wait(
                 DESTINATION_CHANGES,
                 orjson.dumps(change),
-                key=ids.scoped(tenant, destination_id).encode(),
+                key=ids.change_key(tenant, destination_id, current).encode(),
             )
             return await self._view.wait_change(
                 folded, change_id, self._settings.view_wait_timeout_s

@@ -174,7 +174,7 @@ class AttemptRecorder:
             "generation": destination.get("generation"),
             **extra,
         }
-        key = ids.scoped(destination["tenant"], destination["id"])
+        key = ids.change_key(destination["tenant"], destination["id"], destination)
         await self._send(DESTINATION_CHANGES, orjson.dumps(change), key)
 
     async def _attempt(

@@ -71,3 +71,12 @@ def ref_of_delivery(delivery: Mapping[str, Any]) -> str:
         str(delivery["destination_id"]),
         delivery.get("destination_generation"),
     )
+
+
+def change_key(tenant: str, destination_id: str, record: Mapping[str, Any] | None) -> str:
+    """The destination-changes key of a change to the tenant's `destination_id`, whose
+    current record is `record` (None for a create): `tenant/id`, or the bare id for a
+    record created before ids were scoped (it has no generation), which lives there."""
+    if record is not None and not record.get("generation"):
+        return destination_id
+    return scoped(tenant, destination_id)

@@ -24,6 +24,10 @@ def test_a_key_splits_at_its_last_separator_whatever_the_tenant_holds() -> None:
         assert ids.unscoped(ids.scoped(tenant, "evtd_x")) == (tenant, "evtd_x")
     assert ids.unscoped("evtd_legacy") == (None, "evtd_legacy")
     assert ids.scoped("a", "evtd_x") != ids.scoped("b", "evtd_x")
+    # Changes go where the record lives: a record from before scoping is under its bare id.
+    assert ids.change_key("a", "evtd_x", None) == "a/evtd_x"
+    assert ids.change_key("a", "evtd_x", {"generation": "chg_1"}) == "a/evtd_x"
+    assert ids.change_key("a", "evtd_x", {"tenant": "a"}) == "evtd_x"
 
 
 def test_each_create_begins_a_generation_and_a_delete_ends_it() -> None:
