@@ -306,10 +306,13 @@ class DeliveryRunner:
         Gone includes a destination of the same tenant and id created after the one the
         delivery was routed to was deleted (another generation): it must get nothing of
         its predecessor's."""
-        destination = self._view.get(delivery["tenant"], delivery["destination_id"])
-        if destination is None or destination.get("generation") != delivery.get(
-            "destination_generation"
-        ):
+        destination = await self._view.generation_of(
+            delivery["tenant"],
+            delivery["destination_id"],
+            delivery.get("destination_generation"),
+            self._settings.view_wait_timeout_s,
+        )
+        if destination is None:
             reason = "deleted"
         elif destination["status"] == "inactive":
             reason = "inactive"

@@ -15,6 +15,7 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
 
 from pipeline.destinations import ROUTABLE, MatchIndex, Versions, subscribed
 from pipeline.ids import scoped, unscoped
@@ -98,6 +99,22 @@ class DestinationView:
         """The tenant's current record of that id, or None if unknown or deleted."""
         versions = self._versions.get(scoped(tenant, destination_id))
         return versions.latest if versions is not None else None
+
+    async def generation_of(
+        self, tenant: str, destination_id: str, generation: str | None, timeout_s: float
+    ) -> dict[str, Any] | None:
+        """The tenant's record of that id if it is still of `generation`, else None.
+
+        Before answering None the view catches up with the topic (best effort): whoever
+        named the generation may have read a create that this view has not read yet."""
+        for catch_up in (True, False):
+            record = self.get(tenant, destination_id)
+            if record is not None and record.get("generation") == generation:
+                return record
+            if catch_up:
+                with contextlib.suppress(ViewTimeout, KafkaError):
+                    await self.sync(timeout_s)
+        return None
 
     def all(self) -> list[dict[str, Any]]:
         """Every live record."""
