@@ -46,8 +46,8 @@ class Destinations:
 
     def get(self, principal: Principal, destination_id: str) -> dict[str, Any]:
         """The tenant's destination, or 404 (also for another tenant's)."""
-        record = self._view.get(destination_id)
-        if record is None or record["tenant"] != principal.tenant:
+        record = self._view.get(principal.tenant, destination_id)
+        if record is None:
             raise not_found("event destination")
         return record
 
@@ -64,19 +64,21 @@ class Destinations:
         Under an Idempotency-Key (`source`), the id and the change are the same on every
         run, so a retry after a timeout (the change appended, its fold not seen) finds the
         destination it created, or appends the same change, which the fold takes as done.
+        Ids are scoped per tenant: another tenant's destination of this id is no conflict.
         """
         source = source or IdSource()
         destination_id = fields["id"] or source.id(ids.DESTINATION)
         change_id = source.id(ids.CHANGE, "create")
-        existing = self._view.get(destination_id)
+        existing = self._view.get(principal.tenant, destination_id)
         if existing is not None:
-            if existing.get("created_by_change") != change_id:
+            if existing.get("generation") != change_id:
                 raise _taken(destination_id)
             return existing, self._generated(fields, existing)  # an earlier run created it
         credentials, generated = self._with_generated_secret(fields["type"], fields["credentials"])
         # Events published before this call began are not routed to the new destination.
         routes_from = {str(p): o for p, o in (await self._stamp()).items()}
         record = await self._change(
+            principal.tenant,
             destination_id,
             "create",
             change_id,
@@ -133,7 +135,9 @@ class Destinations:
             if config is not None:
                 fields.update(self._merged_config(current, new_type, config, given))
                 extra["sealed_base"] = current.get("sealed_version") or 0
-            record = await self._change(destination_id, "update", fields=fields, **extra)
+            record = await self._change(
+                principal.tenant, destination_id, "update", fields=fields, **extra
+            )
             if record.get("change_ok") or not extra:
                 break
             current = self.get(principal, destination_id)
@@ -159,12 +163,12 @@ class Destinations:
         self.get(principal, destination_id)
         op = "enable" if enabled else "disable"
         extra = {} if enabled else {"reason": "disabled by user"}
-        return self._checked(await self._change(destination_id, op, **extra))
+        return self._checked(await self._change(principal.tenant, destination_id, op, **extra))
 
     async def delete(self, principal: Principal, destination_id: str) -> None:
         """Delete: nothing more is delivered to it, queued or retrying deliveries included."""
         self.get(principal, destination_id)
-        self._checked(await self._change(destination_id, "delete"))
+        self._checked(await self._change(principal.tenant, destination_id, "delete"))
 
     async def rotate_secret(
         self, principal: Principal, destination_id: str
@@ -177,6 +181,7 @@ class Destinations:
                 raise ApiError(422, "not_a_webhook", "Only webhook destinations have a secret.")
             credentials = rotated(self._open(current), secret, time.time())
             record = await self._change(
+                principal.tenant,
                 destination_id,
                 "update",
                 fields={"sealed": self._seal(credentials, destination_id)},
@@ -252,15 +257,24 @@ class Destinations:
             raise unavailable("The event broker is unreachable; nothing was changed.") from exc
 
     async def _change(
-        self, destination_id: str, op: str, change_id: str | None = None, **extra: Any
+        self,
+        tenant: str,
+        destination_id: str,
+        op: str,
+        change_id: str | None = None,
+        **extra: Any,
     ) -> dict[str, Any]:
-        """Append a change record and wait until this process's view has folded it."""
+        """Append a change record (keyed `tenant/id`) and wait until this process's view
+        has folded it."""
         change_id = change_id or ids.new_id(ids.CHANGE)
         change = {"change_id": change_id, "op": op, "at": now_iso(), **extra}
+        current = None if op == "create" else self._view.get(tenant, destination_id)
         folded = self._view.expect_change(change_id)
         try:
             await self._producer.send_and_wait(
-                DESTINATION_CHANGES, orjson.dumps(change), key=destination_id.encode()
+                DESTINATION_CHANGES,
+                orjson.dumps(change),
+                key=ids.change_key(tenant, destination_id, current).encode(),
             )
             return await self._view.wait_change(
                 folded, change_id, self._settings.view_wait_timeout_s

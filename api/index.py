@@ -13,7 +13,8 @@ from aiohttp import web
 
 from api.errors import RequestValidationError, unavailable
 
-DELIVERY_STATUSES = ("pending", "retrying", "succeeded", "failed")
+# `canceled`: never to be attempted (again): its destination was deleted or disabled.
+DELIVERY_STATUSES = ("pending", "retrying", "succeeded", "failed", "canceled")
 
 
 def iso(value: datetime | None) -> str | None:

@@ -137,7 +137,9 @@ class Cluster:
             change["fields"] = {**fields, "sealed": sealed}
         self._folded_expected += FOLDED_RECORDS[op]
         future: Awaitable[object] = await self._producer.send(
-            DESTINATION_CHANGES, orjson.dumps(change), key=destination_id.encode()
+            DESTINATION_CHANGES,
+            orjson.dumps(change),
+            key=ids.scoped(self._tenant, destination_id).encode(),
         )
         return future
 

@@ -2,7 +2,9 @@
 
 Three guards, all in memory per worker process: a bound on the deliveries a destination
 may have outstanding (head-of-line protection), its circuit breaker (pipeline/circuit.py)
-and its rate limit (pipeline/pacing.py). The runner asks in that order and does the I/O
+and its rate limit (pipeline/pacing.py). Circuits and pacing are kept per destination ref
+(tenant, id and generation): a destination created again under a deleted one's id starts
+fresh. The runner asks in that order and does the I/O
 (putting a delivery off, recording attempts); this module only decides and keeps count.
 """
 
@@ -13,6 +15,7 @@ from typing import Any
 
 from pipeline import metrics
 from pipeline.circuit import CircuitBreakers, Outcome
+from pipeline.ids import ref_of_delivery, ref_of_destination
 from pipeline.pacing import Pacer
 from pipeline.retry import Schedule
 from pipeline.settings import Settings
@@ -35,7 +38,7 @@ class Admission:
 
     def __init__(self, settings: Settings, schedule: Schedule) -> None:
         self._bound = settings.sink_max_queued_per_destination
-        self._outstanding: dict[bytes, int] = {}  # by record key: the destination id
+        self._outstanding: dict[bytes, int] = {}  # by record key: tenant/destination id
         self._circuits = CircuitBreakers(
             settings.circuit_failure_threshold,
             settings.circuit_cooldown_s,
@@ -69,7 +72,7 @@ class Admission:
         for about this long."""
         if asked_for_now(delivery):
             return None
-        return self._circuits.admit(delivery["destination_id"])
+        return self._circuits.admit(ref_of_delivery(delivery))
 
     def held_too_long(self, delivery: dict[str, Any]) -> bool:
         """Has an open circuit held this delivery for `circuit_max_hold_s` in all?"""
@@ -78,12 +81,12 @@ class Admission:
     async def pace(self, destination: dict[str, Any]) -> None:
         """Wait for the destination's rate limit, if it has one."""
         if destination.get("rate_limit"):
-            await self._pacer.wait(destination["id"], destination["rate_limit"])
+            await self._pacer.wait(ref_of_destination(destination), destination["rate_limit"])
 
     def outcome(self, destination: dict[str, Any], outcome: Outcome) -> None:
         """Tell the destination's circuit how an attempt went (counted and logged when the
         circuit opens or closes)."""
-        change = self._circuits.record(destination["id"], outcome)
+        change = self._circuits.record(ref_of_destination(destination), outcome)
         if change is None:
             return
         metrics.CIRCUIT_CHANGES.labels(type=destination["type"], state=change).inc()

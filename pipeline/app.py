@@ -78,7 +78,13 @@ def create_app(settings: Settings) -> faust.App:
     view = DestinationView(settings.kafka_bootstrap)
     fold.register(app, app.topic(DESTINATION_CHANGES), table)
     router.register(
-        app, app.topic(EVENTS), app.topic(DELIVERIES), view, settings.view_wait_timeout_s, seen
+        app,
+        app.topic(EVENTS),
+        app.topic(DELIVERIES),
+        view,
+        settings.view_wait_timeout_s,
+        seen,
+        settings.router_send_give_up_s,
     )
     app.service(bind_worker_services(settings, view))
     return app

@@ -48,15 +48,22 @@ class AttemptRecorder:
         self._due_header = due_header
         self._send_backoff_s = send_backoff_s
         self._verified_sent: set[str] = set()
-        # Destination id → the version of its record an auto-disable was sent for: once per
-        # version, so a destination enabled again is disabled again by the next failure.
+        # Destination ref (tenant, id, generation) → the version of its record an
+        # auto-disable was sent for: once per version, so a destination enabled again is
+        # disabled again by the next failure.
         self._disable_sent: dict[str, str] = {}
+
+    async def canceled(self, delivery: dict[str, Any], reason: str) -> None:
+        """Record that the delivery will never be attempted (its destination was deleted or
+        disabled): a final `canceled` outcome, so its status does not stay `pending`."""
+        await self._attempt(delivery, "canceled", 0.0, None, None, reason, None)
+        log.info("delivery canceled: %s", reason, extra=_extra(delivery, outcome="canceled"))
 
     async def success(
         self, delivery: dict[str, Any], result: DeliveryResult, latency_ms: float
     ) -> None:
         """Record a successful attempt (a later run of failures may disable it again)."""
-        self._disable_sent.pop(delivery["destination_id"], None)
+        self._disable_sent.pop(ids.ref_of_delivery(delivery), None)
         await self._attempt(
             delivery,
             "success",
@@ -112,7 +119,7 @@ class AttemptRecorder:
         await self._send(
             step.topic,
             orjson.dumps(record),
-            delivery["destination_id"],
+            _key(delivery),
             headers=[(self._due_header, str(step.due_ms).encode())],
         )
 
@@ -128,7 +135,7 @@ class AttemptRecorder:
         await self._send(
             step.topic,
             orjson.dumps(record),
-            delivery["destination_id"],
+            _key(delivery),
             headers=[(self._due_header, str(step.due_ms).encode())],
         )
         # DEBUG: an open circuit defers a whole backlog again every cool-down, and
@@ -143,23 +150,25 @@ class AttemptRecorder:
     async def dead_letter(self, delivery: dict[str, Any], reason: str) -> None:
         """Park the delivery in the DLQ."""
         record = {**delivery, "dead_letter_reason": reason, "dead_lettered_at": now_iso()}
-        await self._send(DLQ, orjson.dumps(record), delivery["destination_id"])
+        await self._send(DLQ, orjson.dumps(record), _key(delivery))
 
-    async def verified(self, destination_id: str) -> None:
-        """Append a `verified` change once per destination and process."""
-        if destination_id in self._verified_sent:
+    async def verified(self, destination: dict[str, Any]) -> None:
+        """Append a `verified` change once per destination (generation) and process."""
+        ref = ids.ref_of_destination(destination)
+        if ref in self._verified_sent:
             return
-        self._verified_sent.add(destination_id)
-        await self._change(destination_id, "verified")
+        self._verified_sent.add(ref)
+        await self._change(destination, "verified")
 
     async def auto_disable(self, destination: dict[str, Any], reason: str) -> None:
         """Append an `auto_disable` change (the fold ignores it if already inactive) and
         tell the tenant's other subscribers with an `event_destination.disabled` event."""
         destination_id, version = destination["id"], version_of(destination)
-        if self._disable_sent.get(destination_id) == version or destination["status"] == "inactive":
+        ref = ids.ref_of_destination(destination)
+        if self._disable_sent.get(ref) == version or destination["status"] == "inactive":
             return
-        self._disable_sent[destination_id] = version
-        await self._change(destination_id, "auto_disable", reason=reason)
+        self._disable_sent[ref] = version
+        await self._change(destination, "auto_disable", reason=reason)
         event = {
             "id": ids.new_id(ids.EVENT),
             "object": "event",
@@ -178,15 +187,19 @@ class AttemptRecorder:
             "destination auto-disabled: %s", reason, extra={"destination_id": destination_id}
         )
 
-    async def _change(self, destination_id: str, op: str, **extra: str) -> None:
+    async def _change(self, destination: dict[str, Any], op: str, **extra: str) -> None:
+        """A change decided on this generation of the destination: the fold ignores it if
+        the destination was deleted and created again meanwhile."""
         change = {
             "change_id": ids.new_id(ids.CHANGE),
             "op": op,
             "at": now_iso(),
-            "destination_id": destination_id,
+            "destination_id": destination["id"],
+            "generation": destination.get("generation"),
             **extra,
         }
-        await self._send(DESTINATION_CHANGES, orjson.dumps(change), destination_id)
+        key = ids.change_key(destination["tenant"], destination["id"], destination)
+        await self._send(DESTINATION_CHANGES, orjson.dumps(change), key)
 
     async def _attempt(
         self,
@@ -206,6 +219,7 @@ class AttemptRecorder:
             "event_type": event["type"],
             "tenant": delivery["tenant"],
             "destination_id": delivery["destination_id"],
+            "destination_generation": delivery.get("destination_generation"),
             "attempt": delivery["attempt"],
             "outcome": outcome,
             "response_status": status,
@@ -215,7 +229,7 @@ class AttemptRecorder:
             "next": following,
             "created_at": now_iso(),
         }
-        await self._send(ATTEMPTS, orjson.dumps(attempt), delivery["destination_id"])
+        await self._send(ATTEMPTS, orjson.dumps(attempt), _key(delivery))
 
     async def _send(
         self,
@@ -238,6 +252,11 @@ class AttemptRecorder:
                 log.warning("writing to %s failed (%s); trying again", topic, type(exc).__name__)
             await asyncio.sleep(delay_s)
             delay_s *= 2
+
+
+def _key(delivery: dict[str, Any]) -> str:
+    """Records about a delivery are keyed like it: `tenant/destination id`."""
+    return ids.scoped(delivery["tenant"], delivery["destination_id"])
 
 
 def _extra(delivery: dict[str, Any], **more: Any) -> dict[str, Any]:

@@ -30,6 +30,7 @@ from pipeline import metrics
 from pipeline.admission import Admission
 from pipeline.attempts import AttemptRecorder, RecorderUnavailable
 from pipeline.circuit import Outcome
+from pipeline.ids import ref_of_delivery
 from pipeline.offsets import PartitionTracker
 from pipeline.outcomes import Outcomes, unexpected
 from pipeline.publishers import PublisherCache
@@ -93,6 +94,7 @@ class DeliveryRunner:
         self._held: dict[TopicPartition, deque[ConsumerRecord[bytes, bytes]]] = {}
         self._wakeups: dict[TopicPartition, asyncio.TimerHandle] = {}
         self._slots = asyncio.Semaphore(settings.sink_max_in_flight)
+        # Per destination ref (tenant, id, generation): a recreated id starts fresh.
         self._per_destination: dict[str, asyncio.Semaphore] = defaultdict(
             lambda: asyncio.Semaphore(settings.sink_max_in_flight_per_destination)
         )
@@ -245,7 +247,7 @@ class DeliveryRunner:
             if put_off:
                 await self._put_off(delivery)
             else:
-                async with self._per_destination[delivery["destination_id"]]:
+                async with self._per_destination[ref_of_delivery(delivery)]:
                     await self._deliver(delivery)
             self._finished(tp, record.offset)
         except asyncio.CancelledError:
@@ -307,7 +309,7 @@ class DeliveryRunner:
     async def _admitted(self, delivery: dict[str, Any]) -> dict[str, Any] | None:
         """The destination to attempt the delivery to now, once its circuit lets it through
         and its rate limit allows; None if the delivery was dropped or deferred instead."""
-        destination = self._routable(delivery)
+        destination = await self._routable(delivery)
         if destination is None:
             return None
         wait_s = self._admission.circuit_wait_s(delivery)
@@ -317,29 +319,37 @@ class DeliveryRunner:
             return None
         if destination.get("rate_limit"):
             await self._admission.pace(destination)
-            destination = self._routable(delivery)  # it may have changed while waiting
+            destination = await self._routable(delivery)  # it may have changed meanwhile
         return destination
 
     async def _put_off(self, delivery: dict[str, Any]) -> None:
         """Its destination has too many deliveries outstanding here: to retry tier 1, no
         attempt counted (dropped instead if the destination is gone or inactive)."""
-        destination = self._routable(delivery)
+        destination = await self._routable(delivery)
         if destination is not None:
             await self._outcomes.deferred(delivery, destination, 0.0, reason="queue_full")
 
-    def _routable(self, delivery: dict[str, Any]) -> dict[str, Any] | None:
-        """The destination's current record, or None (counted, logged) if it is gone or
-        inactive: the delivery is then dropped."""
-        destination = self._view.get(delivery["destination_id"])
-        if destination is not None and destination["status"] != "inactive":
-            return destination
-        reason = "deleted" if destination is None else "inactive"
-        metrics.DELIVERIES_DROPPED.labels(reason=reason).inc()
-        log.info(
-            "delivery dropped: destination %s",
-            reason,
-            extra={"delivery_id": delivery["id"], "destination_id": delivery["destination_id"]},
+    async def _routable(self, delivery: dict[str, Any]) -> dict[str, Any] | None:
+        """The destination's current record, or None if it is gone or inactive: the
+        delivery is then dropped, with a final `canceled` status recorded (and counted).
+
+        Gone includes a destination of the same tenant and id created after the one the
+        delivery was routed to was deleted (another generation): it must get nothing of
+        its predecessor's."""
+        destination = await self._view.generation_of(
+            delivery["tenant"],
+            delivery["destination_id"],
+            delivery.get("destination_generation"),
+            self._settings.view_wait_timeout_s,
         )
+        if destination is None:
+            reason = "deleted"
+        elif destination["status"] == "inactive":
+            reason = "inactive"
+        else:
+            return destination
+        metrics.DELIVERIES_DROPPED.labels(reason=reason).inc()
+        await self._recorder.canceled(delivery, f"destination {reason}")
         return None
 
     # -- metrics -------------------------------------------------------------------------

@@ -14,6 +14,10 @@ moves the record's `sealed_version` on by one, and an update that says which ver
 was based on (`sealed_base`) is refused if another such change came first. The writer
 then reads the newer record and merges again, so a PATCH racing a rotate-secret cannot
 put back the secret the rotation replaced.
+A record is keyed by `tenant/id` (ids are scoped per tenant) and carries its `generation`,
+the change id of the create that began its life. A destination deleted and created again
+under the same id is a new generation: deliveries, and the worker's `verified` and
+`auto_disable` changes, name the generation they were made for, and are void for another.
 """
 
 from __future__ import annotations
@@ -50,7 +54,7 @@ def fold(current: dict[str, Any] | None, change: dict[str, Any]) -> dict[str, An
     if op == "create":
         if current is not None and not current.get("deleted"):
             # The same create again (a retried request appends its change anew) is done.
-            done = current.get("created_by_change") == change_id
+            done = current.get("generation") == change_id
             return {**current, "change_id": change_id, "change_ok": done}
         return {
             "id": change["destination_id"],
@@ -60,8 +64,8 @@ def fold(current: dict[str, Any] | None, change: dict[str, Any]) -> dict[str, An
             "verified_at": None,
             "created_at": at,
             "updated_at": at,
+            "generation": change_id,
             "change_id": change_id,
-            "created_by_change": change_id,
             "change_ok": True,
             "deleted": False,
             "last_op": "create",
@@ -83,7 +87,9 @@ def fold(current: dict[str, Any] | None, change: dict[str, Any]) -> dict[str, An
             "change_ok": True,
         }
     apply = _OPERATIONS.get(op)
-    updates = apply(current, change) if apply is not None else None
+    updates = None
+    if apply is not None and _same_life(current, change):
+        updates = apply(current, change)
     if updates is None:  # unknown, or nothing to do: the record stays, the change is refused
         return {**current, "change_id": change_id, "change_ok": False}
     return {
@@ -94,6 +100,13 @@ def fold(current: dict[str, Any] | None, change: dict[str, Any]) -> dict[str, An
         "change_ok": True,
         "last_op": op,
     }
+
+
+def _same_life(current: dict[str, Any], change: dict[str, Any]) -> bool:
+    """A change made for one generation (a worker's verified or auto_disable, decided on
+    a delivery to it) is void for a destination created again under the same id."""
+    generation = change.get("generation")
+    return generation is None or generation == current.get("generation")
 
 
 def _writable(change: dict[str, Any]) -> dict[str, Any]:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
+from typing import Any
 
 from ulid import ULID
 
@@ -30,3 +32,51 @@ def derived_id(prefix: str, parent_id: str, *parts: str) -> str:
     except ValueError:  # a publisher-chosen event id need not be a ULID
         timestamp = digest[10:16]
     return f"{prefix}{ULID.from_bytes(timestamp + digest[:10])}"
+
+
+# Destination ids are scoped per tenant: the same `evtd_…` may name one destination in each
+# tenant. Kafka keys (destination-changes, destinations, deliveries) and every in-memory
+# map join the two with "/", which no id contains (ids are `prefix_` + [A-Za-z0-9_-]), so a
+# key splits unambiguously at its last "/" whatever the tenant's name holds.
+SCOPE_SEPARATOR = "/"
+
+
+def scoped(tenant: str, object_id: str) -> str:
+    """`tenant/object_id`: an id within its tenant, as keys and maps hold it."""
+    return f"{tenant}{SCOPE_SEPARATOR}{object_id}"
+
+
+def unscoped(key: str) -> tuple[str | None, str]:
+    """(tenant, id) of a scoped key; (None, key) for a key written before ids were scoped."""
+    tenant, separator, object_id = key.rpartition(SCOPE_SEPARATOR)
+    return (tenant, object_id) if separator else (None, key)
+
+
+def destination_ref(tenant: str, destination_id: str, generation: str | None) -> str:
+    """One destination in one life: a destination deleted and created again under the same
+    id is another ref, so state kept per ref (circuit, counters, clients) starts fresh."""
+    return f"{scoped(tenant, destination_id)}{SCOPE_SEPARATOR}{generation or ''}"
+
+
+def ref_of_destination(record: Mapping[str, Any]) -> str:
+    """The `destination_ref` of a folded destination record."""
+    return destination_ref(str(record["tenant"]), str(record["id"]), record.get("generation"))
+
+
+def ref_of_delivery(delivery: Mapping[str, Any]) -> str:
+    """The `destination_ref` a delivery was routed to (the same as its destination's while
+    that destination lives)."""
+    return destination_ref(
+        str(delivery["tenant"]),
+        str(delivery["destination_id"]),
+        delivery.get("destination_generation"),
+    )
+
+
+def change_key(tenant: str, destination_id: str, record: Mapping[str, Any] | None) -> str:
+    """The destination-changes key of a change to the tenant's `destination_id`, whose
+    current record is `record` (None for a create): `tenant/id`, or the bare id for a
+    record created before ids were scoped (it has no generation), which lives there."""
+    if record is not None and not record.get("generation"):
+        return destination_id
+    return scoped(tenant, destination_id)

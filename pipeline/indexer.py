@@ -31,19 +31,25 @@ RETENTION_SWEEP_S = 3600.0
 INDEX_ORDER_LOCK = 7_274_001_202
 IDEMPOTENCY_KEEP_S = 24 * 3600
 
+# A publisher-chosen id published again within 24 h is a duplicate (the router drops it,
+# and the row keeps the first); reused after the window it is a new event, which replaces
+# the old row (its deliveries have ids of their own, see pipeline/agents/router.py).
 INSERT_EVENT = """
 insert into events (tenant, id, type, data, created_at) values ($1, $2, $3, $4, $5)
-on conflict do nothing"""
+on conflict (tenant, id) do update
+    set type = excluded.type, data = excluded.data, created_at = excluded.created_at
+    where excluded.created_at >= events.created_at + interval '24 hours'"""
 INSERT_DELIVERY = """
 insert into deliveries (id, tenant, event_id, event_type, destination_id, status, created_at,
-                        updated_at)
-values ($1, $2, $3, $4, $5, 'pending', $6, $6) on conflict do nothing"""
+                        updated_at, destination_generation)
+values ($1, $2, $3, $4, $5, 'pending', $6, $6, $7) on conflict do nothing"""
 INSERT_ATTEMPT = """
 insert into delivery_attempts (id, delivery_id, tenant, event_id, destination_id, attempt,
     outcome, response_status, latency_ms, error, response_body, next_attempt_at, dead_letter,
     created_at)
 values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) on conflict do nothing"""
-# A delivery's summary follows from its attempts, whatever order they were indexed in.
+# A delivery's summary follows from its attempts, whatever order they were indexed in. A
+# `canceled` one (its destination was deleted or disabled) is final and no attempt made.
 SUMMARIZE = """
 with latest as (
     select distinct on (delivery_id) delivery_id, outcome, dead_letter, next_attempt_at,
@@ -51,15 +57,18 @@ with latest as (
     from delivery_attempts where delivery_id = any($1::text[])
     order by delivery_id, created_at desc, id desc
 ), counts as (
-    select delivery_id, count(*) as n from delivery_attempts
+    select delivery_id, count(*) filter (where outcome <> 'canceled') as n
+    from delivery_attempts
     where delivery_id = any($1::text[]) group by delivery_id
 )
 update deliveries d set
     attempts = c.n,
     status = case when l.outcome = 'success' then 'succeeded'
+                  when l.outcome = 'canceled' then 'canceled'
                   when l.dead_letter is not null then 'failed' else 'retrying' end,
     last_attempt_at = l.created_at,
-    next_attempt_at = case when l.outcome = 'success' then null else l.next_attempt_at end,
+    next_attempt_at = case when l.outcome in ('success', 'canceled') then null
+                           else l.next_attempt_at end,
     updated_at = now()
 from latest l join counts c using (delivery_id)
 where d.id = l.delivery_id"""
@@ -128,6 +137,7 @@ class Batch:
                     event["type"],
                     record["destination_id"],
                     created,
+                    record.get("destination_generation"),
                 )
             )
         elif topic == ATTEMPTS:
@@ -141,6 +151,7 @@ class Batch:
                     record["event_type"],
                     record["destination_id"],
                     at,
+                    record.get("destination_generation"),
                 )
             )
             self.attempts.append(

@@ -12,6 +12,7 @@ from typing import Any
 
 from pipeline import metrics
 from pipeline.attempts import AttemptRecorder, version_of
+from pipeline.ids import ref_of_destination
 from pipeline.retry import DeadLetter, Schedule, after_failure, defer_step
 from pipeline.sinks.base import DeliveryError, DeliveryResult, PermanentError, RetryableError
 
@@ -73,9 +74,9 @@ class Outcomes:
             destination["type"], "success", delivery["attempt"], latency_ms / 1000
         )
         metrics.record_delivered(destination["type"], delivery["event"]["created_at"], time.time())
-        self._dead_letters.pop(destination["id"], None)
+        self._dead_letters.pop(ref_of_destination(destination), None)
         if not destination.get("verified_at"):
-            await self._recorder.verified(destination["id"])
+            await self._recorder.verified(destination)
 
     async def failed(
         self,
@@ -138,9 +139,11 @@ class Outcomes:
         if not step.counts_toward_disable:
             return
         version = version_of(destination)
-        counted_version, count = self._dead_letters.get(destination["id"], (version, 0))
+        counted_version, count = self._dead_letters.get(
+            ref_of_destination(destination), (version, 0)
+        )
         count = count + 1 if counted_version == version else 1
-        self._dead_letters[destination["id"]] = (version, count)
+        self._dead_letters[ref_of_destination(destination)] = (version, count)
         if self._disable_after and count >= self._disable_after:
             await self._recorder.auto_disable(
                 destination, f"the last {count} deliveries exhausted their retries"

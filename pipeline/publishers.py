@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 from pipeline.crypto import CryptoError, Sealer
+from pipeline.ids import scoped, unscoped
 from pipeline.settings import Settings
 from pipeline.sinks import load_sink
 from pipeline.sinks.base import PermanentError, Publisher, Target
@@ -16,7 +17,9 @@ from pipeline.sinks.base import PermanentError, Publisher, Target
 
 class PublisherCache:
     """At most `capacity` open publishers (the `sink_client_cache_size` setting unless
-    given), least recently used closed first; one open at a time per destination."""
+    given), least recently used closed first; one open at a time per destination. By
+    `tenant/id` (ids are scoped per tenant), reopened for every new version of the record
+    (a destination created again under a deleted one's id is a new version too)."""
 
     def __init__(self, settings: Settings, sealer: Sealer, capacity: int | None = None) -> None:
         self._settings = settings
@@ -35,15 +38,16 @@ class PublisherCache:
         cached = self._cached(destination)
         if cached is not None:
             return cached
-        async with self._opening_lock(destination["id"]):
+        async with self._opening_lock(_key(destination)):
             cached = self._cached(destination)  # opened while this delivery waited
             return cached if cached is not None else await self._reopen(destination)
 
     def _cached(self, destination: dict[str, Any]) -> Publisher | None:
-        cached = self._open.get(destination["id"])
+        key = _key(destination)
+        cached = self._open.get(key)
         if cached is None or cached[0] != _version(destination):
             return None
-        self._open.move_to_end(destination["id"])
+        self._open.move_to_end(key)
         return cached[1]
 
     @contextlib.asynccontextmanager
@@ -62,8 +66,9 @@ class PublisherCache:
 
     async def _reopen(self, destination: dict[str, Any]) -> Publisher:
         destination_id = destination["id"]
+        key = _key(destination)
         version = _version(destination)
-        stale = self._open.pop(destination_id, None)
+        stale = self._open.pop(key, None)
         if stale is not None:
             await stale[1].close()
         try:
@@ -74,8 +79,8 @@ class PublisherCache:
         publisher = await sink.open(
             Target(destination_id, destination.get("config") or {}, credentials), self._settings
         )
-        self._open[destination_id] = (version, publisher)
-        self._open.move_to_end(destination_id)
+        self._open[key] = (version, publisher)
+        self._open.move_to_end(key)
         while len(self._open) > self._capacity:
             _, (_, oldest) = self._open.popitem(last=False)
             await oldest.close()
@@ -90,23 +95,24 @@ class PublisherCache:
         except CryptoError as exc:
             raise PermanentError("destination credentials cannot be decrypted") from exc
 
-    async def prune(self, current: Callable[[str], Mapping[str, Any] | None]) -> int:
+    async def prune(self, current: Callable[[str, str], Mapping[str, Any] | None]) -> int:
         """Close the publishers of destinations deleted, disabled or changed since they were
-        opened (`current` looks a destination up in the view); how many were closed.
+        opened (`current(tenant, id)` looks one up in the view); how many were closed.
 
         A delivery still using one fails retryably and is retried on a fresh publisher.
         """
         stale = []
-        for destination_id, (version, _) in self._open.items():
-            destination = current(destination_id)
+        for key, (version, _) in self._open.items():
+            tenant, destination_id = unscoped(key)
+            destination = current(tenant or "", destination_id)
             if (
                 destination is None
                 or destination.get("status") == "inactive"
                 or _version(destination) != version
             ):
-                stale.append(destination_id)
-        for destination_id in stale:
-            _, publisher = self._open.pop(destination_id)
+                stale.append(key)
+        for key in stale:
+            _, publisher = self._open.pop(key)
             await publisher.close()
         return len(stale)
 
@@ -123,3 +129,8 @@ class PublisherCache:
 def _version(destination: Mapping[str, Any]) -> str:
     """What identifies one version of a destination's record."""
     return str(destination["updated_at"]) + str(destination.get("change_id", ""))
+
+
+def _key(destination: Mapping[str, Any]) -> str:
+    """The cache key: ids are scoped per tenant."""
+    return scoped(destination["tenant"], destination["id"])

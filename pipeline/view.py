@@ -2,7 +2,8 @@
 
 The API and every worker keep one. It reads the topic from the start with a plain
 consumer (no group), indexes records for routing, and lets callers wait for a change of
-their own (by change id) or for the topic offsets an event was stamped with.
+their own (by change id) or for the topic offsets an event was stamped with. Destination
+ids are scoped per tenant: records are held, and looked up, by (tenant, id).
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
 
 from pipeline.destinations import ROUTABLE, MatchIndex, Versions, subscribed
+from pipeline.ids import scoped, unscoped
 from pipeline.topics import DESTINATIONS
 
 log = logging.getLogger(__name__)
@@ -28,7 +31,7 @@ class ViewTimeout(Exception):
 
 
 class DestinationView:
-    """Current destination records by id, kept up to date from the `destinations` topic."""
+    """Current destination records by (tenant, id), kept up to date from `destinations`."""
 
     def __init__(self, bootstrap: str, topic: str = DESTINATIONS) -> None:
         self._bootstrap = bootstrap
@@ -92,10 +95,26 @@ class DestinationView:
 
     # -- reading -------------------------------------------------------------------------
 
-    def get(self, destination_id: str) -> dict[str, Any] | None:
-        """The current record, or None if unknown or deleted."""
-        versions = self._versions.get(destination_id)
+    def get(self, tenant: str, destination_id: str) -> dict[str, Any] | None:
+        """The tenant's current record of that id, or None if unknown or deleted."""
+        versions = self._versions.get(scoped(tenant, destination_id))
         return versions.latest if versions is not None else None
+
+    async def generation_of(
+        self, tenant: str, destination_id: str, generation: str | None, timeout_s: float
+    ) -> dict[str, Any] | None:
+        """The tenant's record of that id if it is still of `generation`, else None.
+
+        Before answering None the view catches up with the topic (best effort): whoever
+        named the generation may have read a create that this view has not read yet."""
+        for catch_up in (True, False):
+            record = self.get(tenant, destination_id)
+            if record is not None and record.get("generation") == generation:
+                return record
+            if catch_up:
+                with contextlib.suppress(ViewTimeout, KafkaError):
+                    await self.sync(timeout_s)
+        return None
 
     def all(self) -> list[dict[str, Any]]:
         """Every live record."""
@@ -107,8 +126,8 @@ class DestinationView:
         """Routable (active or pending) destinations of `tenant` subscribed to `event_type`,
         as they were at `stamp` (the event's publish time) if given, else as they are now."""
         found = []
-        for destination_id in self._index.match(tenant, event_type):
-            versions = self._versions.get(destination_id)
+        for key in self._index.match(tenant, event_type):
+            versions = self._versions.get(key)
             if versions is None:
                 continue
             record = versions.as_of(stamp) if stamp else versions.latest
@@ -227,20 +246,33 @@ class DestinationView:
     def _apply(self, key: bytes | None, value: bytes | None, partition: int, offset: int) -> None:
         if key is None:
             return
-        destination_id = key.decode()
         record = orjson.loads(value) if value is not None else None
-        if record is None or record.get("deleted"):
+        scoped_key = _scoped_key(key.decode(), record)
+        if scoped_key is None:
+            pass
+        elif record is None or record.get("deleted"):
             # Deleted: gone at once, for events routed from now on whatever their stamp
             # (queued deliveries to it are dropped by the sinks too).
-            self._versions.pop(destination_id, None)
-            self._index.remove(destination_id)
+            self._versions.pop(scoped_key, None)
+            self._index.remove(scoped_key)
         else:
-            versions = self._versions.get(destination_id)
+            versions = self._versions.get(scoped_key)
             if versions is None or versions.partition != partition:
-                versions = self._versions[destination_id] = Versions(partition)
+                versions = self._versions[scoped_key] = Versions(partition)
             versions.add(offset, record)
-            self._index.put(destination_id, record["tenant"], versions.patterns())
+            self._index.put(scoped_key, record["tenant"], versions.patterns())
         if record is not None:
             waiter = self._change_waiters.get(record.get("change_id", ""))
             if waiter is not None and not waiter.done():
                 waiter.set_result(record)
+
+
+def _scoped_key(key: str, record: dict[str, Any] | None) -> str | None:
+    """`tenant/id`; a record keyed by its bare id (written before ids were scoped) is held
+    under its own tenant, and a bare tombstone names nothing left to forget."""
+    tenant, _ = unscoped(key)
+    if tenant is not None:
+        return key
+    if record is not None and record.get("tenant") is not None:
+        return scoped(str(record["tenant"]), key)
+    return None

@@ -80,12 +80,22 @@ cat <<BANNER
 BANNER
 
 tail -n0 -F .data/logs/worker.log .data/logs/api.log 2>/dev/null \
-  | grep --line-buffered -E "WARNING|ERROR|CRITICAL|delivered|delivery failed|delivery dropped" &
+  | grep --line-buffered -E "WARNING|ERROR|CRITICAL|delivered|delivery failed|delivery canceled" &
 children+=($!)
 
 # Stay in the foreground until Ctrl-C or until the API or the worker dies. `wait` (unlike a
-# foreground sleep) returns as soon as a trapped signal arrives.
-while kill -0 "${children[0]}" 2>/dev/null && kill -0 "${children[1]}" 2>/dev/null; do
+# foreground sleep) returns as soon as a trapped signal arrives. A worker that exits 75 (the
+# broker would not take its deliveries: it left without acknowledging them) is restarted,
+# as a production supervisor would.
+while kill -0 "${children[1]}" 2>/dev/null; do
+  if ! kill -0 "${children[0]}" 2>/dev/null; then
+    status=0
+    wait "${children[0]}" || status=$?
+    [[ $status == 75 ]] || break
+    log "the worker exited ($status: the broker would not take its deliveries); restarting it"
+    .venv/bin/herald worker >>.data/logs/worker.log 2>&1 &
+    children[0]=$!
+  fi
   sleep 1 &
   wait $! || true
 done

@@ -12,6 +12,7 @@ import orjson
 from aiohttp import web
 from aiokafka.partitioner import murmur2
 
+from pipeline.ids import scoped
 from pipeline.settings import Settings
 from pipeline.topics import DELIVERIES, load_specs
 
@@ -36,9 +37,9 @@ async def eventually(
     raise AssertionError(f"timed out after {timeout_s}s waiting for {what} (last: {last!r})")
 
 
-def same_partition_ids(count: int, prefix: str = "evtd_t") -> list[str]:
+def same_partition_ids(count: int, prefix: str = "evtd_t", tenant: str = "dev") -> list[str]:
     """Client-chosen destination ids whose deliveries all land in one `deliveries` partition
-    (the producer's default partitioner: murmur2 of the key, which is the destination id)."""
+    (the producer's default partitioner: murmur2 of the key, `tenant/destination id`)."""
     specs = {s.name: s.partitions for s in load_specs(Settings().topics_file)}
     partitions = specs[DELIVERIES]
     stamp = time.time_ns()
@@ -46,7 +47,7 @@ def same_partition_ids(count: int, prefix: str = "evtd_t") -> list[str]:
     n = 0
     while len(ids) < count:
         candidate = f"{prefix}{stamp}_{n}"
-        if (murmur2(candidate.encode()) & 0x7FFFFFFF) % partitions == 0:
+        if (murmur2(scoped(tenant, candidate).encode()) & 0x7FFFFFFF) % partitions == 0:
             ids.append(candidate)
         n += 1
     return ids

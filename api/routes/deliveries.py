@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import asyncpg
 import orjson
 from aiohttp import web
 from aiokafka.errors import KafkaError
@@ -22,13 +25,14 @@ from api.index import (
     present_event,
 )
 from api.responses import json_response, principal_of, synced_view
+from pipeline import ids
 from pipeline.timeutil import now_iso
 from pipeline.topics import DELIVERIES
 
 routes = web.RouteTableDef()
 COLUMNS = (
-    "id, event_id, event_type, destination_id, status, attempts, last_attempt_at, "
-    "next_attempt_at, created_at, updated_at"
+    "id, event_id, event_type, destination_id, destination_generation, status, attempts, "
+    "last_attempt_at, next_attempt_at, created_at, updated_at"
 )
 
 
@@ -45,9 +49,15 @@ async def list_deliveries(request: web.Request) -> web.Response:
     """A destination's deliveries, newest first; filters status, event_type, time range."""
     principal = await _manager(request)
     destination_id = request.match_info["destination_id"]
-    request.app[DESTINATIONS].get(principal, destination_id)  # 404 unless the tenant's
+    destination = request.app[DESTINATIONS].get(principal, destination_id)  # 404 unless ours
     query = Query("deliveries", COLUMNS).where("tenant = $?", principal.tenant)
     query.where("destination_id = $?", destination_id)
+    # Not those of a deleted destination whose id was taken again (null: indexed before
+    # generations were recorded).
+    query.where(
+        "(destination_generation = $? or destination_generation is null)",
+        destination.get("generation"),
+    )
     status = request.query.get("status")
     if status is not None:
         if status not in DELIVERY_STATUSES:
@@ -70,7 +80,7 @@ async def list_deliveries(request: web.Request) -> web.Response:
     )
 
 
-async def _delivery(request: web.Request, principal: Principal) -> dict[str, object]:
+async def _delivery_row(request: web.Request, principal: Principal) -> asyncpg.Record:
     row = await fetch_one(
         request.app[DB],
         f"select {COLUMNS} from deliveries "  # noqa: S608 - constant columns
@@ -80,7 +90,11 @@ async def _delivery(request: web.Request, principal: Principal) -> dict[str, obj
     )
     if row is None:
         raise not_found("event delivery")
-    return present_delivery(row)
+    return row
+
+
+async def _delivery(request: web.Request, principal: Principal) -> dict[str, object]:
+    return present_delivery(await _delivery_row(request, principal))
 
 
 @routes.get("/v2/event-deliveries/{delivery_id}")
@@ -119,12 +133,11 @@ async def retry(request: web.Request) -> web.Response:
     fails). Only a delivery whose chain is over and did not succeed: a second chain beside
     a live one would deliver twice (see api/chains.py)."""
     principal = await _manager(request)
-    delivery = await _delivery(request, principal)
+    row = await _delivery_row(request, principal)
+    delivery = present_delivery(row)
     if delivery["status"] not in chains.RETRYABLE:
         raise _not_retryable(delivery)
-    destination = request.app[VIEW].get(str(delivery["destination_id"]))
-    if destination is None:
-        raise ApiError(422, "destination_unusable", "The destination of this delivery was deleted.")
+    destination = _destination_of(request, principal, row)
     if destination["status"] == "inactive":
         raise ApiError(
             422, "destination_inactive", "The destination is inactive: enable it before retrying."
@@ -142,6 +155,7 @@ async def retry(request: web.Request) -> web.Response:
         "event": present_event(event),
         "tenant": principal.tenant,
         "destination_id": delivery["destination_id"],
+        "destination_generation": destination.get("generation"),
         "attempt": 0,
         "due_at": None,
         "routed_at": now_iso(),
@@ -153,12 +167,25 @@ async def retry(request: web.Request) -> web.Response:
     )
     if delivery["id"] not in taken.previous:  # another call restarted it meanwhile
         raise _not_retryable({**delivery, "status": "retrying"})
+    key = ids.scoped(principal.tenant, destination_id).encode()
     try:
-        await request.app[PRODUCER].send_and_wait(
-            DELIVERIES, orjson.dumps(record), key=destination_id.encode()
-        )
+        await request.app[PRODUCER].send_and_wait(DELIVERIES, orjson.dumps(record), key=key)
     except KafkaError as exc:
         await chains.release(pool, taken)
         raise unavailable("The event broker is unreachable; nothing was queued.") from exc
     shown = {**delivery, "status": "retrying"}
     return json_response({**shown, "request_id": request["request_id"]}, status=202)
+
+
+def _destination_of(
+    request: web.Request, principal: Principal, row: asyncpg.Record
+) -> dict[str, Any]:
+    """The live destination a delivery was routed to: the tenant's, of the same generation
+    (not a destination created again under the id after the delivery's was deleted)."""
+    destination = request.app[VIEW].get(principal.tenant, row["destination_id"])
+    generation = row["destination_generation"]
+    if destination is None or (
+        generation is not None and destination.get("generation") != generation
+    ):
+        raise ApiError(422, "destination_unusable", "The destination of this delivery was deleted.")
+    return destination

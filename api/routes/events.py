@@ -241,8 +241,8 @@ async def replay(request: web.Request) -> web.Response:
     target = body.get("destination_id")
     await synced_view(request)
     if target is not None:
-        record = request.app[VIEW].get(str(target))
-        if record is None or record["tenant"] != principal.tenant:
+        record = request.app[VIEW].get(principal.tenant, str(target))
+        if record is None:
             raise ApiError(
                 422,
                 "destination_unusable",

@@ -1,4 +1,7 @@
-"""The fold agent: destination-changes → the `destinations` table (one writer per record)."""
+"""The fold agent: destination-changes → the `destinations` table (one writer per record).
+
+Both topics are keyed `tenant/id` (pipeline/ids.py `scoped`): one record per tenant's id.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ import orjson
 from faust.types import TableT
 
 from pipeline.destinations import fold
+from pipeline.ids import unscoped
 
 
 def register(app: faust.App, changes: faust.TopicT, table: TableT[bytes, bytes | None]) -> Any:
@@ -22,7 +26,8 @@ def register(app: faust.App, changes: faust.TopicT, table: TableT[bytes, bytes |
             if not isinstance(key, bytes) or event.value is None:
                 continue
             change = orjson.loads(event.value)
-            change["destination_id"] = key.decode()
+            # The key is `tenant/id`; the record's id is the tenant's own.
+            change["destination_id"] = unscoped(key.decode())[1]
             raw = table.get(key)
             current = orjson.loads(raw) if raw else None
             record = fold(current, change)

@@ -4,33 +4,62 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
-from collections.abc import AsyncIterator, Awaitable
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any, NoReturn
 
 import faust
 import orjson
 from faust.types import TableT
 
 from pipeline import ids
+from pipeline.dedupe import Sightings, marker_key
 from pipeline.timeutil import now_iso
 from pipeline.view import DestinationView, ViewTimeout
 
 log = logging.getLogger(__name__)
 
 ENVELOPE_KEYS = ("id", "object", "type", "data", "created_at")
+SEND_FIRST_BACKOFF_S = 0.1
+SEND_MAX_BACKOFF_S = 5.0
+# Exit status when the broker will not take the deliveries: the supervisor restarts us.
+EXIT_BROKER_UNREACHABLE = 75
+
+
+def delivery_id(event: dict[str, Any], destination: dict[str, Any]) -> str:
+    """The stable id of `event`'s delivery to `destination` (its `webhook-id`).
+
+    Routed again after a crash, or replayed, the same event keeps it. It names the tenant
+    and the destination's generation (one tenant's `evtd_x` is not another's, nor the same
+    id created again after a delete), and the event's acceptance time: a publisher-chosen
+    event id reused after the 24 h dedupe window is a new event with new delivery ids.
+    """
+    return ids.derived_id(
+        ids.DELIVERY,
+        event["id"],
+        event["tenant"],
+        destination["id"],
+        destination.get("generation") or "",
+        event.get("created_at") or "",
+        event.get("replay_id", ""),
+    )
 
 
 def deliveries_for(
     event: dict[str, Any], view: DestinationView, stamp: dict[int, int] | None = None
 ) -> list[tuple[bytes, bytes]]:
-    """(key, value) of every delivery `event` fans out to; pure apart from the view read."""
+    """(key, value) of every delivery `event` fans out to; pure apart from the view read.
+
+    A delivery is keyed `tenant/destination id` and names the destination's generation,
+    so the runner drops it if that destination is deleted, even if the id is created again.
+    """
     tenant = event["tenant"]
     envelope = {k: event[k] for k in ENVELOPE_KEYS}
     only = event.get("destination_id")
     if only is not None:
-        record = view.get(only)
-        matches = [record] if record is not None and record["tenant"] == tenant else []
+        record = view.get(tenant, only)
+        matches = [record] if record is not None else []
     else:
         matches = view.match(tenant, event["type"], stamp)
     # A replay skips the destinations whose delivery of the event is still being attempted.
@@ -40,17 +69,17 @@ def deliveries_for(
     routed_at = now_iso()
     for destination in matches:
         delivery = {
-            "id": ids.derived_id(
-                ids.DELIVERY, event["id"], destination["id"], event.get("replay_id", "")
-            ),
+            "id": delivery_id(event, destination),
             "event": envelope,
             "tenant": tenant,
             "destination_id": destination["id"],
+            "destination_generation": destination.get("generation"),
             "attempt": 0,
             "due_at": None,
             "routed_at": routed_at,
         }
-        out.append((destination["id"].encode(), orjson.dumps(delivery)))
+        key = ids.scoped(tenant, destination["id"]).encode()
+        out.append((key, orjson.dumps(delivery)))
     return out
 
 
@@ -64,23 +93,53 @@ async def _wait_for_stamp(view: DestinationView, stamp: dict[int, int], timeout_
             log.warning("destination view is behind the event's stamp %s; still waiting", stamp)
 
 
-DEDUPLICATE_WINDOW_MS = 24 * 3600 * 1000
+def exit_process() -> NoReturn:
+    """Leave at once, non-zero, so the supervisor restarts the worker. No clean shutdown:
+    that would acknowledge the batch in hand (faust's take_events acks in a `finally`)
+    and commit past deliveries the broker never took."""
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    os._exit(EXIT_BROKER_UNREACHABLE)
 
 
-def first_sighting(
-    seen: TableT[bytes, int | None], key: bytes, partition: int, now_ms: int
-) -> bool:
-    """Record a publisher-chosen event id; False if it was seen in the last 24 h.
+async def send_all(
+    topic: Any,
+    records: Sequence[tuple[bytes, bytes]],
+    give_up_s: float,
+    on_give_up: Callable[[], NoReturn] = exit_process,
+) -> None:
+    """Send every record and wait for the broker's acknowledgements, sending the failed
+    ones again with backoff; if the broker has not taken them all within `give_up_s` of
+    the first failure, `on_give_up` (exit the process: the batch is never acknowledged,
+    so a restarted worker routes it again)."""
+    loop = asyncio.get_running_loop()
+    pending, delay_s, deadline = list(records), SEND_FIRST_BACKOFF_S, None
+    while True:
+        pending = await _send_once(topic, pending)
+        if not pending:
+            return
+        deadline = deadline or loop.time() + give_up_s
+        if loop.time() >= deadline:
+            log.critical("the broker did not take %d deliveries; exiting", len(pending))
+            on_give_up()
+        log.warning("%d delivery sends failed; again in %.1fs", len(pending), delay_s)
+        await asyncio.sleep(delay_s)
+        delay_s = min(delay_s * 2, SEND_MAX_BACKOFF_S)
 
-    The batch spans partitions, so the changelog partition is given explicitly (it is the
-    event's own: `event-ids` is co-partitioned with `events`).
-    """
-    previous = seen.get(key)
-    if previous is not None and now_ms - previous < DEDUPLICATE_WINDOW_MS:
-        return False
-    seen.data[key] = now_ms
-    seen.send_changelog(partition, key, now_ms)
-    return True
+
+async def _send_once(topic: Any, records: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """Send each record once; the ones the broker did not acknowledge."""
+    failed, sent = [], []
+    for key, value in records:
+        try:
+            sent.append(((key, value), await topic.send(key=key, value=value)))
+        except Exception as exc:  # the agent's edge: whatever the producer raises is retried
+            log.warning("delivery send failed: %r", exc)
+            failed.append((key, value))
+    outcomes = await asyncio.gather(*(future for _, future in sent), return_exceptions=True)
+    failed += [record for (record, _), outcome in zip(sent, outcomes, strict=True)
+               if isinstance(outcome, BaseException)]  # fmt: skip
+    return failed
 
 
 def register(
@@ -90,35 +149,45 @@ def register(
     view: DestinationView,
     wait_timeout_s: float,
     seen: TableT[bytes, int | None],
+    send_give_up_s: float,
 ) -> Any:
     """Attach the router agent to `app`."""
 
     @app.agent(events, name="router")
     async def route(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
         await view.ready.wait()
+        sightings = Sightings(seen.data, seen.send_changelog)
         # take_events (unlike take) keeps each message, for its key and partition.
         async for batch in stream.take_events(1000, within=0.05):  # type: ignore[attr-defined]
             now_ms = int(time.time() * 1000)
-            sent: list[Awaitable[Any]] = []
+            records: list[tuple[bytes, bytes]] = []
             for message in batch:
                 event = orjson.loads(message.value)
-                if (
-                    event.get("deduplicate")
-                    and not event.get("replay")
-                    and not first_sighting(seen, message.key, message.message.partition, now_ms)
-                ):
+                if not _first_sighting(sightings, event, message.message.partition, now_ms):
                     log.info("duplicate event id dropped", extra={"event_id": event["id"]})
                     continue
                 stamp = {int(p): o for p, o in (event.get("route_after") or {}).items()}
                 if stamp:
                     await _wait_for_stamp(view, stamp, wait_timeout_s)
-                for key, delivery in deliveries_for(event, view, stamp or None):
-                    sent.append(await deliveries.send(key=key, value=delivery))
+                records += deliveries_for(event, view, stamp or None)
             # The batch's events are acknowledged (so committable) when this yields: only
-            # once the broker has every delivery they fanned out to. A send that failed
-            # raises here, so its events are routed again rather than lost.
-            if sent:
-                await asyncio.gather(*sent)
+            # once the broker has every delivery they fanned out to. Its dedupe markers are
+            # written only then, so a crash before cannot make an event its own duplicate.
+            try:
+                await send_all(deliveries, records, send_give_up_s)
+            except BaseException:
+                sightings.forget_batch()
+                raise
+            sightings.commit(now_ms)
             yield None
 
     return route
+
+
+def _first_sighting(
+    sightings: Sightings, event: dict[str, Any], partition: int, now_ms: int
+) -> bool:
+    """True unless the event is a repeat of a publisher-chosen id within the window."""
+    if not event.get("deduplicate") or event.get("replay"):
+        return True
+    return sightings.first(marker_key(event["tenant"], event["id"]), partition, now_ms)

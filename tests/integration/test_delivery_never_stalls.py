@@ -41,7 +41,9 @@ async def _append_change(bootstrap: str, destination_id: str, fields: dict[str, 
     await producer.start()
     try:
         await producer.send_and_wait(
-            DESTINATION_CHANGES, orjson.dumps(change), key=destination_id.encode()
+            DESTINATION_CHANGES,
+            orjson.dumps(change),
+            key=ids.scoped(Settings().dev_tenant, destination_id).encode(),
         )
     finally:
         await producer.stop()

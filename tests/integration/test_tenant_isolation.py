@@ -7,9 +7,12 @@ CASES fails `test_every_route_has_a_case` until someone decides how it is isolat
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
+
+import orjson
 
 from api.app import create_app
 from pipeline.crypto import generate_key
@@ -180,3 +183,127 @@ async def test_a_stored_idempotent_response_goes_back_only_to_the_key_that_cause
     status, own = await publisher.call("POST", "/v2/events", event, headers=headers)
     assert status == 202, own
     assert own["id"] != first["id"], "another API key's stored response was replayed"
+
+
+# -- Issue 12, section A: ids are per tenant, and a deleted id passes nothing on. ----------
+
+
+def _unique(prefix: str) -> str:
+    return f"{prefix}{time.time_ns()}"
+
+
+FINAL = {"canceled", "failed", "succeeded"}
+
+
+async def _delivery_status(api: Api, delivery_id: str) -> str | None:
+    status, body = await api.call("GET", f"/v2/event-deliveries/{delivery_id}")
+    return str(body["status"]) if status == 200 else None
+
+
+async def test_a1_a_deleted_destination_id_passes_nothing_to_its_next_owner(
+    api: Api, other_tenant: Api
+) -> None:
+    """Tenant A's `evtd_x` fails, A deletes it while its deliveries wait in the retry
+    tiers, tenant B creates its own `evtd_x`: B's receiver gets none of A's events, and A's
+    deliveries end `canceled` instead of staying pending."""
+    failing = await Receiver(status=500, delay_s=0.5).start()
+    theirs = await Receiver().start()
+    try:
+        shared_id = _unique("evtd_reused_")
+        await api.create_webhook(f"{failing.url}/a", ["iso_reuse.*"], id=shared_id)
+        mine = {await api.publish("iso_reuse.created", {"secret": n}) for n in range(3)}
+        await eventually(lambda: len(failing.requests) >= 3, what="A's first attempts")
+        status, _ = await api.call("DELETE", f"/v2/event-destinations/{shared_id}")
+        assert status == 200
+        await other_tenant.create_webhook(f"{theirs.url}/b", ["iso_reuse.*"], id=shared_id)
+        sentinel = await other_tenant.publish("iso_reuse.created", {"n": "b"})
+        await eventually(
+            lambda: any(b["id"] == sentinel for b in theirs.bodies()), what="B's own event"
+        )
+        delivery_ids = {r.headers["webhook-id"] for r in failing.requests}
+
+        async def final() -> list[str | None] | None:
+            states = [await _delivery_status(api, d) for d in delivery_ids]
+            return states if all(s in FINAL for s in states) else None
+
+        # Every chain of A's is over once its deliveries are final: nothing is left to leak.
+        states = await eventually(final, timeout_s=30, what="A's deliveries final")
+        assert not mine & {b["id"] for b in theirs.bodies()}, "A's events reached B"
+        assert [b["id"] for b in theirs.bodies()] == [sentinel]
+        assert states == ["canceled"] * len(states)
+    finally:
+        await failing.stop()
+        await theirs.stop()
+
+
+async def test_a3_the_same_publisher_event_id_in_two_tenants_is_two_events(
+    api: Api, other_tenant: Api
+) -> None:
+    """Both tenants publish `evt_same` to a destination of the same client-chosen id: each
+    receives its own, and the index holds two events and two deliveries."""
+    mine, theirs = await Receiver().start(), await Receiver().start()
+    try:
+        destination_id, event_id = _unique("evtd_twin_"), _unique("evt_same_")
+        for tenant, receiver in ((api, mine), (other_tenant, theirs)):
+            await tenant.create_webhook(f"{receiver.url}/h", ["iso_twin.*"], id=destination_id)
+        for tenant, who in ((api, "dev"), (other_tenant, "other")):
+            status, body = await tenant.call(
+                "POST",
+                "/v2/events",
+                {"id": event_id, "type": "iso_twin.made", "data": {"who": who}},
+            )
+            assert status == 202, body
+        for receiver, who in ((mine, "dev"), (theirs, "other")):
+            [body] = await eventually(receiver.bodies, what=f"{who}'s event delivered")
+            assert (body["id"], body["data"]) == (event_id, {"who": who})
+
+        async def indexed(tenant: Api) -> Any:
+            path = f"/v2/event-destinations/{destination_id}/event-deliveries"
+            _, log = await tenant.call("GET", path)
+            done = [d for d in log.get("data", []) if d["status"] == "succeeded"]
+            return done or None
+
+        [delivery_a] = await eventually(lambda: indexed(api), what="A's delivery indexed")
+        [delivery_b] = await eventually(lambda: indexed(other_tenant), what="B's indexed")
+        assert delivery_a["id"] != delivery_b["id"]
+        assert {delivery_a["event_id"], delivery_b["event_id"]} == {event_id}
+        for tenant, who in ((api, "dev"), (other_tenant, "other")):
+            status, event = await tenant.call("GET", f"/v2/events/{event_id}")
+            assert (status, event["data"]) == (200, {"who": who})
+    finally:
+        await mine.stop()
+        await theirs.stop()
+
+
+async def test_a4_an_id_taken_by_another_tenant_is_no_conflict(
+    api: Api, other_tenant: Api, receiver: Receiver
+) -> None:
+    """A client-chosen id is a 409 only within its tenant: another tenant's create of the
+    same id succeeds (revealing nothing) and leaves the first owner's destination alone."""
+    destination_id = _unique("evtd_taken_")
+    owner = await api.create_webhook(f"{receiver.url}/owner", ["iso_taken.*"], id=destination_id)
+    status, body = await other_tenant.call(
+        "POST",
+        "/v2/event-destinations",
+        {"id": destination_id, "name": "mine", "webhook": {"url": f"{receiver.url}/other"},
+         "events": ["iso_taken.*"]},
+    )  # fmt: skip
+    assert status == 201, body
+    assert body["id"] == destination_id and body["webhook"]["url"].endswith("/other")
+    status, again = await other_tenant.call(
+        "POST",
+        "/v2/event-destinations",
+        {"id": destination_id, "name": "dup", "webhook": {"url": f"{receiver.url}/x"},
+         "events": ["iso_taken.*"]},
+    )  # fmt: skip
+    assert (status, again["errors"][0]["code"]) == (409, "resource_already_exists")
+    status, still = await api.call("GET", f"/v2/event-destinations/{destination_id}")
+    assert status == 200 and still["webhook"]["url"] == owner["webhook"]["url"]
+    # Each tenant's events go to its own destination of that id only.
+    mine = await api.publish("iso_taken.done", {})
+    theirs = await other_tenant.publish("iso_taken.done", {})
+    await eventually(lambda: len(receiver.requests) >= 2, what="both deliveries")
+    assert {(r.path, orjson.loads(r.body)["id"]) for r in receiver.requests} == {
+        ("/owner", mine),
+        ("/other", theirs),
+    }

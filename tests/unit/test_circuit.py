@@ -103,9 +103,14 @@ def test_a_deferral_waits_in_the_first_tier_that_covers_the_wait() -> None:
     assert defer_step(schedule, 10**9, now_ms=0).tier == 10
 
 
+DESTINATION = {"id": "d", "tenant": "t", "generation": "g1", "type": "webhook"}
+
+
 def _delivery(**extra: object) -> dict[str, object]:
     return {
+        "tenant": "t",
         "destination_id": "d",
+        "destination_generation": "g1",
         "attempt": 0,
         "event": {"type": "task_run.completed"},
         **extra,
@@ -124,13 +129,23 @@ def test_admission_bounds_what_one_destination_has_outstanding() -> None:
 
 def test_admission_lets_a_test_event_or_manual_retry_pass_an_open_circuit() -> None:
     admission = Admission(Settings(circuit_failure_threshold=1), Schedule())
-    admission.outcome({"id": "d", "type": "webhook"}, FAILED)
+    admission.outcome(DESTINATION, FAILED)
     assert 29 < (admission.circuit_wait_s(_delivery()) or 0) <= 30
     test_event = _delivery(event={"type": "event_destination.test"})
     assert admission.circuit_wait_s(test_event) is None
     assert admission.circuit_wait_s(_delivery(manual_retry=True)) is None
     # Once it failed and waits in a retry tier, it is a delivery like any other.
     assert admission.circuit_wait_s(_delivery(manual_retry=True, attempt=1)) is not None
+
+
+def test_a_circuit_is_one_tenants_destination_in_one_life() -> None:
+    admission = Admission(Settings(circuit_failure_threshold=1), Schedule())
+    admission.outcome(DESTINATION, FAILED)
+    assert admission.circuit_wait_s(_delivery()) is not None
+    # Deleted and created again under the same id: a new generation, a closed circuit.
+    assert admission.circuit_wait_s(_delivery(destination_generation="g2")) is None
+    # Another tenant's destination of the same id has a circuit of its own.
+    assert admission.circuit_wait_s(_delivery(tenant="other")) is None
 
 
 def test_hold_bound_defaults_to_the_retry_schedule_span() -> None:

@@ -281,7 +281,7 @@ async def test_a_delivery_finishes_unless_its_outcome_cannot_be_recorded(
     from pipeline.settings import Settings
 
     class View:
-        def get(self, destination_id: str) -> dict[str, Any]:
+        async def generation_of(self, *_: Any) -> dict[str, Any]:
             return _destination()
 
     class Publisher:

@@ -15,10 +15,15 @@ from pipeline.sinks import aclose_all
 SEALER = Sealer(generate_key())
 
 
-def _destination(n: int, updated_at: str = "2026-01-01T00:00:00Z") -> dict[str, Any]:
+def _destination(
+    n: int, updated_at: str = "2026-01-01T00:00:00Z", tenant: str = "t1", generation: str = "g1"
+) -> dict[str, Any]:
     destination_id = f"evtd_{n}"
     return {
         "id": destination_id,
+        "tenant": tenant,
+        "generation": generation,
+        "change_id": generation,
         "type": "webhook",
         "status": "active",
         "updated_at": updated_at,
@@ -33,14 +38,18 @@ async def test_prune_closes_deleted_disabled_and_changed_destinations_only() -> 
         kept, deleted, disabled, changed = (_destination(n) for n in range(4))
         opened = {d["id"]: await cache.get(d) for d in (kept, deleted, disabled, changed)}
         view = {
-            kept["id"]: kept,
-            disabled["id"]: {**disabled, "status": "inactive"},
-            changed["id"]: _destination(3, updated_at="2026-01-02T00:00:00Z"),
+            ("t1", kept["id"]): kept,
+            ("t1", disabled["id"]): {**disabled, "status": "inactive"},
+            ("t1", changed["id"]): _destination(3, updated_at="2026-01-02T00:00:00Z"),
         }
-        assert await cache.prune(view.get) == 3
+
+        def current(tenant: str, destination_id: str) -> dict[str, Any] | None:
+            return view.get((tenant, destination_id))
+
+        assert await cache.prune(current) == 3
         assert len(cache) == 1
         assert await cache.get(kept) is opened[kept["id"]], "an unchanged client is reused"
-        assert await cache.prune(view.get) == 0
+        assert await cache.prune(current) == 0
     finally:
         await cache.aclose()
         await aclose_all()
@@ -103,3 +112,18 @@ async def test_concurrent_deliveries_to_one_destination_open_one_client(
     assert all(p is publishers[0] for p in publishers)
     await cache.aclose()
     assert sink.closed == 1, "a client was opened and never closed"
+
+
+async def test_ids_are_per_tenant_and_a_recreated_destination_gets_a_new_client() -> None:
+    cache = PublisherCache(Settings(), SEALER)
+    try:
+        mine, theirs = _destination(1, tenant="t1"), _destination(1, tenant="t2")
+        first = await cache.get(mine)
+        assert await cache.get(theirs) is not first, "one tenant's evtd_1 is not another's"
+        assert len(cache) == 2
+        assert await cache.get(mine) is first
+        again = _destination(1, tenant="t1", generation="g2")  # deleted and created again
+        assert await cache.get(again) is not first
+    finally:
+        await cache.aclose()
+        await aclose_all()
