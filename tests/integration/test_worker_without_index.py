@@ -71,7 +71,12 @@ async def test_a_worker_starts_and_delivers_while_postgresql_is_down(
         await asyncio.to_thread(_wait_ready, process, PORT, log, 120)
         status, body = await asyncio.to_thread(_get, "/readyz")
         assert status == 200
-        assert orjson.loads(body)["checks"] == {"kafka": "ok", "database": "degraded"}
+        assert orjson.loads(body)["checks"] == {
+            "kafka": "ok",
+            "database": "degraded",
+            "delivery_loop": "ok",
+            "index_loop": "degraded",
+        }
         # Destinations on several partitions, so this worker holds some of them once the
         # group has rebalanced; it delivers without an index.
         for n in range(8):
