@@ -144,8 +144,10 @@ class FakeBroker:
     def __init__(self, refused_port: int) -> None:
         self.port = 0
         self._refused_port = refused_port
+        self._writers: set[asyncio.StreamWriter] = set()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writers.add(writer)
         with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
             while True:
                 size = int.from_bytes(await reader.readexactly(4), "big")
@@ -176,11 +178,13 @@ class FakeBroker:
             yield self
         finally:
             server.close()
+            for writer in self._writers:  # clients still connected: their handlers end
+                writer.close()
             await server.wait_closed()
 
 
 async def test_kafka_broker_from_metadata_is_checked_before_connecting() -> None:
-    refused_port = _free_port(REFUSED)
+    refused_port = free_port_on(REFUSED)
     async with trap_on(refused_port) as trap, FakeBroker(refused_port).running() as broker:
         raw = {"bootstrap_servers": f"{CHECKED}:{broker.port}", "topic": "t"}
         publisher = await opened("kafka", raw)
@@ -192,7 +196,7 @@ async def test_kafka_broker_from_metadata_is_checked_before_connecting() -> None
     assert trap.connections == 0
 
 
-def _free_port(host: str) -> int:
+def free_port_on(host: str) -> int:
     with socket.socket() as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
