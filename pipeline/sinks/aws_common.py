@@ -20,12 +20,10 @@ its chain holds only botocore's transport errors, which name the endpoint and no
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import re
 import threading
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,6 +42,7 @@ from botocore.exceptions import (
 )
 
 from pipeline.settings import Settings
+from pipeline.sinks.aws_pool import CallPool, Lane
 from pipeline.sinks.base import (
     Credentials,
     CredentialsRefused,
@@ -58,7 +57,6 @@ from pipeline.sinks.fields import FieldErrors, string
 REGION = re.compile(r"^[a-z]{2}(-[a-z0-9]+)+-[0-9]{1,2}$")
 ACCESS_KEY_ID = re.compile(r"^\w{16,128}$", re.ASCII)
 MAX_SECRET = 256
-MAX_THREADS = 64
 
 RETRYABLE_CODES = frozenset(
     {
@@ -303,24 +301,27 @@ def map_error(service: str, exc: BaseException) -> tuple[DeliveryError, BaseExce
 
 
 class AwsClient:
-    """One boto3 client (one destination's) and the thread pool its blocking calls run on."""
+    """One boto3 client (one destination's) and its lane onto the sink's threads."""
 
-    def __init__(self, service: str, client: Any, executor: ThreadPoolExecutor) -> None:
+    def __init__(self, service: str, client: Any, lane: Lane, deadline_s: float) -> None:
         self._service = service
         self._client = client
-        self._executor = executor
+        self._lane = lane
+        self._deadline_s = deadline_s
         self._closed = False
 
     async def call(self, operation: str, **params: Any) -> dict[str, Any]:
-        """Run one operation (boto3's snake_case name) off the event loop; raise a
-        RetryableError or PermanentError for any botocore failure."""
+        """Run one operation (boto3's snake_case name) off the event loop, within the
+        delivery timeout counted from now (waiting for a thread included); raise a
+        RetryableError or PermanentError for any botocore failure or the timeout."""
         method = functools.partial(getattr(self._client, operation), **params)
-        loop = asyncio.get_running_loop()
         try:
-            response: dict[str, Any] = await loop.run_in_executor(self._executor, method)
+            response: dict[str, Any] = await self._lane.run(method, self._deadline_s)
             return response
         except (ClientError, BotoCoreError) as exc:
             error, cause = map_error(self._service, exc)
+        except TimeoutError:
+            error, cause = RetryableError(f"{self._service}: timed out"), None
         raise error from cause  # outside the except block, so no implicit __context__
 
     async def close(self) -> None:
@@ -341,15 +342,12 @@ class AwsClients:
         self._service = service
         self._session: boto3.session.Session | None = None
         self._lock = threading.Lock()
-        self._executor: ThreadPoolExecutor | None = None
+        self._pool: CallPool | None = None
 
-    def _executor_for(self, settings: Settings) -> ThreadPoolExecutor:
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(
-                max_workers=max(1, min(MAX_THREADS, settings.sink_max_in_flight)),
-                thread_name_prefix=f"herald-{self._service}",
-            )
-        return self._executor
+    def _pool_for(self, settings: Settings) -> CallPool:
+        if self._pool is None:
+            self._pool = CallPool(self._service, settings.sink_max_in_flight)
+        return self._pool
 
     async def open(
         self,
@@ -361,10 +359,12 @@ class AwsClients:
         """A client for `region_name`, signing with `key_pair` (None: Herald's own chain,
         which validation admits only when the operator allowed it). `config` adds
         botocore Config options."""
-        executor = self._executor_for(settings)
+        pool = self._pool_for(settings)
         create = functools.partial(self._create, region_name, key_pair, settings, config)
-        client = await asyncio.get_running_loop().run_in_executor(executor, create)
-        return AwsClient(self._service, client, executor)
+        client = await pool.run_unlimited(create)
+        # Calls to one endpoint share its slots: the operator's URL, or AWS's in the region.
+        lane = pool.lane(settings.aws_endpoint_url or region_name)
+        return AwsClient(self._service, client, lane, settings.delivery_timeout_s)
 
     def _create(
         self,
@@ -402,6 +402,6 @@ class AwsClients:
 
     async def aclose(self) -> None:
         """Stop the threads, on worker shutdown, after the publishers were closed."""
-        executor, self._executor = self._executor, None
-        if executor is not None:
-            await asyncio.to_thread(executor.shutdown, wait=True)
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await pool.aclose()

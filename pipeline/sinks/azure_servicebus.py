@@ -5,6 +5,10 @@ detection, where enabled, drops a retry of a delivery that did arrive), `subject
 type, and application properties carry the event id, type and creation time. The client
 comes from `client_factory` (the SDK's async ServiceBusClient by default; tests substitute
 one), is created on the first publish, and its SDK retries are off: Herald's tiers decide.
+The namespace's name is resolved and checked once per client, and the SDK is given the
+checked address as its custom endpoint (with a TLS context that verifies the namespace's
+name), so it never resolves the name itself; after a connection failure the client is
+dropped, and the next attempt resolves the name again.
 
 Failures, most specific first (see `_mapped`):
 
@@ -29,11 +33,13 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 from collections.abc import Callable
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-from azure.servicebus import ServiceBusMessage
+import certifi
+from azure.servicebus import ServiceBusMessage, TransportType
 from azure.servicebus import exceptions as bus_errors
 from azure.servicebus.aio import ServiceBusClient
 
@@ -53,6 +59,7 @@ from pipeline.sinks.base import (
 )
 from pipeline.sinks.fields import FieldErrors, config_object, string, unknown_fields
 from pipeline.sinks.http_common import checked_addresses
+from pipeline.sinks.pinned import server_name_context
 
 AMQPS_PORT = 5671
 MAX_ENTITY_NAME = 260
@@ -83,13 +90,23 @@ class Client(Protocol):
         """Close the connection."""
 
 
-def _sdk_client(connection_string: str) -> Client:
-    client: Client = ServiceBusClient.from_connection_string(connection_string, retry_total=0)
+def _sdk_client(connection_string: str, endpoint: str, ssl_context: ssl.SSLContext) -> Client:
+    # custom_endpoint_address: the SDK dials this (a checked address), while the namespace
+    # stays the AMQP host and the token audience; the context verifies the namespace name.
+    # AMQP over 5671 as without an endpoint (with one, the SDK defaults to websockets).
+    client: Client = ServiceBusClient.from_connection_string(
+        connection_string,
+        retry_total=0,
+        custom_endpoint_address=endpoint,
+        ssl_context=ssl_context,
+        transport_type=TransportType.Amqp,
+    )
     return client
 
 
-# Builds a client from a connection string. Tests replace it; nothing else should.
-client_factory: Callable[[str], Client] = _sdk_client
+# Builds a client from a connection string, the address to dial (sb://address:port) and the
+# TLS context. Tests replace it; nothing else should.
+client_factory: Callable[[str, str, ssl.SSLContext], Client] = _sdk_client
 
 
 def parse_connection_string(value: str) -> dict[str, str] | None:
@@ -143,9 +160,11 @@ class ServiceBusPublisher:
                 sender = await self._ready_sender()
                 await sender.send_messages(message)
         except _SDK_ERRORS as exc:
-            error = _mapped(exc)
+            error, unreachable = _mapped(exc), isinstance(exc, _UNREACHABLE)
         else:
             return DeliveryResult()
+        if unreachable:  # the client dials one address: the next attempt resolves anew
+            await self.close()
         raise error  # outside the except block: see the module docstring
 
     async def _ready_sender(self) -> Sender:
@@ -155,10 +174,20 @@ class ServiceBusPublisher:
                 host = urlsplit(parts["endpoint"]).hostname if parts else None
                 if parts is None or host is None:  # validated on create: never so when stored
                     raise PermanentError("azure_servicebus.connection_string is not usable")
-                await checked_addresses(host, AMQPS_PORT, self._settings)
-                self._client = client_factory(self._connection_string)
+                self._client = await self._new_client(host)
                 self._sender = self._client.get_queue_sender(self._name)
             return self._sender
+
+    async def _new_client(self, host: str) -> Client:
+        """A client that connects to a checked address of `host` (resolved once here, so
+        the SDK never resolves the name itself) and verifies TLS against `host`."""
+        address = (await checked_addresses(host, AMQPS_PORT, self._settings))[0]
+        endpoint = (
+            f"sb://[{address}]:{AMQPS_PORT}" if ":" in address else f"sb://{address}:{AMQPS_PORT}"
+        )
+        # certifi: the SDK's own default CAs. Loading them reads a file: off the loop.
+        context = await asyncio.to_thread(server_name_context, host, certifi.where())
+        return client_factory(self._connection_string, endpoint, context)
 
     async def close(self) -> None:
         """Close the sender and the client; harmless to call again."""
@@ -189,6 +218,13 @@ _FAILURES: tuple[tuple[tuple[type[BaseException], ...], type[DeliveryError], str
     ((OSError,), RetryableError, "namespace unreachable: {name}"),
 )
 _SDK_ERRORS = tuple(t for types, _, _ in _FAILURES for t in types)
+# Failures after which the client is dropped, since the namespace may have moved.
+_UNREACHABLE = (
+    bus_errors.ServiceBusConnectionError,
+    bus_errors.ServiceBusCommunicationError,
+    TimeoutError,
+    OSError,
+)
 
 
 def _mapped(exc: BaseException) -> DeliveryError:

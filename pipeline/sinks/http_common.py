@@ -4,8 +4,9 @@ HTTP sinks (webhook, hookdeck) share the pool construction below, which applies 
 outbound address policy to every request: to resolved names through the connector's
 resolver, and to IP-literal hosts (which aiohttp never hands to a resolver) before the
 request starts. SDKs that open their own sockets
-(AMQP, Kafka, gRPC, Service Bus) cannot take that resolver, so their sinks call
-`checked_addresses()` on each host the destination names before the SDK connects.
+(AMQP, Kafka, gRPC, Service Bus) cannot take that resolver: their sinks resolve each host
+once with `checked_addresses()` and make the SDK dial one of the checked addresses
+(pinned.py), so the SDK never resolves the name a second time.
 
 `transport_errors()` maps what aiohttp and the socket raise onto the sink exceptions, and
 `read_head()` reads the start of a response body without ever reading the whole of it.
@@ -183,8 +184,9 @@ def retry_after_s(value: str | None) -> float | None:
 async def checked_addresses(host: str, port: int, settings: Settings) -> list[str]:
     """The addresses `host` resolves to, if the outbound policy permits every one of them.
 
-    Every address must pass (not just one), because the SDK that connects afterwards
-    resolves the name again and may pick any of them. Raises AddressRefused, or OSError
+    One lookup, through the loop's getaddrinfo (which tests may override). Every address
+    must pass (not just one): a name that mixes refused and permitted answers is refused.
+    Callers connect only to the addresses returned. Raises AddressRefused, or OSError
     (socket.gaierror) when the name does not resolve.
     """
     infos = await asyncio.get_running_loop().getaddrinfo(

@@ -12,6 +12,10 @@ Failures, most specific first (see `_FAILURES`):
     bootstrap failed, broker timeouts, leader moves,
     any other KafkaError, DNS or socket errors, timeout   → RetryableError
 
+Every connection, to a bootstrap server or to a broker the cluster metadata names, goes
+to an address resolved and checked just before (kafka_pinned.py); a refused one makes the
+attempt fail permanently.
+
 A missing topic is permanent: the broker does not create topics on demand, and the producer
 has already waited a full request timeout for the topic to appear in the metadata, so the
 destination names a topic that does not exist. A SASL refusal during bootstrap reaches us
@@ -45,6 +49,7 @@ from pipeline.sinks.base import (
 )
 from pipeline.sinks.fields import FieldErrors, config_object, string, unknown_fields
 from pipeline.sinks.http_common import checked_addresses
+from pipeline.sinks.kafka_pinned import PinnedConnections, pin_connections
 
 TOPIC = re.compile(r"^(?!\.{1,2}$)[A-Za-z0-9._-]{1,249}$")
 HOST = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?)$")
@@ -87,6 +92,7 @@ class KafkaPublisher:
         self._settings = settings
         self._lock = asyncio.Lock()
         self._producer: AIOKafkaProducer | None = None
+        self._connections = PinnedConnections(settings)
         self._checked_brokers: frozenset[tuple[str, int]] = frozenset()
 
     async def publish(self, delivery_id: str, event: dict[str, Any], body: bytes) -> DeliveryResult:
@@ -96,8 +102,9 @@ class KafkaPublisher:
             ("event_type", str(event.get("type", "")).encode()),
             ("created_at", str(event.get("created_at", "")).encode()),
         ]
+        self._connections.refused = None
         # The producer bounds each step by its request timeout; this is the backstop.
-        with _map_errors():
+        with _map_errors(self._connections):
             async with asyncio.timeout(self._settings.delivery_timeout_s * 2 + 1):
                 producer = await self._started()
                 await self._check_brokers(producer)
@@ -110,9 +117,10 @@ class KafkaPublisher:
         async with self._lock:
             if self._producer is not None:
                 return self._producer
-            for host, port in self._servers:
-                await checked_addresses(host, port, self._settings)
             producer = self._new_producer()
+            # Every connection, to the bootstrap servers and to each broker the metadata
+            # names, goes to an address checked just before (kafka_pinned.py).
+            pin_connections(producer.client, self._connections)
             started = False
             try:
                 await producer.start()
@@ -142,7 +150,8 @@ class KafkaPublisher:
         )
 
     async def _check_brokers(self, producer: AIOKafkaProducer) -> None:
-        """The brokers the metadata advertises pass the outbound policy too."""
+        """Fail fast when the metadata advertises a broker the policy refuses (the pinned
+        connections refuse it anyway, but only after aiokafka's request timeout)."""
         brokers = frozenset((b.host, b.port) for b in producer.client.cluster.brokers())
         if brokers <= self._checked_brokers:
             return
@@ -189,8 +198,10 @@ _SDK_ERRORS = tuple(t for types, _, _ in _FAILURES for t in types)
 
 
 @contextlib.contextmanager
-def _map_errors() -> Iterator[None]:
-    """aiokafka / socket errors → RetryableError / PermanentError, per _FAILURES.
+def _map_errors(connections: PinnedConnections) -> Iterator[None]:
+    """aiokafka / socket errors → RetryableError / PermanentError, per _FAILURES; any of
+    them is permanent if a broker address was refused meanwhile (aiokafka swallows the
+    refusal and reports an unreachable cluster).
 
     aiokafka's messages name hosts and topics, never the SASL password.
     """
@@ -199,6 +210,8 @@ def _map_errors() -> Iterator[None]:
     except (RetryableError, PermanentError):
         raise
     except _SDK_ERRORS as exc:
+        if connections.refused is not None:
+            raise PermanentError(_FAILURES[0][2]) from connections.refused
         kind, message = next((k, m) for types, k, m in _FAILURES if isinstance(exc, types))
         raise kind(message.format(name=type(exc).__name__)) from exc
 

@@ -31,6 +31,8 @@ from urllib.parse import SplitResult, quote, unquote, urlsplit
 import aio_pika
 import aiormq
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnection
+from aio_pika.connection import make_url
+from yarl import URL
 
 from pipeline.outbound import AddressRefused
 from pipeline.settings import Settings
@@ -45,7 +47,7 @@ from pipeline.sinks.base import (
     Target,
 )
 from pipeline.sinks.fields import FieldErrors, config_object, string, unknown_fields
-from pipeline.sinks.http_common import checked_addresses
+from pipeline.sinks.pinned import open_stream
 
 MAX_EXCHANGE_NAME = 255  # an AMQP short string
 URL_SCHEMES = {"amqp": 5672, "amqps": 5671}
@@ -108,6 +110,24 @@ def _virtual_host(parts: SplitResult) -> str:
     return unquote(parts.path[1:]) if len(parts.path) > 1 else "/"
 
 
+class CheckedTransport(aiormq.connection.TransportFactory):
+    """aiormq's connection hook: resolve the broker's name once, check every address, dial
+    one of them; over TLS the certificate is verified against the name (pinned.py)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+
+    async def create(
+        self, url: URL, **kwargs: Any
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """Called by aiormq for each connection, with its SSL context provider."""
+        provider = kwargs.pop("ssl_context_provider")
+        context = await provider.get_context() if url.scheme == "amqps" else None
+        if url.host is None or url.port is None:  # make_url always sets both
+            raise PermanentError("rabbitmq.server_url is not usable")
+        return await open_stream(url.host, url.port, self._settings, ssl_context=context, **kwargs)
+
+
 class RabbitMQPublisher:
     """Publishes to one exchange over one robust connection, opened on first publish."""
 
@@ -162,20 +182,20 @@ class RabbitMQPublisher:
 
     async def _connect(self) -> AbstractRobustConnection:
         server = self._server
-        addresses = await checked_addresses(server.host, server.port, self._settings)
-        # Plain AMQP connects to the address just checked, so a second DNS answer cannot
-        # differ; TLS needs the name to verify the certificate against.
-        host = server.host if server.tls else addresses[0]
-        return await aio_pika.connect_robust(
-            host=host,
+        url = make_url(
+            host=server.host,
             port=server.port,
             login=self._username or "guest",
             password=self._password or "guest",
             virtualhost=server.virtual_host,
             ssl=server.tls,
-            timeout=self._timeout_s,
-            client_properties={"connection_name": "herald"},
         )
+        # Not aio_pika.connect_robust: it cannot pass a transport factory to aiormq.
+        connection = aio_pika.RobustConnection(url, client_properties={"connection_name": "herald"})
+        # Every connect, reconnects included, dials an address checked just before.
+        connection.kwargs["transport_factory"] = CheckedTransport(self._settings)
+        await connection.connect(timeout=self._timeout_s)
+        return connection
 
     async def _drop_channel(self) -> None:
         channel, self._channel, self._exchange = self._channel, None, None

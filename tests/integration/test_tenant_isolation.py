@@ -18,6 +18,13 @@ from api.app import create_app
 from pipeline.crypto import generate_key
 from pipeline.settings import Settings
 from tests.integration.api_client import Api
+from tests.integration.sinks.test_pinned_addresses import (
+    CHECKED,
+    REFUSED,
+    FakeBroker,
+    free_port_on,
+    trap_on,
+)
 from tests.support import Receiver, eventually
 
 
@@ -307,3 +314,36 @@ async def test_a4_an_id_taken_by_another_tenant_is_no_conflict(
         ("/owner", mine),
         ("/other", theirs),
     }
+
+
+async def test_a_tenants_cluster_cannot_steer_delivery_to_an_internal_address(api: Api) -> None:
+    """A5 through the whole stack: a tenant's Kafka cluster advertises a broker at an
+    address the policy refuses (say, another tenant's or Herald's own internal service).
+    The worker fails the delivery permanently and never connects there."""
+    refused_port = free_port_on(REFUSED)
+    async with trap_on(refused_port) as trap, FakeBroker(refused_port).running() as broker:
+        status, destination = await api.call(
+            "POST",
+            "/v2/event-destinations",
+            {
+                "name": "steered",
+                "type": "kafka",
+                "kafka": {"bootstrap_servers": f"{CHECKED}:{broker.port}", "topic": "t"},
+                "events": ["iso_steer.*"],
+            },
+        )
+        assert status == 201, destination
+        try:
+            await api.publish("iso_steer.created", {"n": 1})
+
+            async def failed() -> list[dict[str, Any]]:
+                path = f"/v2/event-destinations/{destination['id']}/event-deliveries"
+                _, log = await api.call("GET", f"{path}?status=failed")
+                return list(log["data"])
+
+            [delivery] = await eventually(failed, timeout_s=60, what="the failed delivery")
+            _, detail = await api.call("GET", f"/v2/event-deliveries/{delivery['id']}")
+            assert "outbound policy" in detail["attempts"][-1]["error"]
+        finally:
+            await api.call("DELETE", f"/v2/event-destinations/{destination['id']}")
+    assert trap.connections == 0

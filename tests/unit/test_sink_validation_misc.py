@@ -358,9 +358,14 @@ async def test_azure_servicebus_default_factory_builds_the_sdk_client() -> None:
     from azure.servicebus.aio import ServiceBusClient, ServiceBusSender
 
     from pipeline.sinks.azure_servicebus import client_factory
+    from pipeline.sinks.pinned import server_name_context
 
-    client = client_factory(CONNECTION)
+    context = server_name_context("herald.servicebus.windows.net")
+    client = client_factory(CONNECTION, "sb://192.0.2.10:5671", context)
     assert isinstance(client, ServiceBusClient)
+    # The SDK dials the given (checked) address over AMQP, not the namespace's name.
+    assert client._config.custom_endpoint_hostname == "192.0.2.10"
+    assert client._config.transport_type.name == "Amqp"
     sender = client.get_queue_sender("events")
     assert isinstance(sender, ServiceBusSender)
     await sender.close()

@@ -11,6 +11,7 @@ validation, the outbound policy check on the namespace host, mapping errors.
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -85,7 +86,10 @@ class FakeClient:
 def namespace(monkeypatch: pytest.MonkeyPatch) -> Iterator[Namespace]:
     namespace = Namespace()
 
-    def factory(connection: str) -> FakeClient:
+    def factory(connection: str, endpoint: str, ssl_context: ssl.SSLContext) -> FakeClient:
+        # The SDK is told to dial the address checked (127.0.0.1), verifying the namespace.
+        assert endpoint == f"sb://127.0.0.1:{azure_servicebus.AMQPS_PORT}"
+        assert getattr(ssl_context, "server_name", None) == "127.0.0.1"
         namespace.open_clients += 1
         return FakeClient(namespace, connection)
 
