@@ -17,13 +17,13 @@ import asyncpg
 import orjson
 from aiokafka import AIOKafkaConsumer
 
+from pipeline.retention import sweep
 from pipeline.settings import Settings
 from pipeline.topics import ATTEMPTS, DELIVERIES, EVENTS
 
 log = logging.getLogger(__name__)
 
 RETENTION_SWEEP_S = 3600.0
-IDEMPOTENCY_KEEP_S = 24 * 3600
 
 INSERT_EVENT = """
 insert into events (tenant, id, type, data, created_at) values ($1, $2, $3, $4, $5)
@@ -239,17 +239,3 @@ class Indexer:
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 log.warning("retention sweep failed: %s", exc)
             await asyncio.sleep(RETENTION_SWEEP_S)
-
-
-async def sweep(pool: asyncpg.Pool, retention_days: int) -> None:
-    """Delete index rows older than `retention_days` and idempotency keys older than 24 h."""
-    async with pool.acquire() as connection:
-        for table in ("delivery_attempts", "deliveries", "events"):
-            await connection.execute(
-                f"delete from {table} where created_at < now() - make_interval(days => $1)",  # noqa: S608 - table names are constants
-                retention_days,
-            )
-        await connection.execute(
-            "delete from idempotency_keys where created_at < now() - make_interval(secs => $1)",
-            float(IDEMPOTENCY_KEEP_S),
-        )
