@@ -21,10 +21,11 @@ from collections import Counter
 import asyncpg
 import orjson
 import pytest
+from aiohttp import web
 
 from tests.integration.api_client import Api
 from tests.integration.conftest import Services, Stack, _script, service_env
-from tests.support import Receiver, eventually
+from tests.support import Received, Receiver, eventually
 
 pytestmark = [pytest.mark.end_of_session, pytest.mark.timeout(600)]
 
@@ -78,6 +79,19 @@ async def test_broker_down_is_503_with_retry_after_and_nothing_accepted(
     assert {b["id"] for b in receiver.bodies("/down")} == {after}
 
 
+class SlowReceiver(Receiver):
+    """Counts a delivery once it answers it, 0.2 s after it arrived, and only if the
+    sender is still there: a request in flight when the worker dies does not count, so
+    it must be delivered again."""
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        await asyncio.sleep(0.2)  # a slow receiver, not synchronization
+        if request.transport is not None and not request.transport.is_closing():
+            self.requests.append(Received(request.path, dict(request.headers), body))
+        return web.Response(text="ok")
+
+
 def _delivered(receiver: Receiver) -> Counter[tuple[str, str]]:
     return Counter((r.path, orjson.loads(r.body)["id"]) for r in receiver.requests)
 
@@ -92,19 +106,24 @@ async def _publish(api: Api, event_type: str) -> set[str]:
     return acked
 
 
-async def test_worker_killed_mid_stream_loses_nothing(
-    api: Api, stack: Stack, receiver: Receiver
-) -> None:
-    receiver.delay_s = 0.2  # a slow receiver keeps the stream going while the worker dies
+async def test_worker_killed_mid_stream_loses_nothing(api: Api, stack: Stack) -> None:
+    receiver = await SlowReceiver().start()
+    try:
+        await _kill_mid_stream(api, stack, receiver)
+    finally:
+        await receiver.stop()
+
+
+async def _kill_mid_stream(api: Api, stack: Stack, receiver: Receiver) -> None:
     event_type = f"crash.short{time.time_ns()}"
     for n in range(SUBSCRIBERS):
         await api.create_webhook(f"{receiver.url}/s{n}", [event_type])
     acked = await _publish(api, event_type)
     expected = {(f"/s{n}", e) for n in range(SUBSCRIBERS) for e in acked}
     await eventually(
-        lambda: len(receiver.requests) >= len(expected) // 5,
+        lambda: len(receiver.requests) >= len(expected) * 3 // 5,
         timeout_s=120,
-        what="a fifth of the deliveries",
+        what="three fifths of the deliveries",
     )
     await asyncio.to_thread(stack.kill_and_restart_worker)
     at_kill = set(_delivered(receiver))
@@ -121,10 +140,10 @@ async def test_worker_killed_mid_stream_loses_nothing(
 # A delivery is `pending` until its first attempt is indexed; one still pending with no
 # attempt scheduled a minute after it was routed was dropped without a final status.
 STUCK = """
-select id, destination_id, created_at from deliveries
+select destination_id, count(*) as deliveries, min(created_at) as oldest from deliveries
 where status = 'pending' and attempts = 0 and next_attempt_at is null
   and created_at < now() - interval '1 minute'
-order by created_at limit 20"""
+group by destination_id order by count(*) desc"""
 
 
 async def test_no_delivery_is_left_pending(services: Services, stack: Stack) -> None:

@@ -67,7 +67,7 @@ async def test_a_full_queue_never_dead_letters(api: Api, receiver: Receiver, sta
         put_off = delta(before, after, "herald_deliveries_deferred_total", reason="queue_full")
         return put_off >= (backlog - bound) * (retries + 2)
 
-    await eventually(put_off_often, timeout_s=120, interval_s=0.5, what="repeated put-offs")
+    await eventually(put_off_often, timeout_s=90, interval_s=0.5, what="repeated put-offs")
     logged = await _deliveries(api, paced["id"])
     assert [d for d in logged if d["status"] == "failed"] == []
     _, body = await api.call("GET", f"/v2/event-destinations/{paced['id']}")

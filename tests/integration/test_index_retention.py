@@ -27,6 +27,17 @@ async def pool(services: Services) -> AsyncIterator[asyncpg.Pool]:
         await pool.close()
 
 
+@pytest.fixture
+async def tenant(pool: asyncpg.Pool) -> AsyncIterator[str]:
+    """A tenant of the test's own; whatever the sweep left of it is deleted afterwards
+    (its rows are no deliveries of the stack's, and would look stuck to a later test)."""
+    name = f"retention-{uuid.uuid4().hex[:8]}"
+    yield name
+    async with pool.acquire() as connection:
+        for table in (*AGED_TABLES, "idempotency_keys"):
+            await connection.execute(f"delete from {table} where tenant = $1", name)  # noqa: S608 - constant names
+
+
 async def _insert(connection: asyncpg.Connection, tenant: str, prefix: str, age_days: int) -> None:
     """One event, delivery and attempt `age_days` old, with ids starting with `prefix`."""
     await connection.execute(
@@ -68,8 +79,7 @@ async def _remaining(connection: asyncpg.Connection, tenant: str) -> set[str]:
     return {r[0] for r in rows}
 
 
-async def test_sweep_drops_only_old_rows(pool: asyncpg.Pool) -> None:
-    tenant = f"retention-{uuid.uuid4().hex[:8]}"
+async def test_sweep_drops_only_old_rows(pool: asyncpg.Pool, tenant: str) -> None:
     async with pool.acquire() as connection:
         await _insert(connection, tenant, "old", RETENTION_DAYS + 10)
         await _insert(connection, tenant, "new", RETENTION_DAYS - 1)
@@ -86,8 +96,7 @@ async def test_sweep_drops_only_old_rows(pool: asyncpg.Pool) -> None:
     assert remaining == {"new_evt", "new_dlv", "new_att", "new-key"}
 
 
-async def test_sweep_deletes_in_bounded_batches(pool: asyncpg.Pool) -> None:
-    tenant = f"retention-{uuid.uuid4().hex[:8]}"
+async def test_sweep_deletes_in_bounded_batches(pool: asyncpg.Pool, tenant: str) -> None:
     async with pool.acquire() as connection:
         for n in range(25):
             await _insert(connection, tenant, f"old{n}", RETENTION_DAYS + 1)
@@ -102,9 +111,8 @@ async def test_sweep_deletes_in_bounded_batches(pool: asyncpg.Pool) -> None:
 
 
 async def test_a_second_sweeper_skips_while_one_holds_the_lock(
-    pool: asyncpg.Pool, services: Services
+    pool: asyncpg.Pool, services: Services, tenant: str
 ) -> None:
-    tenant = f"retention-{uuid.uuid4().hex[:8]}"
     async with pool.acquire() as connection:
         await _insert(connection, tenant, "old", RETENTION_DAYS + 1)
     other = await asyncpg.connect(services.database_url)  # another process's sweeper
