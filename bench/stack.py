@@ -60,8 +60,8 @@ class Ports:
 
     @classmethod
     def shifted(cls, offset: int) -> Ports:
-        """The usual ports (9092, 54329, 8080, 8081, 9000) plus `offset`."""
-        return cls(9092 + offset, 54329 + offset, 8080 + offset, 8081 + offset, 9000 + offset)
+        """The usual ports (9092, 25432, 8080, 8081, 9000) plus `offset`."""
+        return cls(9092 + offset, 25432 + offset, 8080 + offset, 8081 + offset, 9000 + offset)
 
 
 def _ready(port: int, path: str) -> bool:

@@ -19,6 +19,7 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import CommitFailedError, IllegalStateError
 
 from pipeline import metrics
+from pipeline.retention import sweep
 from pipeline.settings import Settings
 from pipeline.supervision import SupervisedLoop
 from pipeline.topics import ATTEMPTS, DELIVERIES, EVENTS
@@ -29,7 +30,6 @@ RETENTION_SWEEP_S = 3600.0
 # Held by each batch's transaction: one indexer writes at a time, so the `indexed_seq` a row
 # gets is also the order rows become visible (a poller never passes one committed later).
 INDEX_ORDER_LOCK = 7_274_001_202
-IDEMPOTENCY_KEEP_S = 24 * 3600
 
 # A publisher-chosen id published again within 24 h is a duplicate (the router drops it,
 # and the row keeps the first); reused after the window it is a new event, which replaces
@@ -289,17 +289,3 @@ class Indexer:
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 log.warning("retention sweep failed: %s", exc)
             await asyncio.sleep(RETENTION_SWEEP_S)
-
-
-async def sweep(pool: asyncpg.Pool, retention_days: int) -> None:
-    """Delete index rows older than `retention_days` and idempotency keys older than 24 h."""
-    async with pool.acquire() as connection:
-        for table in ("delivery_attempts", "deliveries", "events"):
-            await connection.execute(
-                f"delete from {table} where created_at < now() - make_interval(days => $1)",  # noqa: S608 - table names are constants
-                retention_days,
-            )
-        await connection.execute(
-            "delete from idempotency_keys where created_at < now() - make_interval(secs => $1)",
-            float(IDEMPOTENCY_KEEP_S),
-        )

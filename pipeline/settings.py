@@ -30,7 +30,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="HERALD_", extra="ignore", env_ignore_empty=True)
 
     kafka_bootstrap: str = "127.0.0.1:9092"
-    database_url: str = "postgresql://herald@127.0.0.1:54329/herald"
+    database_url: str = "postgresql://herald@127.0.0.1:25432/herald"
     topics_file: Path = ROOT / "topics.yaml"
     app_id: str = "herald"
     # Faust's working directory (it keeps nothing durable there: tables are in memory and

@@ -47,8 +47,11 @@ apt_install() {
   ((${#missing[@]} == 0)) && return 0
   log "installing Debian packages: ${missing[*]}"
   local sudo=""; [[ $(id -u) == 0 ]] || sudo="sudo"
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # Another apt or unattended-upgrades holding the dpkg lock is waited for, not a failure.
+  local wait_for_lock=(-o DPkg::Lock::Timeout=600)
+  $sudo apt-get "${wait_for_lock[@]}" update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get "${wait_for_lock[@]}" install -y -qq \
+    --no-install-recommends "${missing[@]}" >/dev/null
 }
 
 # service_dir PATH USER: make PATH a directory USER owns and can reach. PostgreSQL and

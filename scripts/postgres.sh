@@ -3,13 +3,14 @@
 #
 #   scripts/postgres.sh start | stop | run
 #
-# Settings: HERALD_PG_PORT (54329), HERALD_PG_DATA (.data/postgres). The server listens on
-# 127.0.0.1 only, trusts loopback connections (a development server) and has a database
-# and role named herald: postgresql://herald@127.0.0.1:$HERALD_PG_PORT/herald
+# Settings: HERALD_PG_PORT (25432: below the kernel's ephemeral range, 32768-60999),
+# HERALD_PG_DATA (.data/postgres). The server listens on 127.0.0.1 only, trusts loopback
+# connections (a development server) and has a database and role named herald:
+# postgresql://herald@127.0.0.1:$HERALD_PG_PORT/herald
 SERVICE=postgres
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-PORT=${HERALD_PG_PORT:-54329}
+PORT=${HERALD_PG_PORT:-25432}
 DATA=${HERALD_PG_DATA:-$HERALD_ROOT/.data/postgres}
 
 bindir() {

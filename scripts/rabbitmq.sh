@@ -3,20 +3,31 @@
 #
 #   scripts/rabbitmq.sh start | stop | run
 #
-# Settings: HERALD_RABBITMQ_PORT (5672), HERALD_RABBITMQ_DATA (.data/rabbitmq). The node
-# listens on 127.0.0.1 only and is named herald-<port>@localhost, so a test node and the
-# dev node can run side by side. Credentials: guest/guest (loopback only, RabbitMQ's default).
+# Settings: HERALD_RABBITMQ_PORT (5672), HERALD_RABBITMQ_DIST_PORT (Erlang distribution,
+# port+20000), HERALD_RABBITMQ_DATA (.data/rabbitmq). The node listens on 127.0.0.1 only
+# and is named herald-<port>@localhost, so a test node and the dev node can run side by
+# side. Credentials: guest/guest (loopback only, RabbitMQ's default).
+#
+# Every port the node and its CLI tools listen on stays below 32768, out of the kernel's
+# ephemeral range (32768-60999), where an outgoing connection in TIME_WAIT can hold it:
+# the distribution port, the CLI tools' distribution ports (RabbitMQ's default range lies
+# in the ephemeral range; here: the ten ports above the node's distribution port) and epmd.
 SERVICE=rabbitmq
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 PORT=${HERALD_RABBITMQ_PORT:-5672}
 DATA=${HERALD_RABBITMQ_DATA:-$HERALD_ROOT/.data/rabbitmq}
+DIST_PORT=${HERALD_RABBITMQ_DIST_PORT:-$((PORT + 20000))}
+EPMD_PORT=${HERALD_EPMD_PORT:-4369}
 NODE="herald-$PORT@localhost"
+((PORT < 32768 && DIST_PORT + 10 < 32768 && EPMD_PORT < 32768)) \
+  || die "ports $PORT, $DIST_PORT-$((DIST_PORT + 10)) or $EPMD_PORT reach the ephemeral range (32768+)"
 
 as_rabbitmq() {
   local dir=$1; shift
-  runuser -u rabbitmq -- env HOME="$dir" RABBITMQ_NODENAME="$NODE" RABBITMQ_DIST_PORT=$((PORT + 20000)) \
-    RABBITMQ_MNESIA_BASE="$dir/mnesia" RABBITMQ_LOG_BASE="$dir/log" \
+  runuser -u rabbitmq -- env HOME="$dir" RABBITMQ_NODENAME="$NODE" RABBITMQ_DIST_PORT="$DIST_PORT" \
+    RABBITMQ_CTL_DIST_PORT_MIN=$((DIST_PORT + 1)) RABBITMQ_CTL_DIST_PORT_MAX=$((DIST_PORT + 10)) \
+    ERL_EPMD_PORT="$EPMD_PORT" RABBITMQ_MNESIA_BASE="$dir/mnesia" RABBITMQ_LOG_BASE="$dir/log" \
     RABBITMQ_PID_FILE="$dir/rabbitmq.pid" RABBITMQ_ENABLED_PLUGINS_FILE="$dir/enabled_plugins" \
     RABBITMQ_CONFIG_FILE="$dir/rabbitmq" ERL_EPMD_ADDRESS=127.0.0.1 \
     RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}" "$@"

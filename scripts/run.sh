@@ -19,7 +19,7 @@ echo $$ >"$RUN_PIDFILE"
 [[ -s .data/encryption.key ]] || { .venv/bin/herald keygen >.data/encryption.key; chmod 600 .data/encryption.key; }
 
 export HERALD_KAFKA_BOOTSTRAP="127.0.0.1:${HERALD_KAFKA_PORT:-9092}"
-export HERALD_DATABASE_URL="postgresql://herald@127.0.0.1:${HERALD_PG_PORT:-54329}/herald"
+export HERALD_DATABASE_URL="postgresql://herald@127.0.0.1:${HERALD_PG_PORT:-25432}/herald"
 export HERALD_ENCRYPTION_KEYS="${HERALD_ENCRYPTION_KEYS:-$(cat .data/encryption.key)}"
 export HERALD_DEV_API_KEY="${HERALD_DEV_API_KEY:-sk_test_dev}"
 # The dev stack delivers to receivers on this machine; production refuses internal addresses.

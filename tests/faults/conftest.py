@@ -8,7 +8,6 @@ consumer groups, and kills them with SIGKILL as a crash would.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -18,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import ROOT, TEST_DATA, Services, _wait_ready, herald_env
+from tests.integration.conftest import PORTS, ROOT, TEST_DATA, Services, _wait_ready, herald_env
 from tests.integration.conftest import services as services
 
 RESULTS: list[dict[str, object]] = []
@@ -84,9 +83,7 @@ def herald(services: Services) -> Iterator[Herald]:
     # One app id (so one set of consumer groups) for every scenario: each scenario starts
     # where the last one left its offsets, instead of re-routing everything before it.
     app_id = "herald-faults"
-    instance = Herald(
-        services, app_id, 18300 + int(os.environ.get("HERALD_TEST_PORT_OFFSET", "0")), logs
-    )
+    instance = Herald(services, app_id, PORTS.faults, logs)
     yield instance
     instance.stop_all()
 

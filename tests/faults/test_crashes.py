@@ -19,7 +19,7 @@ import pytest
 from aiohttp import web
 
 from tests.faults.conftest import RESULTS, Herald
-from tests.integration.conftest import DEV_KEY, KAFKA_PORT, TEST_DATA, _script
+from tests.integration.conftest import DEV_KEY, _script, service_env
 from tests.support import eventually
 
 # Each scenario runs for a minute or more, services start included.
@@ -82,9 +82,16 @@ class Client:
                 ids.append((await response.json())["id"])
         return ids
 
-    async def publish_batch(self, event_type: str, start: int) -> list[str]:
-        """Event ids acknowledged (202); raises on a connection error or non-2xx."""
-        events = [{"type": event_type, "data": {"n": n}} for n in range(start, start + BATCH)]
+    async def publish_batch(
+        self, event_type: str, start: int, event_ids: list[str] | None = None
+    ) -> list[str]:
+        """Event ids acknowledged (202); raises on a connection error or non-2xx. With
+        `event_ids`, the events carry those publisher-chosen ids."""
+        events: list[dict[str, object]] = [
+            {"type": event_type, "data": {"n": n}} for n in range(start, start + BATCH)
+        ]
+        for event, event_id in zip(events, event_ids or [], strict=False):
+            event["id"] = event_id
         async with self.session.post(
             f"{self.url}/v2/events/batch", json={"events": events}
         ) as response:
@@ -226,10 +233,7 @@ async def test_broker_restart(herald: Herald, counting: Counting) -> None:
     acked: set[str] = set()
     for start in range(0, EVENTS // 2, BATCH):
         acked.update(await client.publish_batch(event_type, start))
-    kafka_env = {
-        "HERALD_KAFKA_PORT": str(KAFKA_PORT),
-        "HERALD_KAFKA_DATA": str(TEST_DATA / "kafka"),
-    }
+    kafka_env = service_env()["kafka/kafka.sh"]
     await asyncio.to_thread(_script, "kafka/kafka.sh", "stop", env=kafka_env)
     async with client.session.post(
         f"{client.url}/v2/events", json={"type": event_type, "data": {}}

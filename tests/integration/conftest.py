@@ -1,12 +1,14 @@
 """Real services for the integration tests, started once per session by these fixtures.
 
 Kafka (KRaft, from the Maven Central jars), PostgreSQL and RabbitMQ (Debian's packages)
-run on test ports with their data under .data/test/; Kafka starts from an empty log dir
-every session. The Herald worker and API run as real subprocesses against them.
+run on test ports (tests/ports.py) with their data under .data/test/; Kafka starts from an
+empty log dir and the `herald` database is created anew every session, so no test sees
+what an earlier session left. The Herald worker and API run as real subprocesses.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -16,27 +18,30 @@ import subprocess
 import time
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
+import asyncpg
 import pytest
 
 from api.auth import hash_key
 from pipeline.crypto import generate_key
 from tests.integration.api_client import Api
 from tests.integration.peers import HookdeckPeer, Peers, PubSubPeer, start_moto, stop_process
+from tests.ports import test_ports
 from tests.support import Receiver
 
 ROOT = Path(__file__).resolve().parents[2]
 # Two test sessions on one machine (say, two checkouts) use different offsets.
 OFFSET = int(os.environ.get("HERALD_TEST_PORT_OFFSET", "0"))
 TEST_DATA = ROOT / ".data" / (f"test-{OFFSET}" if OFFSET else "test")
-KAFKA_PORT = 19092 + OFFSET
-PG_PORT = 15432 + OFFSET
-RABBITMQ_PORT = 35672 + OFFSET
-API_PORT = 18080 + OFFSET
-WORKER_PORT = 18081 + OFFSET
+PORTS = test_ports(OFFSET)
+KAFKA_PORT = PORTS.kafka
+PG_PORT = PORTS.postgres
+RABBITMQ_PORT = PORTS.rabbitmq
+API_PORT = PORTS.api
+WORKER_PORT = PORTS.worker
 DEV_KEY = "sk_test_integration"
 OTHER_TENANT_KEY = "sk_test_other_tenant"
 PUBLISH_ONLY_KEY = "sk_test_publish_only"
@@ -51,6 +56,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "tests/integration" in str(item.path):
             item.add_marker(pytest.mark.integration)
+    # Tests marked end_of_session go last, in their own order (a stable sort).
+    items.sort(key=lambda item: item.get_closest_marker("end_of_session") is not None)
 
 
 def _script(*args: str, env: dict[str, str]) -> None:
@@ -71,38 +78,65 @@ class Services:
     amqp_url: str
 
 
-@pytest.fixture(scope="session")
-def services() -> Iterator[Services]:
-    kafka_env = {
-        "HERALD_KAFKA_PORT": str(KAFKA_PORT),
-        "HERALD_KAFKA_DATA": str(TEST_DATA / "kafka"),
+def service_env() -> dict[str, dict[str, str]]:
+    """The environment of each service script, by script."""
+    return {
+        "kafka/kafka.sh": {
+            "HERALD_KAFKA_PORT": str(KAFKA_PORT),
+            "HERALD_KAFKA_CONTROLLER_PORT": str(PORTS.kafka_controller),
+            "HERALD_KAFKA_DATA": str(TEST_DATA / "kafka"),
+        },
+        "postgres.sh": {
+            "HERALD_PG_PORT": str(PG_PORT),
+            "HERALD_PG_DATA": str(TEST_DATA / "postgres"),
+        },
+        "rabbitmq.sh": {
+            "HERALD_RABBITMQ_PORT": str(RABBITMQ_PORT),
+            "HERALD_RABBITMQ_DIST_PORT": str(PORTS.rabbitmq_dist),
+            "HERALD_RABBITMQ_DATA": str(TEST_DATA / "rabbitmq"),
+        },
     }
-    pg_env = {"HERALD_PG_PORT": str(PG_PORT), "HERALD_PG_DATA": str(TEST_DATA / "postgres")}
-    rabbit_env = {
-        "HERALD_RABBITMQ_PORT": str(RABBITMQ_PORT),
-        "HERALD_RABBITMQ_DATA": str(TEST_DATA / "rabbitmq"),
-    }
-    _script("kafka/kafka.sh", "stop", env=kafka_env)  # a broker left over by a killed run
+
+
+async def _recreate_database(port: int) -> None:
+    # Loopback is trusted on this development server (scripts/postgres.sh).
+    connection = await asyncpg.connect(
+        host="127.0.0.1", port=port, user="postgres", database="postgres"
+    )
+    try:
+        await connection.execute("drop database if exists herald with (force)")
+        await connection.execute("create database herald owner herald")
+    finally:
+        await connection.close()
+
+
+def _start_services(started: contextlib.ExitStack) -> None:
+    """Start each service, registering its stop with `started` as soon as it is asked for,
+    so a session that fails half-way stops whatever it got to."""
+    env = service_env()
+    _script("kafka/kafka.sh", "stop", env=env["kafka/kafka.sh"])  # left over by a killed run
     shutil.rmtree(TEST_DATA / "kafka", ignore_errors=True)
-    _script("kafka/kafka.sh", "start", env=kafka_env)
-    _script("postgres.sh", "start", env=pg_env)
-    _script("rabbitmq.sh", "start", env=rabbit_env)
+    for script in ("kafka/kafka.sh", "postgres.sh", "rabbitmq.sh"):
+        started.callback(_script, script, "stop", env=env[script])
+        _script(script, "start", env=env[script])
+    asyncio.run(_recreate_database(PG_PORT))
     subprocess.run(
         [str(ROOT / ".venv/bin/herald"), "topics", "apply"],
         check=True,
         timeout=60,
         env={**os.environ, "HERALD_KAFKA_BOOTSTRAP": f"127.0.0.1:{KAFKA_PORT}"},
     )
-    try:
+
+
+@pytest.fixture(scope="session")
+def services() -> Iterator[Services]:
+    with contextlib.ExitStack() as started:  # stops in reverse order, whatever happens
+        _start_services(started)
         yield Services(
             f"127.0.0.1:{KAFKA_PORT}",
             f"postgresql://herald@127.0.0.1:{PG_PORT}/herald",
             f"amqp://guest:guest@127.0.0.1:{RABBITMQ_PORT}/",
         )
-    finally:
-        _script("rabbitmq.sh", "stop", env=rabbit_env)
-        _script("postgres.sh", "stop", env=pg_env)
-        _script("kafka/kafka.sh", "stop", env=kafka_env)
 
 
 def herald_env(services: Services, **extra: str) -> dict[str, str]:
@@ -186,6 +220,14 @@ def extra_api(services: Services, name: str, port: int, **env: str) -> Iterator[
         process.wait(timeout=30)
 
 
+def _start_herald(role: str, port: int, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as out:
+        process = subprocess.Popen(
+            [str(ROOT / ".venv/bin/herald"), role], env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+    return process
+
+
 @dataclass(frozen=True)
 class Stack:
     """A running worker and API."""
@@ -194,57 +236,72 @@ class Stack:
     worker_url: str
     api_key: str
     logs: Path
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict, compare=False)
+    env: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
+
+    def kill_and_restart_worker(self) -> None:
+        """SIGKILL the worker, as a crash would, and start another; returns once it is ready."""
+        old = self.processes["worker"]
+        old.send_signal(signal.SIGKILL)
+        old.wait(timeout=30)
+        log = self.logs / "worker.log"
+        self.processes["worker"] = _start_herald("worker", WORKER_PORT, self.env, log)
+        _wait_ready(self.processes["worker"], WORKER_PORT, log, timeout_s=120)
 
 
 @pytest.fixture(scope="session")
 def peers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Peers]:
     """moto's server, a Pub/Sub Publisher and a Hookdeck endpoint for the whole session."""
-    moto, aws_url = start_moto(tmp_path_factory.mktemp("moto") / "moto.log")
-    pubsub = PubSubPeer().start()
-    hookdeck = HookdeckPeer().start()
-    try:
+    with contextlib.ExitStack() as started:  # a peer that fails to start stops the others
+        moto, aws_url = start_moto(tmp_path_factory.mktemp("moto") / "moto.log")
+        started.callback(stop_process, moto)
+        pubsub = PubSubPeer().start()
+        started.callback(pubsub.stop)
+        hookdeck = HookdeckPeer().start()
+        started.callback(hookdeck.stop)
         yield Peers(aws_url, pubsub, hookdeck)
-    finally:
-        hookdeck.stop()
-        pubsub.stop()
-        stop_process(moto)
+
+
+def _stop_processes(processes: dict[str, subprocess.Popen[bytes]]) -> None:
+    for process in processes.values():
+        process.send_signal(signal.SIGTERM)
+    for process in processes.values():
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
 
 
 @pytest.fixture(scope="session")
 def stack(services: Services, peers: Peers) -> Iterator[Stack]:
     logs = TEST_DATA / "logs"
     logs.mkdir(parents=True, exist_ok=True)
+    for role in ("worker", "api"):
+        (logs / f"{role}.log").unlink(missing_ok=True)
     env = herald_env(services, **peers.herald_env(), **STACK_LIMITS)
-    processes = []
-    for role, port in (("worker", WORKER_PORT), ("api", API_PORT)):
-        log = logs / f"{role}.log"
-        with log.open("wb") as out:
-            process = subprocess.Popen(
-                [str(ROOT / ".venv/bin/herald"), role],
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-        processes.append(process)
-        _wait_ready(process, port, log, timeout_s=120)
-    try:
+    processes: dict[str, subprocess.Popen[bytes]] = {}
+    with contextlib.ExitStack() as started:  # a worker up and an API failing: both stop
+        started.callback(_stop_processes, processes)
+        for role, port in (("worker", WORKER_PORT), ("api", API_PORT)):
+            log = logs / f"{role}.log"
+            processes[role] = _start_herald(role, port, env, log)
+            _wait_ready(processes[role], port, log, timeout_s=120)
         yield Stack(
-            f"http://127.0.0.1:{API_PORT}", f"http://127.0.0.1:{WORKER_PORT}", DEV_KEY, logs
+            f"http://127.0.0.1:{API_PORT}",
+            f"http://127.0.0.1:{WORKER_PORT}",
+            DEV_KEY,
+            logs,
+            processes,
+            env,
         )
-    finally:
-        for process in processes:
-            process.send_signal(signal.SIGTERM)
-        for process in processes:
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
 
 
 async def _api(stack: Stack, key: str) -> AsyncIterator[Api]:
     headers = {"Authorization": f"Bearer {key}"}
     async with aiohttp.ClientSession(base_url=stack.api_url, headers=headers) as session:
-        yield Api(session)
+        client = Api(session)
+        yield client
+        await client.delete_created()
 
 
 @pytest.fixture

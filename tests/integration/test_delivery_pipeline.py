@@ -50,7 +50,12 @@ async def test_fan_out_and_the_delivery_log(api: Api, receiver: Receiver) -> Non
     assert (status, event["data"]) == (200, {"amount": 42})
     status, events = await api.call("GET", "/v2/events?type=invoice.paid&limit=100")
     assert event_id in [e["id"] for e in events["data"]]
-    assert second["id"] != first["id"]
+
+    async def in_second_log() -> list[str]:
+        log = await _delivery_log(api, second["id"])
+        return [d["event_id"] for d in log if d["status"] == "succeeded"]
+
+    assert await eventually(in_second_log, timeout_s=10, what="the second log") == [event_id]
 
 
 async def test_retries_on_schedule_then_dead_letter_and_auto_disable(api: Api) -> None:

@@ -6,7 +6,7 @@ import orjson
 from standardwebhooks.webhooks import Webhook
 
 from tests.integration.api_client import Api
-from tests.support import Receiver, eventually
+from tests.support import Receiver, eventually, same_partition_ids
 
 
 async def test_create_returns_the_reference_shape(api: Api) -> None:
@@ -135,7 +135,10 @@ async def test_patch_keeps_credentials_and_validates(api: Api, receiver: Receive
 
 
 async def test_disable_enable_delete(api: Api, receiver: Receiver) -> None:
-    created = await api.create_webhook(f"{receiver.url}/d", ["x.y"])
+    # The marker below shares the deleted destination's `deliveries` partition, so its
+    # delivery queues behind anything routed to the deleted one.
+    deleted_id, marker_id = same_partition_ids(2, prefix="evtd_del")
+    created = await api.create_webhook(f"{receiver.url}/d", ["x.y"], id=deleted_id)
     path = f"/v2/event-destinations/{created['id']}"
     status, body = await api.call("POST", path + "/disable")
     assert (status, body["status"]) == (200, "inactive")
@@ -147,17 +150,22 @@ async def test_disable_enable_delete(api: Api, receiver: Receiver) -> None:
     status, body = await api.call("DELETE", path)
     assert (status, body["deleted"]) == (200, True)
     assert (await api.call("GET", path))[0] == 404
-    await api.publish("x.y", {"while": "deleted"})
-    # A marker destination created now, subscribed to the same type, receives the next
-    # event: once it has, the deleted one would have had its chance too.
-    marker = await api.create_webhook(f"{receiver.url}/marker", ["x.y"])
-    await api.publish("x.y", {"marker": True})
+    await api.create_webhook(f"{receiver.url}/marker", ["x.y"], id=marker_id)
+    # One event for both: once the marker has it, the deleted one would have had it too.
+    after_delete = await api.publish("x.y", {"while": "deleted"})
     await eventually(
-        lambda: any(r.path == "/marker" for r in receiver.requests), what="the marker delivery"
+        lambda: any(orjson.loads(r.body)["id"] == after_delete for r in receiver.requests),
+        what="the marker delivery",
+    )
+    # And one more: the deleted destination's delivery of the first, had there been one,
+    # was ahead of this one's in the partition.
+    last = await api.publish("x.y", {"while": "still deleted"})
+    await eventually(
+        lambda: any(orjson.loads(r.body)["id"] == last for r in receiver.requests),
+        what="the second marker delivery",
     )
     delivered = [orjson.loads(r.body)["id"] for r in receiver.requests if r.path == "/d"]
     assert delivered == [event_id]
-    assert marker["id"]
 
 
 async def test_test_event_and_secret_rotation(api: Api, receiver: Receiver) -> None:

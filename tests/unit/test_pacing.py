@@ -26,24 +26,36 @@ def test_tokens_refill_at_the_rate_up_to_the_burst() -> None:
 
 
 @given(
-    rate=st.integers(min_value=1, max_value=1000),
-    gaps=st.lists(st.floats(min_value=0, max_value=2), min_size=1, max_size=200),
+    rate=st.integers(min_value=1, max_value=20),
+    gaps=st.lists(
+        st.floats(min_value=0, max_value=0.05) | st.floats(min_value=0, max_value=2),
+        min_size=1,
+        max_size=120,
+    ),
 )
 def test_no_window_gets_more_than_burst_plus_rate_times_its_length(
     rate: int, gaps: list[float]
 ) -> None:
-    """Whatever the arrival times, attempt k goes no sooner than (k - burst) / rate after
-    the first reservation."""
+    """Whatever the arrival times, the attempts that go within any window of length L
+    number at most burst + rate * L (the burst is one second's worth)."""
     now = [0.0]
     pacer = Pacer(clock=lambda: now[0])
-    burst = max(1.0, float(rate))
-    start = 0.0
-    for k, gap in enumerate(gaps):
+    burst = max(1, rate)
+    goes_at = []
+    for gap in gaps:
         now[0] += gap
-        if k == 0:
-            start = now[0]
-        goes_at = now[0] + pacer.delay_s("evtd_x", rate)
-        assert goes_at >= start + (k + 1 - burst) / rate - 1e-9
+        goes_at.append(now[0] + pacer.delay_s("evtd_x", rate))
+    goes_at.sort()
+    for first, start in enumerate(goes_at):
+        for last in range(first + burst, len(goes_at)):
+            assert last - first + 1 <= burst + rate * (goes_at[last] - start) + 1e-6
+
+
+def test_the_window_bound_binds() -> None:
+    """The property above is tight: arrivals all at once go exactly at the bound."""
+    pacer = Pacer(clock=lambda: 0.0)
+    goes_at = [pacer.delay_s("evtd_x", 4) for _ in range(12)]
+    assert goes_at == pytest.approx([0.0] * 4 + [0.25 * n for n in range(1, 9)])
 
 
 def test_a_new_rate_replaces_the_bucket_and_none_removes_it() -> None:

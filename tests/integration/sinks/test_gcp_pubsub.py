@@ -114,8 +114,16 @@ class TestPubSubSink(SinkConformance):
                 "credentials_json": orjson.dumps(account).decode(),
             },
             received=received,
-            retryable_config={"project_id": "herald-test", "topic": "unavailable"},
-            permanent_config={"project_id": "herald-test", "topic": "missing"},
+            retryable_config={
+                "project_id": "herald-test",
+                "topic": "unavailable",
+                "service_account_json": account,
+            },
+            permanent_config={
+                "project_id": "herald-test",
+                "topic": "missing",
+                "service_account_json": account,
+            },
             secrets=[account["private_key"], account["private_key"].splitlines()[1]],
         )
 

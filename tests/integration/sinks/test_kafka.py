@@ -20,6 +20,9 @@ from tests.support import eventually
 
 # A short request timeout keeps the missing-topic case (a full metadata wait) fast.
 SETTINGS = Settings(outbound_allowlist=["127.0.0.1/32"], delivery_timeout_s=1.5)
+# SASL credentials, distinctive so a leak into a config or an error is unmistakable.
+USERNAME = "herald-sasl-user"
+PASSWORD = "herald-sasl-password-never-shown-0000"
 
 
 def _closed_port() -> int:
@@ -89,12 +92,18 @@ class TestKafkaSink(SinkConformance):
             retryable_config={
                 "bootstrap_servers": f"127.0.0.1:{_closed_port()}",
                 "topic": peer.topic,
+                "username": USERNAME,
+                "password": PASSWORD,
             },
             # The broker does not create topics on demand.
             permanent_config={
                 "bootstrap_servers": services.kafka_bootstrap,
                 "topic": f"herald-test-missing-{uuid.uuid4().hex[:8]}",
             },
+            secrets=[PASSWORD],
+            # With credentials the sink speaks SASL over TLS, which the test broker does not
+            # offer: a credentialed config never gets as far as the missing topic.
+            credential_free=("permanent",),
         )
 
     async def test_record_carries_key_and_headers(self, case: SinkCase, peer: Peer) -> None:

@@ -81,6 +81,8 @@ class TestRabbitMQSink(SinkConformance):
             retryable_config={
                 "server_url": f"127.0.0.1:{_closed_port()}",
                 "exchange": peer.exchange,
+                "username": "herald",
+                "password": WRONG_PASSWORD,
             },
             # A wrong password: the broker answers ACCESS_REFUSED.
             permanent_config={
