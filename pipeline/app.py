@@ -84,7 +84,7 @@ def create_app(settings: Settings) -> faust.App:
         view,
         settings.view_wait_timeout_s,
         seen,
-        settings.router_send_give_up_s,
+        settings.broker_give_up_s,
     )
     app.service(bind_worker_services(settings, view))
     return app

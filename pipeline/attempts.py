@@ -20,10 +20,11 @@ from pipeline.topics import ATTEMPTS, DESTINATION_CHANGES, DLQ, EVENTS
 log = logging.getLogger(__name__)
 
 RESPONSE_BODY_CHARS = 1024
-# A write the broker refuses is tried this often in all (the producer has already retried
-# within its own timeout each time), SEND_BACKOFF_S apart and doubling, before giving up.
-SEND_TRIES = 3
-SEND_BACKOFF_S = 1.0
+# A write the broker refuses with a retriable error (a broker restarting, a leader moving)
+# is tried again, SEND_BACKOFF_S apart and doubling up to SEND_BACKOFF_MAX_S, until
+# `give_up_s` after the first refusal; a fatal one (the producer's state is lost) at once.
+SEND_BACKOFF_S = 0.5
+SEND_BACKOFF_MAX_S = 5.0
 
 
 class RecorderUnavailable(Exception):
@@ -42,10 +43,16 @@ class AttemptRecorder:
     """Every write is awaited (acks=all) before the runner marks a delivery finished."""
 
     def __init__(
-        self, producer: AIOKafkaProducer, due_header: str, *, send_backoff_s: float = SEND_BACKOFF_S
+        self,
+        producer: AIOKafkaProducer,
+        due_header: str,
+        *,
+        give_up_s: float,
+        send_backoff_s: float = SEND_BACKOFF_S,
     ) -> None:
         self._producer = producer
         self._due_header = due_header
+        self._give_up_s = give_up_s
         self._send_backoff_s = send_backoff_s
         self._verified_sent: set[str] = set()
         # Destination ref (tenant, id, generation) → the version of its record an
@@ -239,19 +246,23 @@ class AttemptRecorder:
         headers: list[tuple[str, bytes]] | None = None,
     ) -> None:
         """Write one record and wait for the broker's acknowledgement; a refusal is counted
-        and tried again SEND_TRIES times in all, then RecorderUnavailable."""
+        and, if retriable, tried again until `give_up_s` has passed, then (or at once for a
+        fatal one) RecorderUnavailable."""
         delay_s = self._send_backoff_s
-        for tries_left in range(SEND_TRIES - 1, -1, -1):
+        deadline: float | None = None
+        while True:
             try:
                 await self._producer.send_and_wait(topic, value, key=key.encode(), headers=headers)
                 return
             except KafkaError as exc:
                 metrics.KAFKA_PRODUCE_ERRORS.labels(topic=topic).inc()
-                if not tries_left:
+                now = time.monotonic()
+                deadline = now + self._give_up_s if deadline is None else deadline
+                if not exc.retriable or now >= deadline:
                     raise RecorderUnavailable(f"{topic}: {type(exc).__name__}") from exc
                 log.warning("writing to %s failed (%s); trying again", topic, type(exc).__name__)
             await asyncio.sleep(delay_s)
-            delay_s *= 2
+            delay_s = min(delay_s * 2, SEND_BACKOFF_MAX_S)
 
 
 def _key(delivery: dict[str, Any]) -> str:

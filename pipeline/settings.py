@@ -61,9 +61,10 @@ class Settings(BaseSettings):
     # waits (a view wait, a broker round trip: 10 s each). Only a dead process lets it lapse;
     # then a retry with the key takes it over.
     idempotency_lease_s: float = Field(default=60.0, gt=0)
-    # The router sends a batch's deliveries again (with backoff) until the broker takes them;
-    # this long after the first failure it exits instead, for the supervisor to restart it.
-    router_send_give_up_s: float = 60.0
+    # The router (a batch's deliveries) and the recorder (an attempt's outcome) write again,
+    # with backoff, while the broker refuses with a retriable error; this long after the
+    # first refusal the worker exits instead, for its supervisor to restart it.
+    broker_give_up_s: float = 60.0
 
     delivery_timeout_s: float = 5.0
     retry_base_delay_s: float = 30.0

@@ -17,6 +17,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import OffsetAndMetadata
 
 from pipeline import metrics
+from pipeline.agents.router import exit_process
 from pipeline.attempts import AttemptRecorder
 from pipeline.crypto import Sealer
 from pipeline.db import create_pool, migrate
@@ -30,6 +31,9 @@ from pipeline.topics import ATTEMPTS, DELIVERIES, DESTINATION_CHANGES, DLQ, EVEN
 from pipeline.view import DestinationView
 
 log = logging.getLogger(__name__)
+
+# How long a worker that gives up may take to stop cleanly before it just leaves.
+GIVE_UP_STOP_S = 15.0
 
 # Below Prometheus' scrape interval (15 s in ops/prometheus/prometheus.yml).
 SAMPLE_INTERVAL_S = 5.0
@@ -139,7 +143,10 @@ class WorkerServices(mode.Service):
             settings, Sealer(settings.encryption_keys.get_secret_value())
         )
         self.runner = DeliveryRunner(
-            settings, self.view, AttemptRecorder(self.producer, DUE_HEADER), self.publishers
+            settings,
+            self.view,
+            AttemptRecorder(self.producer, DUE_HEADER, give_up_s=settings.broker_give_up_s),
+            self.publishers,
         )
         self.sampler = MetricsSampler(settings, self.view, self.runner)
         self._sampling_failed = False
@@ -234,7 +241,10 @@ class WorkerServices(mode.Service):
 
     async def _give_up(self, exc: BaseException) -> None:
         """A consume loop cannot go on: crash the worker (Faust stops every service and
-        the process exits non-zero), so its supervisor starts a fresh one."""
+        the process exits non-zero), so its supervisor starts a fresh one. A stop that
+        hangs (on the broker that caused this) is cut short: the process leaves with 75
+        after GIVE_UP_STOP_S, committing nothing more, so nothing unfinished is skipped."""
+        asyncio.get_running_loop().call_later(GIVE_UP_STOP_S, exit_process)
         await self.crash(exc)
 
     async def _delivery_loop_alive(self) -> bool:

@@ -84,17 +84,20 @@ tail -n0 -F .data/logs/worker.log .data/logs/api.log 2>/dev/null \
 children+=($!)
 
 # Stay in the foreground until Ctrl-C or until the API or the worker dies. `wait` (unlike a
-# foreground sleep) returns as soon as a trapped signal arrives. A worker that exits 75 (the
-# broker would not take its deliveries: it left without acknowledging them) is restarted,
-# as a production supervisor would.
+# foreground sleep) returns as soon as a trapped signal arrives. A worker that exits
+# non-zero after running a while (75: the broker would not take its deliveries; 1: a
+# consume loop could not go on) is restarted, as a production supervisor would; one that
+# fails within its first 30 s (a bad setting) is not, so the error stays on screen.
+worker_started=$SECONDS
 while kill -0 "${children[1]}" 2>/dev/null; do
   if ! kill -0 "${children[0]}" 2>/dev/null; then
     status=0
     wait "${children[0]}" || status=$?
-    [[ $status == 75 ]] || break
-    log "the worker exited ($status: the broker would not take its deliveries); restarting it"
+    (( status != 0 && SECONDS - worker_started >= 30 )) || break
+    log "the worker exited ($status); restarting it"
     .venv/bin/herald worker >>.data/logs/worker.log 2>&1 &
     children[0]=$!
+    worker_started=$SECONDS
   fi
   sleep 1 &
   wait $! || true

@@ -32,6 +32,7 @@ class Herald:
     base_port: int
     logs: Path
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    roles: dict[str, tuple[str, int]] = field(default_factory=dict)  # name → (role, offset)
 
     def env(self, port: int) -> dict[str, str]:
         return herald_env(
@@ -56,8 +57,20 @@ class Herald:
                 stderr=subprocess.STDOUT,
             )
         self.processes[name] = process
+        self.roles[name] = (role, offset)
         _wait_ready(process, port, log, timeout_s=120)
         return f"http://127.0.0.1:{port}"
+
+    def restart_exited(self) -> list[str]:
+        """Start again every process that exited on its own, non-zero (as a production
+        supervisor would: the worker exits when the broker will not take its records);
+        a process killed by a signal stays down. The names restarted."""
+        exited = [n for n, p in self.processes.items() if (p.poll() or 0) > 0]
+        for name in exited:
+            del self.processes[name]
+            role, offset = self.roles[name]
+            self.start(name, role, offset)
+        return exited
 
     def kill(self, name: str) -> None:
         process = self.processes.pop(name)

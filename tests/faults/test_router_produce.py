@@ -61,7 +61,7 @@ async def test_router_exits_when_the_broker_refuses_its_deliveries(
     base_env = herald.env
     herald.env = lambda port: {  # type: ignore[method-assign]
         **base_env(port),
-        "HERALD_ROUTER_SEND_GIVE_UP_S": str(GIVE_UP_S),
+        "HERALD_BROKER_GIVE_UP_S": str(GIVE_UP_S),
     }
     client = Client(herald.start("api", "api", 0))
     herald.start("w1", "worker", 1)

@@ -8,7 +8,12 @@ from typing import Any
 
 import orjson
 import pytest
-from aiokafka.errors import CommitFailedError, KafkaConnectionError
+from aiokafka.errors import (
+    CommitFailedError,
+    KafkaConnectionError,
+    KafkaError,
+    OutOfOrderSequenceNumber,
+)
 
 from pipeline.attempts import AttemptRecorder, RecorderUnavailable
 from pipeline.offsets import PartitionTracker
@@ -28,16 +33,17 @@ from pipeline.topics import DESTINATION_CHANGES, EVENTS, retry_topic
 class Producer:
     """Remembers every record sent; fails the first `failures` sends."""
 
-    def __init__(self, failures: int = 0) -> None:
+    def __init__(self, failures: int = 0, error: type[KafkaError] = KafkaConnectionError) -> None:
         self.sent: list[tuple[str, dict[str, Any], list[tuple[str, bytes]] | None]] = []
         self.failures = failures
+        self.error = error
 
     async def send_and_wait(
         self, topic: str, value: bytes, *, key: bytes, headers: Any = None
     ) -> None:
         if self.failures:
             self.failures -= 1
-            raise KafkaConnectionError("broker gone")
+            raise self.error("broker gone")
         self.sent.append((topic, orjson.loads(value), headers))
 
     def topics(self) -> list[str]:
@@ -45,7 +51,7 @@ class Producer:
 
 
 def _recorder(producer: Producer) -> AttemptRecorder:
-    return AttemptRecorder(producer, "herald-due-ms", send_backoff_s=0.0)
+    return AttemptRecorder(producer, "herald-due-ms", give_up_s=0.05, send_backoff_s=0.01)
 
 
 def _delivery(attempt: int = 0) -> dict[str, Any]:
@@ -184,10 +190,15 @@ async def test_the_recorder_retries_a_refused_write_then_gives_up() -> None:
     producer = Producer(failures=2)
     await _recorder(producer).dead_letter(_delivery(), "x")
     assert producer.topics() == ["deliveries.dlq"]
-    producer = Producer(failures=10)
+    producer = Producer(failures=100_000)
     with pytest.raises(RecorderUnavailable):
         await _recorder(producer).dead_letter(_delivery(), "x")
-    assert producer.failures == 7  # three tries, no more
+    assert producer.failures > 100_000 - 50  # it gave up at its deadline, backing off
+    # A fatal refusal (the idempotent producer lost its sequence) is not tried again.
+    producer = Producer(failures=5, error=OutOfOrderSequenceNumber)
+    with pytest.raises(RecorderUnavailable):
+        await _recorder(producer).dead_letter(_delivery(), "x")
+    assert producer.failures == 4
 
 
 def test_a_tracker_stalls_at_its_bound_and_resumes_at_half() -> None:
