@@ -56,8 +56,9 @@ class Outcomes:
         self._recorder = recorder
         self._schedule = schedule
         self._disable_after = disable_after
-        # Destination id → (record version, deliveries in a row dead-lettered) in this
-        # process: a destination enabled again or changed starts counting anew.
+        # Destination ref (tenant, id, generation) → (record version, deliveries in a row
+        # dead-lettered) in this process: a destination enabled again or changed starts
+        # counting anew.
         self._dead_letters: dict[str, tuple[str, int]] = {}
 
     async def succeeded(
