@@ -5,11 +5,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
+from aiokafka.errors import (
+    InvalidProducerEpoch,
+    KafkaError,
+    OutOfOrderSequenceNumber,
+    ProducerClosed,
+    UnknownProducerId,
+)
 
 from pipeline import ids, metrics
 from pipeline.retry import DeadLetter, Retry
@@ -25,6 +32,11 @@ RESPONSE_BODY_CHARS = 1024
 # `give_up_s` after the first refusal; a fatal one (the producer's state is lost) at once.
 SEND_BACKOFF_S = 0.5
 SEND_BACKOFF_MAX_S = 5.0
+# Refusals that mean the idempotent producer's state at the broker is gone (a broker
+# restarted, say): a new producer (a new producer id) clears them, the same one never does.
+PRODUCER_STATE_ERRORS = (OutOfOrderSequenceNumber, UnknownProducerId, InvalidProducerEpoch)
+# A producer replaced while a send was on it: the send goes again on the new one.
+REPLACED_PRODUCER_ERRORS = (*PRODUCER_STATE_ERRORS, ProducerClosed)
 
 
 class RecorderUnavailable(Exception):
@@ -49,8 +61,11 @@ class AttemptRecorder:
         *,
         give_up_s: float,
         send_backoff_s: float = SEND_BACKOFF_S,
+        renew: Callable[[], Awaitable[AIOKafkaProducer]] | None = None,
     ) -> None:
         self._producer = producer
+        self._renew = renew  # a started producer in place of one whose state was lost
+        self._renewing = asyncio.Lock()
         self._due_header = due_header
         self._give_up_s = give_up_s
         self._send_backoff_s = send_backoff_s
@@ -247,15 +262,21 @@ class AttemptRecorder:
     ) -> None:
         """Write one record and wait for the broker's acknowledgement; a refusal is counted
         and, if retriable, tried again until `give_up_s` has passed, then (or at once for a
-        fatal one) RecorderUnavailable."""
+        fatal one) RecorderUnavailable. A producer whose state the broker lost is replaced
+        once, and the record sent again on the new one."""
         delay_s = self._send_backoff_s
         deadline: float | None = None
+        fresh_tries = 1
         while True:
+            producer = self._producer
             try:
-                await self._producer.send_and_wait(topic, value, key=key.encode(), headers=headers)
+                await producer.send_and_wait(topic, value, key=key.encode(), headers=headers)
                 return
             except KafkaError as exc:
                 metrics.KAFKA_PRODUCE_ERRORS.labels(topic=topic).inc()
+                if fresh_tries and await self._replaced(producer, exc):
+                    fresh_tries -= 1
+                    continue
                 now = time.monotonic()
                 deadline = now + self._give_up_s if deadline is None else deadline
                 if not exc.retriable or now >= deadline:
@@ -263,6 +284,20 @@ class AttemptRecorder:
                 log.warning("writing to %s failed (%s); trying again", topic, type(exc).__name__)
             await asyncio.sleep(delay_s)
             delay_s = min(delay_s * 2, SEND_BACKOFF_MAX_S)
+
+    async def _replaced(self, failed: AIOKafkaProducer, exc: KafkaError) -> bool:
+        """Whether the producer that refused is now replaced by a fresh one (by this send,
+        for a lost producer state, or by another send meanwhile)."""
+        if not isinstance(exc, REPLACED_PRODUCER_ERRORS) or self._renew is None:
+            return False
+        async with self._renewing:
+            if self._producer is failed and isinstance(exc, PRODUCER_STATE_ERRORS):
+                log.warning(
+                    "the broker lost the producer's state (%s); using a new producer",
+                    type(exc).__name__,
+                )
+                self._producer = await self._renew()
+        return self._producer is not failed
 
 
 def _key(delivery: dict[str, Any]) -> str:

@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 
 # How long a worker that gives up may take to stop cleanly before it just leaves.
 GIVE_UP_STOP_S = 15.0
+# How long a replaced producer may take to close.
+PRODUCER_STOP_S = 5.0
 
 # Below Prometheus' scrape interval (15 s in ops/prometheus/prometheus.yml).
 SAMPLE_INTERVAL_S = 5.0
@@ -132,20 +134,19 @@ class WorkerServices(mode.Service):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         settings = self.settings
-        self.producer = AIOKafkaProducer(
-            bootstrap_servers=settings.kafka_bootstrap,
-            acks="all",
-            enable_idempotence=True,
-            linger_ms=settings.producer_linger_ms,
-            client_id=f"{settings.app_id}-worker",
-        )
+        self.producer = self._new_producer()
         self.publishers = PublisherCache(
             settings, Sealer(settings.encryption_keys.get_secret_value())
         )
         self.runner = DeliveryRunner(
             settings,
             self.view,
-            AttemptRecorder(self.producer, DUE_HEADER, give_up_s=settings.broker_give_up_s),
+            AttemptRecorder(
+                self.producer,
+                DUE_HEADER,
+                give_up_s=settings.broker_give_up_s,
+                renew=self._renew_producer,
+            ),
             self.publishers,
         )
         self.sampler = MetricsSampler(settings, self.view, self.runner)
@@ -238,6 +239,24 @@ class WorkerServices(mode.Service):
         else:
             if closed:
                 log.info("closed %d stale publishers", closed)
+
+    def _new_producer(self) -> AIOKafkaProducer:
+        return AIOKafkaProducer(
+            bootstrap_servers=self.settings.kafka_bootstrap,
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=self.settings.producer_linger_ms,
+            client_id=f"{self.settings.app_id}-worker",
+        )
+
+    async def _renew_producer(self) -> AIOKafkaProducer:
+        """A started producer in place of one whose state the broker lost (it restarted):
+        the old one is closed, failing its sends, which go again on the new one."""
+        stale, self.producer = self.producer, self._new_producer()
+        await self.producer.start()
+        with contextlib.suppress(Exception):  # it is broken already: closing is best effort
+            await asyncio.wait_for(stale.stop(), timeout=PRODUCER_STOP_S)
+        return self.producer
 
     async def _give_up(self, exc: BaseException) -> None:
         """A consume loop cannot go on: crash the worker (Faust stops every service and

@@ -4,6 +4,7 @@ tables of cases, the recorder against a producer that only remembers what it was
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import orjson
@@ -199,6 +200,29 @@ async def test_the_recorder_retries_a_refused_write_then_gives_up() -> None:
     with pytest.raises(RecorderUnavailable):
         await _recorder(producer).dead_letter(_delivery(), "x")
     assert producer.failures == 4
+
+
+async def test_a_producer_whose_state_the_broker_lost_is_replaced_once() -> None:
+    """After a broker restart the idempotent producer's sequence is refused for good: the
+    recorder takes a new producer (once, however many sends were refused) and sends again."""
+    broken, fresh, renewals = Producer(failures=5, error=OutOfOrderSequenceNumber), Producer(), []
+
+    async def renew() -> Any:
+        renewals.append(fresh)
+        await asyncio.sleep(0)  # starting a producer yields; the other sends wait for it
+        return fresh
+
+    recorder = AttemptRecorder(
+        broken,
+        "herald-due-ms",
+        give_up_s=0.05,
+        send_backoff_s=0.01,
+        renew=renew,  # type: ignore[arg-type]
+    )
+    await asyncio.gather(*(recorder.dead_letter(_delivery(), "x") for _ in range(5)))
+    assert len(renewals) == 1
+    assert fresh.topics() == ["deliveries.dlq"] * 5
+    assert broken.sent == []
 
 
 def test_a_tracker_stalls_at_its_bound_and_resumes_at_half() -> None:
