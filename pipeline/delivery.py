@@ -78,7 +78,6 @@ class DeliveryRunner:
     ) -> None:
         self._settings = settings
         self._view = view
-        self._recorder = recorder
         self._publishers = publishers
         self._schedule = Schedule(settings.retry_base_delay_s, settings.max_retries)
         self._topics = [DELIVERIES] + [retry_topic(n) for n in range(1, settings.max_retries + 1)]
@@ -348,8 +347,7 @@ class DeliveryRunner:
             reason = "inactive"
         else:
             return destination
-        metrics.DELIVERIES_DROPPED.labels(reason=reason).inc()
-        await self._recorder.canceled(delivery, f"destination {reason}")
+        await self._outcomes.canceled(delivery, reason)
         return None
 
     # -- metrics -------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """What an attempt came to, recorded: a success, a failure and its next step (decided in
-pipeline/retry.py), a delivery put off without an attempt, and the auto-disable that follows
-dead letters or a 410. The delivery runner calls it; every write goes through the recorder.
+pipeline/retry.py), a delivery put off without an attempt or canceled, and the auto-disable
+that follows dead letters or a 410. The delivery runner calls it; every write goes through
+the recorder.
 """
 
 from __future__ import annotations
@@ -130,6 +131,12 @@ class Outcomes:
         await self._recorder.defer(delivery, step, reason.replace("_", " "), held=held)
         metrics.DELIVERIES_DEFERRED.labels(type=destination["type"], reason=reason).inc()
 
+    async def canceled(self, delivery: dict[str, Any], reason: str) -> None:
+        """The delivery's destination is gone (`deleted`) or `inactive`: a final `canceled`
+        record, so its status does not stay pending."""
+        metrics.DELIVERIES_DROPPED.labels(reason=reason).inc()
+        await self._recorder.canceled(delivery, f"destination {reason}")
+
     async def dead_lettered(
         self, delivery: dict[str, Any], destination: dict[str, Any], step: DeadLetter
     ) -> None:
@@ -139,12 +146,10 @@ class Outcomes:
         metrics.DEAD_LETTERS.labels(type=destination["type"]).inc()
         if not step.counts_toward_disable:
             return
-        version = version_of(destination)
-        counted_version, count = self._dead_letters.get(
-            ref_of_destination(destination), (version, 0)
-        )
+        ref, version = ref_of_destination(destination), version_of(destination)
+        counted_version, count = self._dead_letters.get(ref, (version, 0))
         count = count + 1 if counted_version == version else 1
-        self._dead_letters[ref_of_destination(destination)] = (version, count)
+        self._dead_letters[ref] = (version, count)
         if self._disable_after and count >= self._disable_after:
             await self._recorder.auto_disable(
                 destination, f"the last {count} deliveries exhausted their retries"

@@ -13,8 +13,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable
+from typing import NoReturn
 
 from pipeline import metrics
 
@@ -22,6 +24,10 @@ log = logging.getLogger(__name__)
 
 Body = Callable[[], Awaitable[None]]
 GiveUp = Callable[[BaseException], Awaitable[None]]
+
+# Exit status when the broker will not take what the worker must write (the router's
+# deliveries, the recorder's outcomes): its supervisor restarts it.
+EXIT_BROKER_UNREACHABLE = 75
 
 # A loop that ran this long since its last restart counts as healthy again.
 HEALTHY_AFTER_S = 60.0
@@ -115,3 +121,12 @@ class SupervisedLoop:
         except Exception as exc:  # the edge of a consume loop: supervised, never silent
             return exc
         return LoopEnded(self.name)
+
+
+def exit_process() -> NoReturn:
+    """Leave at once, non-zero, so the supervisor restarts the worker. No clean shutdown:
+    that would acknowledge the router's batch in hand (faust's take_events acks in a
+    `finally`) and commit past deliveries the broker never took."""
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    os._exit(EXIT_BROKER_UNREACHABLE)

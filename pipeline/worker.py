@@ -17,7 +17,6 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import OffsetAndMetadata
 
 from pipeline import metrics
-from pipeline.agents.router import exit_process
 from pipeline.attempts import AttemptRecorder
 from pipeline.crypto import Sealer
 from pipeline.db import create_pool, migrate
@@ -27,6 +26,7 @@ from pipeline.indexer import Indexer
 from pipeline.publishers import PublisherCache
 from pipeline.settings import Settings
 from pipeline.sinks import aclose_all
+from pipeline.supervision import exit_process
 from pipeline.topics import ATTEMPTS, DELIVERIES, DESTINATION_CHANGES, DLQ, EVENTS, load_specs
 from pipeline.view import DestinationView
 

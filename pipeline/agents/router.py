@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, NoReturn
@@ -15,6 +14,7 @@ from faust.types import TableT
 
 from pipeline import ids
 from pipeline.dedupe import Sightings, marker_key
+from pipeline.supervision import exit_process
 from pipeline.timeutil import now_iso
 from pipeline.view import DestinationView, ViewTimeout
 
@@ -23,8 +23,6 @@ log = logging.getLogger(__name__)
 ENVELOPE_KEYS = ("id", "object", "type", "data", "created_at")
 SEND_FIRST_BACKOFF_S = 0.1
 SEND_MAX_BACKOFF_S = 5.0
-# Exit status when the broker will not take the deliveries: the supervisor restarts us.
-EXIT_BROKER_UNREACHABLE = 75
 
 
 def delivery_id(event: dict[str, Any], destination: dict[str, Any]) -> str:
@@ -91,15 +89,6 @@ async def _wait_for_stamp(view: DestinationView, stamp: dict[int, int], timeout_
             return
         except ViewTimeout:
             log.warning("destination view is behind the event's stamp %s; still waiting", stamp)
-
-
-def exit_process() -> NoReturn:
-    """Leave at once, non-zero, so the supervisor restarts the worker. No clean shutdown:
-    that would acknowledge the batch in hand (faust's take_events acks in a `finally`)
-    and commit past deliveries the broker never took."""
-    for handler in logging.getLogger().handlers:
-        handler.flush()
-    os._exit(EXIT_BROKER_UNREACHABLE)
 
 
 async def send_all(

@@ -15,8 +15,8 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-from pipeline.agents.router import EXIT_BROKER_UNREACHABLE
 from pipeline.settings import Settings
+from pipeline.supervision import EXIT_BROKER_UNREACHABLE
 from pipeline.topics import DELIVERIES, load_specs
 from tests.faults.conftest import RESULTS, Herald
 from tests.faults.test_crashes import SUBSCRIBERS, Client, Counting

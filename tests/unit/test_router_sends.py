@@ -10,6 +10,7 @@ import pytest
 from aiokafka.errors import KafkaTimeoutError
 
 from pipeline.agents import router
+from pipeline.supervision import EXIT_BROKER_UNREACHABLE
 
 
 class _Topic:
@@ -77,5 +78,5 @@ def test_giving_up_exits_the_process_non_zero() -> None:
     done = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, timeout=60, check=False
     )
-    assert done.returncode == router.EXIT_BROKER_UNREACHABLE != 0, done.stderr
+    assert done.returncode == EXIT_BROKER_UNREACHABLE != 0, done.stderr
     assert b"survived" not in done.stdout
