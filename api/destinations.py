@@ -16,15 +16,16 @@ from aiokafka.errors import KafkaError
 
 from api.auth import Principal
 from api.errors import ApiError, not_found, unavailable
+from api.publishing import publish_events
 from api.stable_ids import IdSource
-from pipeline import ids, metrics
+from pipeline import ids
 from pipeline.credentials import merged, with_public_names
 from pipeline.crypto import Sealer
 from pipeline.destinations import INACTIVE
 from pipeline.settings import Settings
 from pipeline.signing import generate_secret, rotated
 from pipeline.timeutil import now_iso
-from pipeline.topics import DESTINATION_CHANGES, EVENTS
+from pipeline.topics import DESTINATION_CHANGES
 from pipeline.view import DestinationView, ViewTimeout
 
 # A credential change based on a record another change replaced is merged again on the
@@ -296,29 +297,3 @@ def _taken(destination_id: str) -> ApiError:
         f"A destination with id '{destination_id}' already exists.",
         field="id",
     )
-
-
-async def publish_events(
-    view: DestinationView, producer: AIOKafkaProducer, events: list[dict[str, Any]]
-) -> None:
-    """Stamp and write events to Kafka; returns once every one is acknowledged (acks=all).
-
-    The stamp (the `destinations` end offsets, fetched after this call began) makes every
-    destination change that returned before it be in force when the events are routed.
-    """
-    try:
-        stamp = {str(p): o for p, o in (await view.stamp()).items()}
-        futures = [
-            await producer.send(
-                EVENTS, orjson.dumps({**event, "route_after": stamp}), key=event["id"].encode()
-            )
-            for event in events
-        ]
-        for future in futures:
-            await future
-    except KafkaError as exc:
-        # The caller is told none was accepted, so all of them count as errors.
-        metrics.EVENTS_FAILED.inc(len(events))
-        metrics.KAFKA_PRODUCE_ERRORS.labels(topic=EVENTS).inc()
-        raise unavailable("The event broker is unreachable; the event was not accepted.") from exc
-    metrics.EVENTS_ACCEPTED.inc(len(events))

@@ -9,6 +9,7 @@ import orjson
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 
+from api.errors import unavailable
 from pipeline import metrics
 from pipeline.topics import EVENTS
 from pipeline.view import DestinationView
@@ -43,6 +44,18 @@ async def publish_each(
             pending.extend([exc] * (len(events) - position))
             break
     return _count([await _confirmed(item) for item in pending])
+
+
+async def publish_events(
+    view: DestinationView, producer: AIOKafkaProducer, events: list[dict[str, Any]]
+) -> None:
+    """Stamp and write `events`; returns once the broker acknowledged every one, else a 503
+    (for a call that publishes on the API's own account: a replay, a test event)."""
+    failures = [outcome for outcome in await publish_each(view, producer, events) if outcome]
+    if failures:
+        raise unavailable(
+            "The event broker is unreachable; the event was not accepted."
+        ) from failures[0]
 
 
 async def _confirmed(item: asyncio.Future[Any] | Exception) -> Outcome:

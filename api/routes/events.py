@@ -11,10 +11,9 @@ from api import chains, validation
 from api.app_keys import DB, PRODUCER, SETTINGS, VIEW
 from api.auth import PUBLISH, Principal, requires
 from api.body import read_json
-from api.destinations import publish_events
 from api.errors import ApiError, RequestValidationError, not_found, unavailable
 from api.index import Query, fetch_one, fetch_page, page_limit, present_event
-from api.publishing import publish_each
+from api.publishing import publish_each, publish_events
 from api.responses import json_response, principal_of, synced_view
 from api.stable_ids import Attempt, IdSource, id_source
 from pipeline import ids, metrics
