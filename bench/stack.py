@@ -114,7 +114,8 @@ def _is_ours(pid: int) -> bool:
     return str(ROOT).encode() in command and (b"herald" in command or b"bench." in command)
 
 
-async def _recreate_database(port: int) -> None:
+async def recreate_database(port: int) -> None:
+    """An empty `herald` database on the PostgreSQL server at `port` (bench and tests)."""
     # Loopback is trusted on this development server (scripts/postgres.sh).
     connection = await asyncpg.connect(
         host="127.0.0.1", port=port, user="postgres", database="postgres"
@@ -206,7 +207,7 @@ class Stack:
         self._script("kafka/kafka.sh", "start")
         self._services_started.append("postgres.sh")
         self._script("postgres.sh", "start")
-        asyncio.run(_recreate_database(self.ports.postgres))
+        asyncio.run(recreate_database(self.ports.postgres))
         subprocess.run(
             [str(HERALD), "topics", "apply"],
             check=True,

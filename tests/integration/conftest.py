@@ -22,10 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
-import asyncpg
 import pytest
 
 from api.auth import hash_key
+from bench.stack import recreate_database
 from pipeline.crypto import generate_key
 from tests.integration.api_client import Api
 from tests.integration.peers import HookdeckPeer, Peers, PubSubPeer, start_moto, stop_process
@@ -98,18 +98,6 @@ def service_env() -> dict[str, dict[str, str]]:
     }
 
 
-async def _recreate_database(port: int) -> None:
-    # Loopback is trusted on this development server (scripts/postgres.sh).
-    connection = await asyncpg.connect(
-        host="127.0.0.1", port=port, user="postgres", database="postgres"
-    )
-    try:
-        await connection.execute("drop database if exists herald with (force)")
-        await connection.execute("create database herald owner herald")
-    finally:
-        await connection.close()
-
-
 def _start_services(started: contextlib.ExitStack) -> None:
     """Start each service, registering its stop with `started` as soon as it is asked for,
     so a session that fails half-way stops whatever it got to."""
@@ -119,7 +107,7 @@ def _start_services(started: contextlib.ExitStack) -> None:
     for script in ("kafka/kafka.sh", "postgres.sh", "rabbitmq.sh"):
         started.callback(_script, script, "stop", env=env[script])
         _script(script, "start", env=env[script])
-    asyncio.run(_recreate_database(PG_PORT))
+    asyncio.run(recreate_database(PG_PORT))
     subprocess.run(
         [str(ROOT / ".venv/bin/herald"), "topics", "apply"],
         check=True,
