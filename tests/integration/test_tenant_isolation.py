@@ -289,20 +289,24 @@ async def test_a4_an_id_taken_by_another_tenant_is_no_conflict(
     same id succeeds (revealing nothing) and leaves the first owner's destination alone."""
     destination_id = _unique("evtd_taken_")
     owner = await api.create_webhook(f"{receiver.url}/owner", ["iso_taken.*"], id=destination_id)
-    status, body = await other_tenant.call(
-        "POST",
-        "/v2/event-destinations",
-        {"id": destination_id, "name": "mine", "webhook": {"url": f"{receiver.url}/other"},
-         "events": ["iso_taken.*"]},
-    )  # fmt: skip
+
+    async def other_creates(name: str, path: str) -> tuple[int, Any]:
+        """The other tenant's create of a webhook destination with the owner's id."""
+        return await other_tenant.call(
+            "POST",
+            "/v2/event-destinations",
+            {
+                "id": destination_id,
+                "name": name,
+                "webhook": {"url": f"{receiver.url}{path}"},
+                "events": ["iso_taken.*"],
+            },
+        )
+
+    status, body = await other_creates("mine", "/other")
     assert status == 201, body
     assert body["id"] == destination_id and body["webhook"]["url"].endswith("/other")
-    status, again = await other_tenant.call(
-        "POST",
-        "/v2/event-destinations",
-        {"id": destination_id, "name": "dup", "webhook": {"url": f"{receiver.url}/x"},
-         "events": ["iso_taken.*"]},
-    )  # fmt: skip
+    status, again = await other_creates("dup", "/x")
     assert (status, again["errors"][0]["code"]) == (409, "resource_already_exists")
     status, still = await api.call("GET", f"/v2/event-destinations/{destination_id}")
     assert status == 200 and still["webhook"]["url"] == owner["webhook"]["url"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 import pytest
@@ -18,9 +18,11 @@ import pytest
 from pipeline import ids
 from pipeline.settings import Settings
 from pipeline.sinks import load_sink
-from pipeline.sinks.base import PermanentError, RetryableError, Target
+from pipeline.sinks.base import PermanentError, Publisher, RetryableError, Target
 from pipeline.sinks.fields import FieldErrors
 from tests.support import eventually
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -65,6 +67,20 @@ def envelope() -> tuple[str, dict[str, Any], bytes]:
         "created_at": "2026-01-01T00:00:00.000Z",
     }
     return ids.derived_id(ids.DELIVERY, event["id"], "d"), event, orjson.dumps(event)
+
+
+async def publish_and_read_back(
+    publisher: Publisher, read: Callable[[], Awaitable[list[T]]], what: str
+) -> tuple[str, dict[str, Any], bytes, list[T]]:
+    """Publish one envelope, wait (up to 10 s) for `read` (a peer's drain) to return
+    something, and close the publisher either way: the envelope and what `read` returned."""
+    try:
+        delivery_id, event, body = envelope()
+        await publisher.publish(delivery_id, event, body)
+        received: list[T] = await eventually(read, timeout_s=10, what=what)
+    finally:
+        await publisher.close()
+    return delivery_id, event, body, received
 
 
 def _carries_secret(case: SinkCase, raw: dict[str, Any]) -> bool:

@@ -15,8 +15,13 @@ from pipeline.settings import Settings
 from pipeline.sinks import load_sink
 from pipeline.sinks.base import PermanentError
 from tests.integration.conftest import Services
-from tests.integration.sinks.conformance import SinkCase, SinkConformance, envelope, target_of
-from tests.support import eventually
+from tests.integration.sinks.conformance import (
+    SinkCase,
+    SinkConformance,
+    envelope,
+    publish_and_read_back,
+    target_of,
+)
 
 # A short request timeout keeps the missing-topic case (a full metadata wait) fast.
 SETTINGS = Settings(outbound_allowlist=["127.0.0.1/32"], delivery_timeout_s=1.5)
@@ -108,12 +113,9 @@ class TestKafkaSink(SinkConformance):
 
     async def test_record_carries_key_and_headers(self, case: SinkCase, peer: Peer) -> None:
         publisher = await load_sink("kafka").open(target_of(case, case.raw_config), SETTINGS)
-        try:
-            delivery_id, event, body = envelope()
-            await publisher.publish(delivery_id, event, body)
-            records = await eventually(peer.drain, timeout_s=10, what="the record")
-        finally:
-            await publisher.close()
+        delivery_id, event, body, records = await publish_and_read_back(
+            publisher, peer.drain, "the record"
+        )
         record = records[0]
         assert record.value == body
         assert record.key == event["id"].encode()

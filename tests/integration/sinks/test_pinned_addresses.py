@@ -27,10 +27,9 @@ from pipeline.sinks import azure_servicebus, load_sink
 from pipeline.sinks.base import DeliveryError, PermanentError, Publisher, Target
 from pipeline.sinks.fields import FieldErrors
 from tests.integration.conftest import Services
-from tests.integration.sinks.conformance import envelope
+from tests.integration.sinks.conformance import envelope, publish_and_read_back
 from tests.integration.sinks.test_kafka import kafka_peer
 from tests.integration.sinks.test_rabbitmq import rabbitmq_peer
-from tests.support import eventually
 from tests.tls_support import make_pki
 
 SETTINGS = Settings(outbound_allowlist=["127.0.0.1/32"], delivery_timeout_s=3)
@@ -97,6 +96,16 @@ async def opened(sink_type: str, raw: dict[str, Any], settings: Settings = SETTI
     return await load_sink(sink_type).open(Target("evtd_pinned", config, credentials), settings)
 
 
+async def assert_refused(sink_type: str, raw: dict[str, Any]) -> None:
+    """A publisher for `raw` opens, and its publish is refused by the outbound policy."""
+    publisher = await opened(sink_type, raw)
+    try:
+        with pytest.raises(PermanentError, match="outbound policy"):
+            await publisher.publish(*envelope())
+    finally:
+        await publisher.close()
+
+
 def port_of(address: str) -> int:
     return int(address.rpartition(":")[2])
 
@@ -108,12 +117,7 @@ async def test_kafka_name_of_refused_address_is_refused(services: Services, dns:
     port = port_of(services.kafka_bootstrap)
     name = dns.serve("refused-kafka.herald.test", REFUSED)
     async with trap_on(port) as trap:
-        publisher = await opened("kafka", {"bootstrap_servers": f"{name}:{port}", "topic": "t"})
-        try:
-            with pytest.raises(PermanentError, match="outbound policy"):
-                await publisher.publish(*envelope())
-        finally:
-            await publisher.close()
+        await assert_refused("kafka", {"bootstrap_servers": f"{name}:{port}", "topic": "t"})
     assert trap.connections == 0
 
 
@@ -125,12 +129,7 @@ async def test_kafka_rebinding_name_connects_to_the_checked_address(
     async with kafka_peer(services.kafka_bootstrap) as peer, trap_on(port) as trap:
         raw = {"bootstrap_servers": f"{name}:{port}", "topic": peer.topic}
         publisher = await opened("kafka", raw)
-        try:
-            delivery_id, event, body = envelope()
-            await publisher.publish(delivery_id, event, body)
-            records = await eventually(peer.drain, timeout_s=10, what="the record")
-        finally:
-            await publisher.close()
+        _, _, body, records = await publish_and_read_back(publisher, peer.drain, "the record")
     assert [record.value for record in records] == [body]
     assert dns.lookups[name] == 1, "the name was resolved more than once"
     assert trap.connections == 0
@@ -186,13 +185,9 @@ class FakeBroker:
 async def test_kafka_broker_from_metadata_is_checked_before_connecting() -> None:
     refused_port = free_port_on(REFUSED)
     async with trap_on(refused_port) as trap, FakeBroker(refused_port).running() as broker:
-        raw = {"bootstrap_servers": f"{CHECKED}:{broker.port}", "topic": "t"}
-        publisher = await opened("kafka", raw)
-        try:
-            with pytest.raises(PermanentError, match="outbound policy"):
-                await publisher.publish(*envelope())
-        finally:
-            await publisher.close()
+        await assert_refused(
+            "kafka", {"bootstrap_servers": f"{CHECKED}:{broker.port}", "topic": "t"}
+        )
     assert trap.connections == 0
 
 
@@ -211,13 +206,9 @@ async def test_rabbitmq_name_of_refused_address_is_refused(
     port = urlsplit(services.amqp_url).port or 5672
     name = dns.serve("refused-rabbitmq.herald.test", REFUSED)
     async with rabbitmq_peer(services.amqp_url) as peer, trap_on(port) as trap:
-        raw = {"server_url": f"{name}:{port}", "exchange": peer.exchange}
-        publisher = await opened("rabbitmq", raw)
-        try:
-            with pytest.raises(PermanentError, match="outbound policy"):
-                await publisher.publish(*envelope())
-        finally:
-            await publisher.close()
+        await assert_refused(
+            "rabbitmq", {"server_url": f"{name}:{port}", "exchange": peer.exchange}
+        )
     assert trap.connections == 0
 
 
@@ -259,12 +250,7 @@ async def test_rabbitmq_tls_rebinding_name_connects_to_the_checked_address(
     ):
         raw = {"server_url": f"amqps://guest:guest@{name}:{port}/", "exchange": peer.exchange}
         publisher = await opened("rabbitmq", raw)
-        try:
-            delivery_id, event, body = envelope()
-            await publisher.publish(delivery_id, event, body)
-            messages = await eventually(peer.drain, timeout_s=10, what="the message")
-        finally:
-            await publisher.close()
+        _, _, body, messages = await publish_and_read_back(publisher, peer.drain, "the message")
     assert [message.body for message in messages] == [body]
     assert trap.connections == 0
 

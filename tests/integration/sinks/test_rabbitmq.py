@@ -17,7 +17,13 @@ from pipeline.settings import Settings
 from pipeline.sinks import load_sink
 from pipeline.sinks.base import DeliveryError, PermanentError
 from tests.integration.conftest import Services
-from tests.integration.sinks.conformance import SinkCase, SinkConformance, envelope, target_of
+from tests.integration.sinks.conformance import (
+    SinkCase,
+    SinkConformance,
+    envelope,
+    publish_and_read_back,
+    target_of,
+)
 from tests.support import eventually
 
 WRONG_PASSWORD = "not-the-guest-password"
@@ -96,12 +102,9 @@ class TestRabbitMQSink(SinkConformance):
 
     async def test_message_carries_metadata(self, case: SinkCase, peer: Peer) -> None:
         publisher = await load_sink("rabbitmq").open(target_of(case, case.raw_config), SETTINGS)
-        try:
-            delivery_id, event, body = envelope()
-            await publisher.publish(delivery_id, event, body)
-            messages = await eventually(peer.drain, timeout_s=10, what="the message")
-        finally:
-            await publisher.close()
+        delivery_id, event, body, messages = await publish_and_read_back(
+            publisher, peer.drain, "the message"
+        )
         message = messages[0]
         assert message.body == body
         assert message.routing_key == event["type"]
