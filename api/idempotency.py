@@ -37,12 +37,12 @@ from api.responses import principal_of
 from api.stable_ids import ATTEMPT, Attempt, seed_of
 from pipeline import ids
 from pipeline.crypto import CryptoError, Sealer
+from pipeline.db import DATABASE_ERRORS
 
 log = logging.getLogger(__name__)
 
 HEADER = "Idempotency-Key"
 MAX_KEY_LENGTH = 255
-DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -120,7 +120,7 @@ async def idempotency(request: web.Request, handler: Handler) -> web.StreamRespo
             )
             if row is None:
                 return await _replay(request, connection, claim, request_hash)
-    except DB_ERRORS as exc:
+    except DATABASE_ERRORS as exc:
         raise unavailable("Idempotency keys cannot be checked right now; retry.") from exc
     attempt = Attempt(
         row["created_at"],
@@ -167,7 +167,7 @@ async def _renew(pool: asyncpg.Pool, claim: Claim, lease_s: float) -> None:
         try:
             async with pool.acquire() as connection:
                 await connection.execute(RENEW, *claim.where, lease_s)
-        except DB_ERRORS as exc:
+        except DATABASE_ERRORS as exc:
             log.warning("an idempotency lease could not be renewed: %s", exc)
 
 
@@ -216,7 +216,7 @@ async def _remember(
             done = await connection.execute(
                 STORE, *claim.where, response.status, sealed.encode(), resumable
             )
-    except DB_ERRORS:
+    except DATABASE_ERRORS:
         # The request has run; the lease runs out and a retry runs it again with the same
         # ids (api.stable_ids), so nothing it published or created is made twice.
         return
@@ -229,5 +229,5 @@ async def _free(pool: asyncpg.Pool, claim: Claim) -> None:
     try:
         async with pool.acquire() as connection:
             await connection.execute(FREE, *claim.where)
-    except DB_ERRORS:
+    except DATABASE_ERRORS:
         return  # the lease runs out instead

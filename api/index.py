@@ -12,6 +12,7 @@ import orjson
 from aiohttp import web
 
 from api.errors import RequestValidationError, unavailable
+from pipeline.db import DATABASE_ERRORS
 
 # `canceled`: never to be attempted (again): its destination was deleted or disabled.
 DELIVERY_STATUSES = ("pending", "retrying", "succeeded", "failed", "canceled")
@@ -138,7 +139,7 @@ async def fetch_page(
     try:
         async with pool.acquire() as connection:
             rows = await connection.fetch(query.sql(limit), *query.params)
-    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+    except DATABASE_ERRORS as exc:
         raise unavailable("The delivery log is unreachable right now.") from exc
     page, more = list(rows[:limit]), len(rows) > limit
     if query.indexed_after is not None:
@@ -155,7 +156,7 @@ async def fetch_one(pool: asyncpg.Pool, sql: str, *params: Any) -> asyncpg.Recor
         async with pool.acquire() as connection:
             row: asyncpg.Record | None = await connection.fetchrow(sql, *params)
             return row
-    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+    except DATABASE_ERRORS as exc:
         raise unavailable("The delivery log is unreachable right now.") from exc
 
 
@@ -164,7 +165,7 @@ async def fetch_all(pool: asyncpg.Pool, sql: str, *params: Any) -> list[asyncpg.
     try:
         async with pool.acquire() as connection:
             return list(await connection.fetch(sql, *params))
-    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+    except DATABASE_ERRORS as exc:
         raise unavailable("The delivery log is unreachable right now.") from exc
 
 

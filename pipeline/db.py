@@ -12,6 +12,8 @@ log = logging.getLogger(__name__)
 MIGRATIONS = Path(__file__).parent / "migrations"
 # Any number will do, as long as every Herald process uses the same one.
 MIGRATION_LOCK = 7_274_000_001
+# What a call to PostgreSQL raises when the database is down, unreachable or refuses it.
+DATABASE_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 
 async def create_pool(database_url: str, max_size: int = 10) -> asyncpg.Pool:

@@ -19,6 +19,7 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import CommitFailedError, IllegalStateError
 
 from pipeline import metrics
+from pipeline.db import DATABASE_ERRORS
 from pipeline.retention import sweep
 from pipeline.settings import Settings
 from pipeline.supervision import SupervisedLoop
@@ -276,7 +277,7 @@ class Indexer:
                 async with self._pool.acquire() as connection:
                     await batch.write(connection)
                 return
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            except DATABASE_ERRORS as exc:
                 log.warning("index write failed (%s); retrying in %.1fs", exc, delay_s)
                 await asyncio.sleep(delay_s)
                 delay_s = min(delay_s * 2, 30.0)
@@ -286,6 +287,6 @@ class Indexer:
         while True:
             try:
                 await sweep(self._pool, self._settings.index_retention_days)
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            except DATABASE_ERRORS as exc:
                 log.warning("retention sweep failed: %s", exc)
             await asyncio.sleep(RETENTION_SWEEP_S)

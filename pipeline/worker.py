@@ -19,7 +19,7 @@ from aiokafka.structs import OffsetAndMetadata
 from pipeline import metrics
 from pipeline.attempts import AttemptRecorder
 from pipeline.crypto import Sealer
-from pipeline.db import create_pool, migrate
+from pipeline.db import DATABASE_ERRORS, create_pool, migrate
 from pipeline.delivery import DUE_HEADER, DeliveryRunner
 from pipeline.health import health_routes
 from pipeline.indexer import Indexer
@@ -209,7 +209,7 @@ class WorkerServices(mode.Service):
             try:
                 await migrate(self.pool)
                 break
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            except DATABASE_ERRORS as exc:
                 log.warning("the index is unreachable (%s); delivering without it", exc)
                 await asyncio.sleep(delay_s)
                 delay_s = min(delay_s * 2, INDEX_RETRY_MAX_S)
