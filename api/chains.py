@@ -11,7 +11,7 @@ whose record could not be queued is released (the old status put back).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import asyncpg
 
@@ -23,18 +23,25 @@ RETRYABLE = ("failed", "canceled")
 # Statuses a replay may restart: the chain is over.
 FINISHED = ("succeeded", "failed", "canceled")
 
-CLAIM = """
+# A destination is one life of its id (`generation`): a delivery of the same event to a
+# destination deleted and created again under that id is another chain, left alone.
+ONE_LIFE = """(d.destination_id, coalesce(d.destination_generation, '')) in
+      (select * from unnest($3::text[], $4::text[]))"""
+CLAIM = f"""
 update deliveries d set status = 'retrying', next_attempt_at = now(), updated_at = now()
 from deliveries previous
-where previous.id = d.id and d.tenant = $1 and d.event_id = $2
-  and d.destination_id = any($3::text[]) and d.status = any($4::text[])
-returning d.id, d.destination_id, previous.status"""
+where previous.tenant = d.tenant and previous.id = d.id and d.tenant = $1 and d.event_id = $2
+  and {ONE_LIFE} and d.status = any($5::text[])
+returning d.id, d.destination_id, previous.status"""  # noqa: S608 - constant
 RELEASE = """
 update deliveries set status = $3, updated_at = now()
 where tenant = $1 and id = $2 and status = 'retrying'"""
-INDEXED = """
-select destination_id from deliveries
-where tenant = $1 and event_id = $2 and destination_id = any($3::text[])"""
+INDEXED = f"""
+select destination_id from deliveries d
+where d.tenant = $1 and d.event_id = $2 and {ONE_LIFE}"""  # noqa: S608 - constant
+
+# Destination id → its generation: the destinations a call restarts deliveries to.
+Destinations = Mapping[str, str | None]
 
 
 class Claim:
@@ -46,24 +53,29 @@ class Claim:
         self.destination_ids = {str(r["destination_id"]) for r in rows}
 
 
+def _pairs(destinations: Destinations) -> tuple[list[str], list[str]]:
+    ordered = sorted(destinations)
+    return ordered, [destinations[d] or "" for d in ordered]
+
+
 async def claim(
     pool: asyncpg.Pool,
     tenant: str,
     event_id: str,
-    destination_ids: Iterable[str],
+    destinations: Destinations,
     statuses: tuple[str, ...],
 ) -> Claim:
-    """Claim the event's deliveries to `destination_ids` whose status is in `statuses`."""
-    rows = await fetch_all(pool, CLAIM, tenant, event_id, sorted(destination_ids), list(statuses))
+    """Claim the event's deliveries to `destinations` whose status is in `statuses`."""
+    rows = await fetch_all(pool, CLAIM, tenant, event_id, *_pairs(destinations), list(statuses))
     return Claim(tenant, rows)
 
 
 async def live(
-    pool: asyncpg.Pool, tenant: str, event_id: str, destination_ids: Iterable[str], taken: Claim
+    pool: asyncpg.Pool, tenant: str, event_id: str, destinations: Destinations, taken: Claim
 ) -> list[str]:
-    """The destinations among `destination_ids` whose delivery of the event is live: indexed
+    """The destinations among `destinations` whose delivery of the event is live: indexed
     but not claimed by `taken` (a delivery routed moments ago may not be indexed yet)."""
-    rows = await fetch_all(pool, INDEXED, tenant, event_id, sorted(destination_ids))
+    rows = await fetch_all(pool, INDEXED, tenant, event_id, *_pairs(destinations))
     return sorted({str(r["destination_id"]) for r in rows} - taken.destination_ids)
 
 

@@ -162,8 +162,9 @@ async def retry(request: web.Request) -> web.Response:
         "manual_retry": True,
     }
     pool, destination_id = request.app[DB], str(delivery["destination_id"])
+    candidates = {destination_id: destination.get("generation")}
     taken = await chains.claim(
-        pool, principal.tenant, str(delivery["event_id"]), [destination_id], chains.RETRYABLE
+        pool, principal.tenant, str(delivery["event_id"]), candidates, chains.RETRYABLE
     )
     if delivery["id"] not in taken.previous:  # another call restarted it meanwhile
         raise _not_retryable({**delivery, "status": "retrying"})

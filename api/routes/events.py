@@ -263,11 +263,13 @@ async def _restart_chains(request: web.Request, tenant: str, record: dict[str, A
     still being attempted (their chain delivers them; a second would duplicate them).
     Returns the skipped destinations; a replay to one of them alone is a 409."""
     target, pool = record.get("destination_id"), request.app[DB]
-    candidates = (
-        [str(target)]
+    view = request.app[VIEW]
+    matched = (
+        [view.get(tenant, str(target))]
         if target is not None
-        else [d["id"] for d in request.app[VIEW].match(tenant, record["type"])]
+        else view.match(tenant, record["type"])
     )
+    candidates = {d["id"]: d.get("generation") for d in matched if d is not None}
     taken = await chains.claim(pool, tenant, record["id"], candidates, chains.FINISHED)
     skipped = await chains.live(pool, tenant, record["id"], candidates, taken)
     if target is not None and skipped:

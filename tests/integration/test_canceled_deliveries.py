@@ -78,6 +78,16 @@ async def test_an_id_created_again_gets_nothing_of_its_predecessor(api: Api) -> 
         # Its status was set by its own first success, not by the old life's verification.
         _, now = await api.call("GET", f"/v2/event-destinations/{destination_id}")
         assert now["status"] == "active"
+        # A replay of the old event to the id reaches the new destination as a delivery of
+        # its own; the old life's canceled delivery stays canceled (restarting it would leave
+        # it `retrying` for good: nothing attempts a delivery of a deleted destination).
+        replay = {"destination_id": destination_id}
+        status, _ = await api.call("POST", f"/v2/events/{old_event}/replay", replay)
+        assert status == 202
+        await eventually(
+            lambda: old_event in [b["id"] for b in healthy.bodies()], what="the replay delivered"
+        )
+        assert await _final(api, old_delivery, "canceled")
     finally:
         await failing.stop()
         await healthy.stop()
