@@ -91,5 +91,10 @@ async def test_a_worker_starts_and_delivers_while_postgresql_is_down(
     finally:
         process.send_signal(signal.SIGTERM)
         await asyncio.to_thread(process.wait, 60)
+        # Known and open: after a second worker leaves the group this quickly, the session
+        # worker's Faust table recovery can wait for changelog records that never come (seen
+        # once in four runs: its fold stopped, so every later create timed out). A fresh
+        # process recovers; restart it so later tests do not inherit the hang.
+        await asyncio.to_thread(stack.kill_and_restart_worker)
         for destination in destinations:
             await api.call("DELETE", f"/v2/event-destinations/{destination['id']}")
