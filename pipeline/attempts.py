@@ -145,23 +145,15 @@ class AttemptRecorder:
             headers=[(self._due_header, str(step.due_ms).encode())],
         )
 
-    async def defer(
-        self, delivery: dict[str, Any], step: Retry, reason: str, *, held: bool
-    ) -> None:
-        """Queue the delivery in a retry tier without counting an attempt: its attempt
-        number stays; if `held`, `held_ms` adds up how long it has been held in all."""
+    async def defer(self, delivery: dict[str, Any], step: Retry, reason: str) -> None:
+        """Queue the delivery in a retry tier without counting an attempt (its number stays)."""
         record = {**delivery, "due_at": step.due_ms}
-        if held:
-            held_ms = max(0, step.due_ms - int(time.time() * 1000))
-            record["held_ms"] = int(delivery.get("held_ms") or 0) + held_ms
         await self._send(
             step.topic,
             orjson.dumps(record),
             _key(delivery),
             headers=[(self._due_header, str(step.due_ms).encode())],
         )
-        # DEBUG: an open circuit defers a whole backlog again every cool-down, and
-        # herald_deliveries_deferred_total counts them; the circuit's own changes are logged.
         log.debug(
             "delivery deferred (%s) to retry tier %d",
             reason,

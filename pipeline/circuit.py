@@ -4,13 +4,14 @@
     open ──(cool-down passed; the next delivery is the probe)──► half-open
     half-open ──probe succeeds──► closed        half-open ──probe fails──► open
 
-While a circuit is open its deliveries are not attempted: the delivery runner defers them
-to a retry tier without counting an attempt. Each failed probe doubles the cool-down, up to
-a ceiling. Only retryable failures count (timeouts, refused connections, 5xx …): a
-permanent one says nothing about whether the receiver is reachable. A success closes the
-circuit in any state. State is per worker process, in memory: a restart starts closed,
-and two workers holding partitions of one destination each learn its health themselves.
-Pure apart from the clock; the runner owns the I/O.
+While a circuit is open its deliveries are not attempted: the delivery runner moves each
+one on to its next scheduled retry without an attempt (pipeline/policy.py), so a dead
+destination costs one record per scheduled retry, never one per cool-down. Each failed
+probe doubles the cool-down, up to a ceiling. Only retryable failures count (timeouts,
+refused connections, 5xx …): a permanent one says nothing about whether the receiver is
+reachable. A success closes the circuit in any state. State is per worker process, in
+memory: a restart starts closed, and two workers holding partitions of one destination
+each learn its health themselves. Pure apart from the clock; the runner owns the I/O.
 """
 
 from __future__ import annotations
@@ -69,6 +70,24 @@ class CircuitBreakers:
             return circuit.opened_at_s + circuit.cooldown_s - now_s
         circuit.probe_started_s = now_s
         return None
+
+    def peek(self, destination_id: str) -> float | None:
+        """Like `admit`, but a probe is not started: None if a delivery arriving now would
+        be let through (closed, or the cool-down is over); otherwise the seconds to wait."""
+        circuit = self._circuits.get(destination_id)
+        if circuit is None or circuit.opened_at_s is None:
+            return None
+        now_s = self._clock()
+        if circuit.probe_started_s is not None:
+            left_s = circuit.probe_started_s + circuit.cooldown_s - now_s
+        else:
+            left_s = circuit.opened_at_s + circuit.cooldown_s - now_s
+        return left_s if left_s > 0 else None
+
+    def is_open(self, destination_id: str) -> bool:
+        """Whether the destination's circuit is open or half-open."""
+        circuit = self._circuits.get(destination_id)
+        return circuit is not None and circuit.opened_at_s is not None
 
     def record(self, destination_id: str, outcome: Outcome) -> str | None:
         """Note an admitted attempt's outcome; returns "open" or "closed" if the circuit

@@ -1,15 +1,22 @@
 """The delivery runner: consumes `deliveries` and the retry tiers, pushes through sinks.
 
+The data flows one way:
+
+    transport (this module: fetch, hold until due, offset bookkeeping, commit)
+      → policy.before_attempt (attempt now, cancel, skip along the schedule, put off)
+      → lanes (the destination's adaptive slots, its rate token, a global slot)
+      → sink (one attempt)
+      → policy.after_attempt (delivered; retry at T, or dead-letter; disable?)
+      → outcomes (the recorder writes it; only then is the offset finished)
+
 A plain aiokafka consumer in a group (not a Faust agent with concurrency > 1, which can
-commit past a message still in flight). Many deliveries run at once per partition, at most
-`sink_max_in_flight_per_destination` per destination, paced to the destination's
-`rate_limit` if it has one, and not at all while its circuit is open (deferred to a retry
-tier without counting an attempt) nor beyond `sink_max_queued_per_destination`
-outstanding (put off the same way): pipeline/admission.py decides. Each
-partition's committed offset stays below its lowest unfinished delivery, every delivery
-finishes (`_run_one` says how), and a partition with too many unfinished is paused. A
-retry-tier record that is not yet due pauses its partition until it is (pause/resume, never
-a sleep in the consume loop).
+commit past a message still in flight). Each partition's committed offset stays below
+its lowest unfinished delivery, and a delivery is finished only once what became of it is
+acknowledged by the broker; its slots are freed as soon as the sink has answered. A
+partition with too many unfinished is paused, and so is every partition while the lanes
+hold `sink_max_buffered` deliveries (memory, not a destination's burst, is what pauses
+fetching). A retry-tier record that is not yet due pauses its partition until it is
+(pause/resume, never a sleep in the consume loop).
 """
 
 from __future__ import annotations
@@ -19,24 +26,17 @@ import contextlib
 import logging
 import time
 from collections import defaultdict, deque
-from typing import Any
 
-import orjson
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError
 from aiokafka.structs import ConsumerRecord
 
 from pipeline import metrics
-from pipeline.admission import Admission
-from pipeline.attempts import AttemptRecorder, RecorderUnavailable
-from pipeline.circuit import Outcome
-from pipeline.ids import ref_of_delivery
+from pipeline.attempts import AttemptRecorder
+from pipeline.dispatch import Dispatcher
 from pipeline.offsets import PartitionTracker
-from pipeline.outcomes import Outcomes, unexpected
 from pipeline.publishers import PublisherCache
-from pipeline.retry import Schedule
 from pipeline.settings import Settings
-from pipeline.sinks.base import DeliveryError, PermanentError
 from pipeline.supervision import GiveUp, SupervisedLoop
 from pipeline.topics import DELIVERIES, retry_topic
 from pipeline.view import DestinationView
@@ -77,9 +77,6 @@ class DeliveryRunner:
         publishers: PublisherCache,
     ) -> None:
         self._settings = settings
-        self._view = view
-        self._publishers = publishers
-        self._schedule = Schedule(settings.retry_base_delay_s, settings.max_retries)
         self._topics = [DELIVERIES] + [retry_topic(n) for n in range(1, settings.max_retries + 1)]
         # Retry topic → tier label, for the backlog gauges.
         self._tier_labels = {
@@ -92,16 +89,8 @@ class DeliveryRunner:
         )
         self._held: dict[TopicPartition, deque[ConsumerRecord[bytes, bytes]]] = {}
         self._wakeups: dict[TopicPartition, asyncio.TimerHandle] = {}
-        self._slots = asyncio.Semaphore(settings.sink_max_in_flight)
-        # Per destination ref (tenant, id, generation): a recreated id starts fresh.
-        self._per_destination: dict[str, asyncio.Semaphore] = defaultdict(
-            lambda: asyncio.Semaphore(settings.sink_max_in_flight_per_destination)
-        )
-        self._admission = Admission(settings, self._schedule)
-        disable_after = settings.auto_disable_after_dead_letters
-        self._outcomes = Outcomes(recorder, self._schedule, disable_after)
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._failure: RecorderUnavailable | None = None  # set: the worker must stop
+        self._dispatcher = Dispatcher(settings, view, recorder, publishers, self._finished)
+        self._full = False  # the lanes hold sink_max_buffered: fetching is paused
         self.loop: SupervisedLoop | None = None
 
     @property
@@ -137,8 +126,9 @@ class DeliveryRunner:
         """Stop fetching, let in-flight deliveries finish briefly, commit, leave the group."""
         if self.loop is not None:
             await self.loop.stop()
-        if self._tasks:
-            await asyncio.wait(self._tasks, timeout=self._settings.delivery_timeout_s + 1)
+        if self._dispatcher.tasks:
+            timeout_s = self._settings.delivery_timeout_s + 1
+            await asyncio.wait(self._dispatcher.tasks, timeout=timeout_s)
         for handle in self._wakeups.values():
             handle.cancel()
         if self._consumer is not None:
@@ -146,15 +136,15 @@ class DeliveryRunner:
                 await self.commit()
             await self._consumer.stop()
 
-    # -- the consume loop ----------------------------------------------------------------
+    # -- transport: fetch, hold until due, pause --------------------------------------------
 
     async def _consume(self) -> None:
         assert self._consumer is not None and self.loop is not None
         last_commit = time.monotonic()
         while True:
             self.loop.beat()
-            if self._failure is not None:
-                raise self._failure
+            if self._dispatcher.failure is not None:
+                raise self._dispatcher.failure
             batches = await self._consumer.getmany(timeout_ms=100, max_records=500)
             for tp, records in batches.items():
                 tracker = self._trackers[tp]
@@ -163,9 +153,10 @@ class DeliveryRunner:
                     if tp in self._held or _due_ms(record) > time.time() * 1000:
                         self._hold(tp, record)
                     else:
-                        await self._dispatch(tp, record)
+                        self._dispatcher.arrived(tp, record)
                 if tracker.stall():
                     self._stall(tp, tracker)
+            self._bound_memory()
             if time.monotonic() - last_commit >= COMMIT_INTERVAL_S:
                 await self.commit()
                 last_commit = time.monotonic()
@@ -181,18 +172,17 @@ class DeliveryRunner:
 
     def _schedule_wakeup(self, tp: TopicPartition, due_ms: int) -> None:
         delay_s = max(0.0, due_ms / 1000 - time.time())
-        loop = asyncio.get_running_loop()
-        self._wakeups[tp] = loop.call_later(delay_s, lambda: loop.create_task(self._release(tp)))
+        self._wakeups[tp] = asyncio.get_running_loop().call_later(delay_s, self._release, tp)
 
-    async def _release(self, tp: TopicPartition) -> None:
-        """Dispatch the held records that are due; resume the partition when none are left."""
+    def _release(self, tp: TopicPartition) -> None:
+        """Let the held records that are due go; resume the partition when none are left."""
         self._wakeups.pop(tp, None)
         queue = self._held.get(tp)
         if queue is None:
             return
         now_ms = time.time() * 1000
         while queue and _due_ms(queue[0]) <= now_ms:
-            await self._dispatch(tp, queue.popleft())
+            self._dispatcher.arrived(tp, queue.popleft())
         if queue:
             self._schedule_wakeup(tp, _due_ms(queue[0]))
             return
@@ -200,11 +190,11 @@ class DeliveryRunner:
         self._resume(tp)
 
     def _resume(self, tp: TopicPartition) -> None:
-        """Fetch from the partition again, unless it still waits for a held record or for
-        its unfinished offsets to drain."""
+        """Fetch from the partition again, unless it still waits for a held record, for its
+        unfinished offsets to drain or for the lanes to empty."""
         assert self._consumer is not None
         tracker = self._trackers.get(tp)
-        if tp in self._held or (tracker is not None and tracker.stalled):
+        if self._full or tp in self._held or (tracker is not None and tracker.stalled):
             return
         if tp in self._consumer.assignment():
             self._consumer.resume(tp)
@@ -220,135 +210,24 @@ class DeliveryRunner:
             extra={"topic": tp.topic, "partition": tp.partition},
         )
 
+    def _bound_memory(self) -> None:
+        """Pause every partition while the lanes hold `sink_max_buffered` deliveries; resume
+        them once half have gone."""
+        assert self._consumer is not None
+        bound = self._settings.sink_max_buffered
+        if not self._full and bound and self._dispatcher.queued >= bound:
+            self._full = True
+            self._consumer.pause(*self._consumer.assignment())
+        elif self._full and self._dispatcher.queued <= bound // 2:
+            self._full = False
+            for tp in self._consumer.assignment():
+                self._resume(tp)
+
     def _finished(self, tp: TopicPartition, offset: int) -> None:
         tracker = self._trackers.get(tp)  # None: the partition was revoked meanwhile
         if tracker is not None and tracker.done(offset):
             log.info("delivery partition resumed", extra={"topic": tp.topic})
             self._resume(tp)
-
-    async def _dispatch(self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes]) -> None:
-        """Start the record's task. A destination that already has its bound of deliveries
-        outstanding (running or waiting for its slots) gets this one put off instead, so a
-        stuck or slow destination cannot take every global slot (head-of-line)."""
-        await self._slots.acquire()
-        put_off = not self._admission.enqueue(record.key or b"")
-        task = asyncio.create_task(self._run_one(tp, record, put_off=put_off))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _run_one(
-        self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes], *, put_off: bool
-    ) -> None:
-        """Handle one record to its end; its offset is finished however that went, unless
-        the recorder is unavailable (the worker then stops with the offset unfinished)."""
-        try:
-            delivery = orjson.loads(record.value)
-            if put_off:
-                await self._put_off(delivery)
-            else:
-                async with self._per_destination[ref_of_delivery(delivery)]:
-                    await self._deliver(delivery)
-            self._finished(tp, record.offset)
-        except asyncio.CancelledError:
-            raise
-        except RecorderUnavailable as exc:
-            # Not finished, on purpose: the worker stops and the delivery is done again by
-            # the next owner of the partition, never skipped.
-            if self._failure is None:
-                self._failure = exc
-        except Exception as exc:  # the edge of a delivery task: nothing may stall the partition
-            # No attempt could be recorded (a malformed record, a bug outside the sink):
-            # logged without its text, counted, and skipped so the partition moves on.
-            metrics.DELIVERY_HANDLING_ERRORS.inc()
-            log.error(
-                "delivery record skipped: unexpected %s",
-                type(exc).__name__,
-                extra={"topic": tp.topic, "offset": record.offset},
-            )
-            self._finished(tp, record.offset)
-        finally:
-            self._slots.release()
-            if not put_off:
-                self._admission.finished(record.key or b"")
-
-    # -- one delivery --------------------------------------------------------------------
-
-    async def _deliver(self, delivery: dict[str, Any]) -> None:
-        destination = await self._admitted(delivery)
-        if destination is None:
-            return
-        event = delivery["event"]
-        started = time.perf_counter()
-        try:
-            body = orjson.dumps(event)
-            publisher = await self._publishers.get(destination)
-            result = await publisher.publish(delivery["id"], event, body)
-        except DeliveryError as exc:
-            await self._failed(delivery, destination, exc, started)
-            return
-        except Exception as exc:  # a sink or serializer bug must still end in an attempt
-            await self._failed(delivery, destination, unexpected(exc, delivery), started)
-            return
-        latency_ms = (time.perf_counter() - started) * 1000
-        self._admission.outcome(destination, Outcome.SUCCESS)
-        await self._outcomes.succeeded(delivery, destination, result, latency_ms)
-
-    async def _failed(
-        self,
-        delivery: dict[str, Any],
-        destination: dict[str, Any],
-        exc: DeliveryError,
-        started: float,
-    ) -> None:
-        latency_ms = (time.perf_counter() - started) * 1000
-        permanent = isinstance(exc, PermanentError)
-        self._admission.outcome(destination, Outcome.PERMANENT if permanent else Outcome.RETRYABLE)
-        await self._outcomes.failed(delivery, destination, exc, latency_ms)
-
-    async def _admitted(self, delivery: dict[str, Any]) -> dict[str, Any] | None:
-        """The destination to attempt the delivery to now, once its circuit lets it through
-        and its rate limit allows; None if the delivery was dropped or deferred instead."""
-        destination = await self._routable(delivery)
-        if destination is None:
-            return None
-        wait_s = self._admission.circuit_wait_s(delivery)
-        if wait_s is not None:
-            too_long = self._admission.held_too_long(delivery)
-            await self._outcomes.deferred(delivery, destination, wait_s, give_up=too_long)
-            return None
-        if destination.get("rate_limit"):
-            await self._admission.pace(destination)
-            destination = await self._routable(delivery)  # it may have changed meanwhile
-        return destination
-
-    async def _put_off(self, delivery: dict[str, Any]) -> None:
-        """Its destination has too many deliveries outstanding here: to retry tier 1, no
-        attempt counted (dropped instead if the destination is gone or inactive)."""
-        destination = await self._routable(delivery)
-        if destination is not None:
-            await self._outcomes.deferred(delivery, destination, 0.0, reason="queue_full")
-
-    async def _routable(self, delivery: dict[str, Any]) -> dict[str, Any] | None:
-        """The destination's current record, or None if it is gone or inactive: the
-        delivery is then dropped, with a final `canceled` status recorded (and counted).
-
-        Gone includes a destination of the same tenant and id created after the one the
-        delivery was routed to was deleted (another generation): it must get nothing of
-        its predecessor's."""
-        destination = await self._view.generation_of(
-            delivery["tenant"],
-            delivery["destination_id"],
-            delivery.get("destination_generation"),
-            self._settings.view_wait_timeout_s,
-        )
-        if destination is None:
-            reason = "deleted"
-        elif destination["status"] == "inactive":
-            reason = "inactive"
-        else:
-            return destination
-        await self._outcomes.canceled(delivery, reason)
-        return None
 
     # -- metrics -------------------------------------------------------------------------
 
@@ -368,7 +247,7 @@ class DeliveryRunner:
             oldest_due_age_s[tier] = max(oldest_due_age_s[tier], overdue_s)
         metrics.observe_retry_backlog(held, oldest_due_age_s)
         metrics.DELIVERY_PARTITIONS_STALLED.set(sum(t.stalled for t in self._trackers.values()))
-        self._admission.observe()
+        self._dispatcher.observe()
 
     # -- offsets -------------------------------------------------------------------------
 
@@ -394,6 +273,7 @@ class DeliveryRunner:
 
     def forget(self, partitions: list[TopicPartition]) -> None:
         """Drop the state of partitions this worker no longer owns."""
+        self._dispatcher.forget(partitions)
         for tp in partitions:
             self._trackers.pop(tp, None)
             self._held.pop(tp, None)

@@ -108,9 +108,10 @@ DELIVERIES_DROPPED = Counter(
 )
 DELIVERIES_DEFERRED = Counter(
     "herald_deliveries_deferred",
-    "Deliveries put off to a retry tier without an attempt, by destination type and reason "
-    "(circuit_open: the destination's circuit breaker is open; queue_full: it already has "
-    "sink_max_queued_per_destination deliveries outstanding in this worker).",
+    "Deliveries moved to a retry tier without an attempt, by destination type and reason "
+    "(circuit_open: the destination's circuit breaker is open, and the delivery used up one "
+    "of its retries; queue_full: its lane in this worker would have held it longer than "
+    "sink_max_queue_wait_s, and no retry was used).",
     ["type", "reason"],
 )
 CIRCUIT_CHANGES = Counter(
@@ -164,6 +165,11 @@ DELIVERY_PARTITIONS_STALLED = Gauge(
     "herald_delivery_partitions_stalled",
     "Delivery partitions this worker paused because sink_max_unfinished_per_partition "
     "records were fetched but not finished behind a stuck one (resumed at half).",
+)
+DELIVERIES_QUEUED = Gauge(
+    "herald_deliveries_queued",
+    "Deliveries fetched and waiting in their destinations' lanes for a slot in this worker "
+    "(at sink_max_buffered the worker fetches nothing more until half have gone).",
 )
 CIRCUITS_OPEN = Gauge(
     "herald_circuits_open",

@@ -1,21 +1,21 @@
-"""What an attempt came to, recorded: a success, a failure and its next step (decided in
-pipeline/retry.py), a delivery put off without an attempt or canceled, and the auto-disable
-that follows dead letters or a 410. The delivery runner calls it; every write goes through
-the recorder.
+"""What the policy (pipeline/policy.py) decided for a delivery, written: a success, a failed
+attempt and its next step, one skipped or put off without an attempt, one canceled, and
+the auto-disable that follows dead letters or a 410. Every write goes through the
+recorder; metrics count an outcome only once it is recorded.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from datetime import datetime
 from typing import Any
 
 from pipeline import metrics
 from pipeline.attempts import AttemptRecorder, version_of
 from pipeline.ids import ref_of_destination
-from pipeline.retry import DeadLetter, Schedule, after_failure, defer_step
-from pipeline.sinks.base import DeliveryError, DeliveryResult, PermanentError, RetryableError
+from pipeline.policy import Defer, Delivered, Failed, Skip
+from pipeline.retry import DeadLetter, Retry
+from pipeline.sinks.base import DeliveryError, DeliveryResult, RetryableError
 
 log = logging.getLogger(__name__)
 
@@ -41,33 +41,31 @@ def unexpected(exc: Exception, delivery: dict[str, Any]) -> RetryableError:
     return RetryableError(UNEXPECTED_ERROR)
 
 
-def _age_s(destination: dict[str, Any], now_s: float) -> float:
-    """Seconds since the destination last changed (its credentials with it)."""
-    try:
-        changed = datetime.fromisoformat(str(destination["updated_at"]).replace("Z", "+00:00"))
-    except (KeyError, ValueError):
-        return float("inf")
-    return now_s - changed.timestamp()
-
-
 class Outcomes:
-    """Records outcomes for one worker's runner; counts dead letters per destination."""
+    """Writes what the policy decided for one worker's runner; counts each destination's
+    deliveries dead-lettered in a row (the policy disables it after enough)."""
 
-    def __init__(self, recorder: AttemptRecorder, schedule: Schedule, disable_after: int) -> None:
+    def __init__(self, recorder: AttemptRecorder) -> None:
         self._recorder = recorder
-        self._schedule = schedule
-        self._disable_after = disable_after
         # Destination ref (tenant, id, generation) → (record version, deliveries in a row
         # dead-lettered) in this process: a destination enabled again or changed starts
         # counting anew.
         self._dead_letters: dict[str, tuple[str, int]] = {}
 
-    async def succeeded(
+    def dead_letters_in_row(self, destination: dict[str, Any]) -> int:
+        """The destination's deliveries dead-lettered in a row, in its current version."""
+        if not destination:
+            return 0
+        version, count = self._dead_letters.get(ref_of_destination(destination), ("", 0))
+        return count if version == version_of(destination) else 0
+
+    async def delivered(
         self,
         delivery: dict[str, Any],
         destination: dict[str, Any],
         result: DeliveryResult,
         latency_ms: float,
+        decision: Delivered,
     ) -> None:
         """Record a success; the first one verifies the destination."""
         await self._recorder.success(delivery, result, latency_ms)
@@ -77,7 +75,7 @@ class Outcomes:
         )
         metrics.record_delivered(destination["type"], delivery["event"]["created_at"], time.time())
         self._dead_letters.pop(ref_of_destination(destination), None)
-        if not destination.get("verified_at"):
+        if decision.verify:
             await self._recorder.verified(destination)
 
     async def failed(
@@ -86,50 +84,32 @@ class Outcomes:
         destination: dict[str, Any],
         exc: DeliveryError,
         latency_ms: float,
+        decision: Failed,
     ) -> None:
         """Record a failed attempt and queue what comes next (a retry tier or the DLQ)."""
-        now_s = time.time()
-        step = after_failure(
-            self._schedule,
-            delivery["attempt"],
-            exc,
-            verified=bool(destination.get("verified_at")),
-            credentials_age_s=_age_s(destination, now_s),
-            now_ms=int(now_s * 1000),
-        )
-        await self._recorder.failure(delivery, exc, latency_ms, step)
+        await self._recorder.failure(delivery, exc, latency_ms, decision.step)
         metrics.record_attempt(
             destination["type"], "failed", delivery["attempt"], latency_ms / 1000
         )
-        if isinstance(step, DeadLetter):
-            await self.dead_lettered(delivery, destination, step)
-        else:
-            await self._recorder.retry(delivery, step)
-        if isinstance(exc, PermanentError) and exc.response_status == 410:
-            await self._recorder.auto_disable(destination, "the receiver answered 410 Gone")
+        await self._follow(delivery, destination, decision.step, decision.disable)
+
+    async def skipped(
+        self, delivery: dict[str, Any], destination: dict[str, Any], decision: Skip
+    ) -> None:
+        """Not attempted, its circuit open: recorded as an attempt that was not made, and
+        on to its next scheduled retry (or the DLQ) like a failed one."""
+        await self._recorder.failure(delivery, RetryableError(decision.reason), 0.0, decision.step)
+        metrics.DELIVERIES_DEFERRED.labels(type=destination["type"], reason="circuit_open").inc()
+        await self._follow(delivery, destination, decision.step, decision.disable)
 
     async def deferred(
-        self,
-        delivery: dict[str, Any],
-        destination: dict[str, Any],
-        wait_s: float,
-        *,
-        reason: str = "circuit_open",
-        give_up: bool = False,
+        self, delivery: dict[str, Any], destination: dict[str, Any], decision: Defer
     ) -> None:
-        """Put the delivery off to a retry tier without an attempt. Time put off by an open
-        circuit adds up; past `circuit_max_hold_s` (`give_up`) the delivery is dead-lettered
-        instead, recorded as a failed attempt that was not made so the log shows why. A full
-        queue never dead-letters: its destination is making progress, or its circuit opens."""
-        if give_up:
-            dead = DeadLetter("not attempted: circuit open for too long")
-            await self._recorder.failure(delivery, RetryableError(dead.reason), 0.0, dead)
-            await self.dead_lettered(delivery, destination, dead)
-            return
-        step = defer_step(self._schedule, wait_s, now_ms=int(time.time() * 1000))
-        held = reason == "circuit_open"
-        await self._recorder.defer(delivery, step, reason.replace("_", " "), held=held)
-        metrics.DELIVERIES_DEFERRED.labels(type=destination["type"], reason=reason).inc()
+        """Put off to a retry tier without an attempt and without using a retry: its
+        destination's lane is too far behind. Never dead-letters: a slow destination is
+        making progress, or its circuit opens."""
+        await self._recorder.defer(delivery, decision.step, decision.reason.replace("_", " "))
+        metrics.DELIVERIES_DEFERRED.labels(type=destination["type"], reason=decision.reason).inc()
 
     async def canceled(self, delivery: dict[str, Any], reason: str) -> None:
         """The delivery's destination is gone (`deleted`) or `inactive`: a final `canceled`
@@ -137,20 +117,25 @@ class Outcomes:
         metrics.DELIVERIES_DROPPED.labels(reason=reason).inc()
         await self._recorder.canceled(delivery, f"destination {reason}")
 
-    async def dead_lettered(
-        self, delivery: dict[str, Any], destination: dict[str, Any], step: DeadLetter
+    async def _follow(
+        self,
+        delivery: dict[str, Any],
+        destination: dict[str, Any],
+        step: Retry | DeadLetter,
+        disable: str | None,
     ) -> None:
-        """Park the delivery in the DLQ; enough in a row (of the destination's own making)
-        disable the destination."""
-        await self._recorder.dead_letter(delivery, step.reason)
-        metrics.DEAD_LETTERS.labels(type=destination["type"]).inc()
-        if not step.counts_toward_disable:
-            return
+        """Queue the next retry, or park the delivery in the DLQ (counted toward disable
+        where the destination was at fault); then disable the destination if decided."""
+        if isinstance(step, DeadLetter):
+            await self._recorder.dead_letter(delivery, step.reason)
+            metrics.DEAD_LETTERS.labels(type=destination["type"]).inc()
+            if step.counts_toward_disable:
+                self._count_dead_letter(destination)
+        else:
+            await self._recorder.retry(delivery, step)
+        if disable is not None:
+            await self._recorder.auto_disable(destination, disable)
+
+    def _count_dead_letter(self, destination: dict[str, Any]) -> None:
         ref, version = ref_of_destination(destination), version_of(destination)
-        counted_version, count = self._dead_letters.get(ref, (version, 0))
-        count = count + 1 if counted_version == version else 1
-        self._dead_letters[ref] = (version, count)
-        if self._disable_after and count >= self._disable_after:
-            await self._recorder.auto_disable(
-                destination, f"the last {count} deliveries exhausted their retries"
-            )
+        self._dead_letters[ref] = (version, self.dead_letters_in_row(destination) + 1)

@@ -72,8 +72,13 @@ class Settings(BaseSettings):
     # A destination whose last N deliveries in a row all exhausted their retries is
     # disabled (status inactive, status_reason says why). 0 turns this off.
     auto_disable_after_dead_letters: int = 5
+    # Deliveries in flight at once in a worker (waiting for their sink's answer), in all.
     sink_max_in_flight: int = 1000
-    sink_max_in_flight_per_destination: int = 16
+    # Each destination's concurrency adapts (pipeline/lanes.py): it starts at the initial
+    # value, grows by one per round trip while the receiver's latency stays flat, halves on
+    # a timeout, 429 or 503, and never passes the maximum.
+    sink_initial_in_flight_per_destination: int = Field(default=16, ge=1)
+    sink_max_in_flight_per_destination: int = Field(default=128, ge=1)
     # CIDRs that outbound deliveries may reach although they are loopback/private.
     outbound_allowlist: list[str] = Field(default_factory=list)
 
@@ -119,23 +124,23 @@ class Settings(BaseSettings):
         return value
 
     # Circuit breaker per destination (pipeline/circuit.py; in memory, per worker process):
-    # after this many retryable failures in a row its deliveries are deferred to a retry
-    # tier without an attempt until a cool-down passes, then one probe goes; each failed
-    # probe doubles the cool-down up to the maximum. 0 turns the breaker off.
+    # after this many retryable failures in a row its deliveries are not attempted, each
+    # moved on to its next scheduled retry (using it up), until a cool-down passes and one
+    # probe goes; each failed probe doubles the cool-down up to the maximum. 0 turns the
+    # breaker off.
     circuit_failure_threshold: int = 10
     circuit_cooldown_s: float = 30.0
     circuit_max_cooldown_s: float = 600.0
-    # A delivery held by an open circuit (not attempted) for longer than this in all is
-    # dead-lettered, so a circuit that never closes cannot keep deliveries circulating
-    # forever (and auto-disable still comes). None: the retry schedule's whole span
-    # (about 8.5 h by default).
-    circuit_max_hold_s: float | None = None
-    # Head-of-line protection: a destination with this many deliveries outstanding in a
-    # worker (running, or waiting for its in-flight slots or its rate limit) gets further
-    # ones put off to retry tier 1 without an attempt, so a slow or stuck destination cannot
-    # take every one of the sink_max_in_flight slots. The price: a healthy destination's
-    # burst beyond the bound waits a tier-1 delay. 0 turns it off.
-    sink_max_queued_per_destination: int = 250
+    # A delivery whose destination's lane would hold it longer than this (the lane's
+    # measured service time times its queue over its concurrency, or its queue over its rate)
+    # is put off to a retry tier without an attempt and without using a retry: a slow or
+    # rate-limited destination keeps at most this much of its backlog in a worker's
+    # memory. A healthy destination's burst drains well within it. 0: never put off.
+    sink_max_queue_wait_s: float = Field(default=30.0, ge=0)
+    # Deliveries a worker holds in its destinations' lanes, waiting for their turn; at the
+    # bound it fetches nothing more until half have gone (memory pauses fetching, never a
+    # destination's burst). 0: unbounded.
+    sink_max_buffered: int = Field(default=20_000, ge=0)
     # Offsets a deliveries partition may have fetched but not finished (the finished ones
     # wait behind the lowest unfinished to be committed). At the bound the partition is
     # paused until half are finished, and herald_delivery_partitions_stalled says so.

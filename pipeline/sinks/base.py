@@ -48,6 +48,11 @@ class RetryableError(DeliveryError):
         super().__init__(message, response_status=response_status, response_body=response_body)
         self.retry_after_s = retry_after_s
 
+    @property
+    def timed_out(self) -> bool:
+        """The peer did not answer in time (every sink says "timed out" for that)."""
+        return isinstance(self.__cause__, TimeoutError) or "timed out" in str(self)
+
 
 class PermanentError(DeliveryError):
     """Do not retry this delivery. `auth`: the destination refused its credentials (a

@@ -1,12 +1,9 @@
-"""Per-destination circuit breakers (pure, on a fake clock), where deferrals wait, and the
-admission guards around them."""
+"""Per-destination circuit breakers (pure, on a fake clock), and where deferrals wait."""
 
 from __future__ import annotations
 
-from pipeline.admission import Admission
 from pipeline.circuit import CircuitBreakers, Outcome
 from pipeline.retry import Retry, Schedule, defer_step
-from pipeline.settings import Settings
 
 FAILED = Outcome.RETRYABLE
 
@@ -103,54 +100,15 @@ def test_a_deferral_waits_in_the_first_tier_that_covers_the_wait() -> None:
     assert defer_step(schedule, 10**9, now_ms=0).tier == 10
 
 
-DESTINATION = {"id": "d", "tenant": "t", "generation": "g1", "type": "webhook"}
-
-
-def _delivery(**extra: object) -> dict[str, object]:
-    return {
-        "tenant": "t",
-        "destination_id": "d",
-        "destination_generation": "g1",
-        "attempt": 0,
-        "event": {"type": "task_run.completed"},
-        **extra,
-    }
-
-
-def test_admission_bounds_what_one_destination_has_outstanding() -> None:
-    admission = Admission(Settings(sink_max_queued_per_destination=2), Schedule())
-    assert [admission.enqueue(b"d") for _ in range(3)] == [True, True, False]
-    assert admission.enqueue(b"other")
-    admission.finished(b"d")
-    assert admission.enqueue(b"d")
-    unbounded = Admission(Settings(sink_max_queued_per_destination=0), Schedule())
-    assert all(unbounded.enqueue(b"d") for _ in range(1000))
-
-
-def test_admission_lets_a_test_event_or_manual_retry_pass_an_open_circuit() -> None:
-    admission = Admission(Settings(circuit_failure_threshold=1), Schedule())
-    admission.outcome(DESTINATION, FAILED)
-    assert 29 < (admission.circuit_wait_s(_delivery()) or 0) <= 30
-    test_event = _delivery(event={"type": "event_destination.test"})
-    assert admission.circuit_wait_s(test_event) is None
-    assert admission.circuit_wait_s(_delivery(manual_retry=True)) is None
-    # Once it failed and waits in a retry tier, it is a delivery like any other.
-    assert admission.circuit_wait_s(_delivery(manual_retry=True, attempt=1)) is not None
-
-
-def test_a_circuit_is_one_tenants_destination_in_one_life() -> None:
-    admission = Admission(Settings(circuit_failure_threshold=1), Schedule())
-    admission.outcome(DESTINATION, FAILED)
-    assert admission.circuit_wait_s(_delivery()) is not None
-    # Deleted and created again under the same id: a new generation, a closed circuit.
-    assert admission.circuit_wait_s(_delivery(destination_generation="g2")) is None
-    # Another tenant's destination of the same id has a circuit of its own.
-    assert admission.circuit_wait_s(_delivery(tenant="other")) is None
-
-
-def test_hold_bound_defaults_to_the_retry_schedule_span() -> None:
-    admission = Admission(Settings(), Schedule(base_delay_s=1, max_retries=3))  # 1+2+4 s
-    assert not admission.held_too_long(_delivery(held_ms=6999))
-    assert admission.held_too_long(_delivery(held_ms=7000))
-    explicit = Admission(Settings(circuit_max_hold_s=1), Schedule(base_delay_s=1, max_retries=3))
-    assert explicit.held_too_long(_delivery(held_ms=1000))
+def test_peek_tells_the_wait_without_starting_the_probe() -> None:
+    clock = Clock()
+    circuits = breakers(clock, threshold=1)
+    assert circuits.peek("d") is None
+    circuits.record("d", FAILED)
+    assert circuits.is_open("d")
+    assert circuits.peek("d") == 10
+    clock.now_s += 10
+    assert circuits.peek("d") is None  # a delivery arriving now would be let through ...
+    assert circuits.peek("d") is None  # ... and peeking twice starts no probe
+    assert circuits.admit("d") is None  # the probe
+    assert circuits.peek("d") == 10  # while the probe is out, others wait

@@ -19,6 +19,7 @@ from aiokafka.errors import (
 from pipeline.attempts import AttemptRecorder, RecorderUnavailable
 from pipeline.offsets import PartitionTracker
 from pipeline.outcomes import UNEXPECTED_ERROR, Outcomes, unexpected
+from pipeline.policy import Failed, LaneState, Rules, after_attempt
 from pipeline.retry import (
     NEW_CREDENTIALS_GRACE_S,
     DeadLetter,
@@ -27,7 +28,7 @@ from pipeline.retry import (
     after_failure,
     next_step,
 )
-from pipeline.sinks.base import EventRejected, PermanentError, RetryableError
+from pipeline.sinks.base import DeliveryError, EventRejected, PermanentError, RetryableError
 from pipeline.topics import DESTINATION_CHANGES, EVENTS, retry_topic
 
 
@@ -49,6 +50,13 @@ class Producer:
 
     def topics(self) -> list[str]:
         return [topic for topic, _, _ in self.sent]
+
+
+async def _drained(tasks: set[asyncio.Future[None]]) -> None:
+    """Wait until every task the runner started (and any they started) has ended."""
+    async with asyncio.timeout(5):
+        while tasks:
+            await asyncio.wait(set(tasks))
 
 
 def _recorder(producer: Producer) -> AttemptRecorder:
@@ -129,17 +137,31 @@ def test_what_a_failure_leads_to(
         assert step.counts_toward_disable is counts
 
 
+async def _fail(
+    outcomes: Outcomes,
+    delivery: dict[str, Any],
+    destination: dict[str, Any],
+    error: DeliveryError,
+    rules: Rules,
+) -> None:
+    """What the runner does after a failed attempt: ask the policy, record its answer."""
+    lane = LaneState(dead_letters_in_row=outcomes.dead_letters_in_row(destination))
+    decision = after_attempt(delivery, destination, error, lane, rules, now_ms=0)
+    assert isinstance(decision, Failed)
+    await outcomes.failed(delivery, destination, error, 1.0, decision)
+
+
 async def test_events_a_destination_cannot_take_never_disable_it() -> None:
     producer = Producer()
-    outcomes = Outcomes(_recorder(producer), Schedule(), disable_after=2)
+    outcomes, rules = Outcomes(_recorder(producer)), Rules(Schedule(), disable_after=2)
     destination = _destination()
     for _ in range(5):
-        await outcomes.failed(_delivery(), destination, EventRejected("too large"), 1.0)
+        await _fail(outcomes, _delivery(), destination, EventRejected("too large"), rules)
     assert "deliveries.dlq" in producer.topics()
     assert DESTINATION_CHANGES not in producer.topics()
     # Two of its own making in a row do.
     for _ in range(2):
-        await outcomes.failed(_delivery(10), destination, RetryableError("503"), 1.0)
+        await _fail(outcomes, _delivery(10), destination, RetryableError("503"), rules)
     assert producer.topics().count(DESTINATION_CHANGES) == 1
 
 
@@ -150,14 +172,14 @@ async def test_a_destination_enabled_again_is_disabled_again_by_the_next_410() -
     producer = Producer()
     recorder = _recorder(producer)
     gone = PermanentError("410 Gone", response_status=410)
-    outcomes = Outcomes(recorder, Schedule(), disable_after=5)
+    outcomes, rules = Outcomes(recorder), Rules(Schedule(), disable_after=5)
     first = _destination(updated_at="2026-01-01T00:00:00.000Z")
-    await outcomes.failed(_delivery(), first, gone, 1.0)
-    await outcomes.failed(_delivery(), first, gone, 1.0)  # the view has not caught up
+    await _fail(outcomes, _delivery(), first, gone, rules)
+    await _fail(outcomes, _delivery(), first, gone, rules)  # the view has not caught up
     assert producer.topics().count(DESTINATION_CHANGES) == 1
     assert producer.topics().count(EVENTS) == 1  # one event_destination.disabled
     enabled = _destination(updated_at="2026-01-01T00:05:00.000Z")  # the user enabled it
-    await outcomes.failed(_delivery(), enabled, gone, 1.0)
+    await _fail(outcomes, _delivery(), enabled, gone, rules)
     assert producer.topics().count(DESTINATION_CHANGES) == 2
     change = [r for t, r, _ in producer.sent if t == DESTINATION_CHANGES][-1]
     assert change["op"] == "auto_disable"
@@ -165,12 +187,13 @@ async def test_a_destination_enabled_again_is_disabled_again_by_the_next_410() -
 
 async def test_the_dead_letter_count_starts_anew_when_the_destination_changes() -> None:
     producer = Producer()
-    outcomes = Outcomes(_recorder(producer), Schedule(max_retries=0), disable_after=2)
-    await outcomes.failed(_delivery(), _destination(), RetryableError("503"), 1.0)
+    outcomes = Outcomes(_recorder(producer))
+    rules = Rules(Schedule(max_retries=0), disable_after=2)
+    await _fail(outcomes, _delivery(), _destination(), RetryableError("503"), rules)
     enabled = _destination(updated_at="2026-01-02T00:00:00Z")
-    await outcomes.failed(_delivery(), enabled, RetryableError("503"), 1.0)
+    await _fail(outcomes, _delivery(), enabled, RetryableError("503"), rules)
     assert DESTINATION_CHANGES not in producer.topics()
-    await outcomes.failed(_delivery(), enabled, RetryableError("503"), 1.0)
+    await _fail(outcomes, _delivery(), enabled, RetryableError("503"), rules)
     assert DESTINATION_CHANGES in producer.topics()
 
 
@@ -316,7 +339,7 @@ async def test_a_delivery_finishes_unless_its_outcome_cannot_be_recorded(
     from pipeline.settings import Settings
 
     class View:
-        async def generation_of(self, *_: Any) -> dict[str, Any]:
+        def get(self, *_: Any) -> dict[str, Any]:
             return _destination()
 
     class Publisher:
@@ -334,11 +357,11 @@ async def test_a_delivery_finishes_unless_its_outcome_cannot_be_recorded(
     record = ConsumerRecord(
         "deliveries", 0, 7, 0, 0, b"evtd_1", orjson.dumps(_delivery()), None, 0, 0, []
     )
-    await runner._slots.acquire()
-    await runner._run_one(tp, record, put_off=False)
+    runner._dispatcher.arrived(tp, record)
+    await _drained(runner._dispatcher.tasks)
     if producer_failures:
         assert runner._trackers[tp].committable() == 7
-        assert isinstance(runner._failure, RecorderUnavailable)
+        assert isinstance(runner._dispatcher.failure, RecorderUnavailable)
     else:
         assert runner._trackers[tp].committable() == 8
         attempt = next(r for t, r, _ in producer.sent if t == "delivery-attempts")

@@ -1,0 +1,238 @@
+"""A delivery's way through the runner, once the transport has it: policy, lanes, sink.
+
+    arrived → policy.before_attempt → its lane (pipeline/lanes.py) → its turn came →
+    policy.before_attempt again (the circuit, the destination now) → the sink →
+    policy.after_attempt → outcomes (the recorder) → finished(partition, offset)
+
+Every delivery handed in ends in exactly one call of `finished`, however it went, except
+when its outcome could not be recorded: then `failure` is set, the offset stays
+unfinished, and the worker stops (the next owner of the partition does it again).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+from aiokafka import TopicPartition
+from aiokafka.structs import ConsumerRecord
+
+from pipeline import metrics, policy
+from pipeline.attempts import AttemptRecorder, RecorderUnavailable
+from pipeline.ids import ref_of_delivery
+from pipeline.lanes import Job, Lanes
+from pipeline.outcomes import Outcomes, unexpected
+from pipeline.publishers import PublisherCache
+from pipeline.retry import Schedule
+from pipeline.settings import Settings
+from pipeline.sinks.base import DeliveryError, DeliveryResult
+from pipeline.view import DestinationView
+
+log = logging.getLogger(__name__)
+
+Finished = Callable[[TopicPartition, int], None]
+
+
+class Dispatcher:
+    """Takes due deliveries from the runner's transport and sees each one to its end."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        view: DestinationView,
+        recorder: AttemptRecorder,
+        publishers: PublisherCache,
+        finished: Finished,
+    ) -> None:
+        self._settings = settings
+        self._view = view
+        self._publishers = publishers
+        self._finished = finished
+        schedule = Schedule(settings.retry_base_delay_s, settings.max_retries)
+        self._rules = policy.Rules(
+            schedule, settings.sink_max_queue_wait_s, settings.auto_disable_after_dead_letters
+        )
+        self._lanes = Lanes(settings, self._turn_came, self._start)
+        self._outcomes = Outcomes(recorder)
+        self.tasks: set[asyncio.Future[None]] = set()
+        self.failure: RecorderUnavailable | None = None  # set: the worker must stop
+
+    @property
+    def queued(self) -> int:
+        """Deliveries waiting in the lanes for their turn (fetched, in memory)."""
+        return self._lanes.queued
+
+    def observe(self) -> None:
+        """Set the open circuits gauge; forget lanes long idle (called by a sampler)."""
+        metrics.CIRCUITS_OPEN.set(self._lanes.circuits.open_count())
+        metrics.DELIVERIES_QUEUED.set(self._lanes.queued)
+        self._lanes.forget_idle()
+
+    def forget(self, partitions: list[TopicPartition]) -> None:
+        """Partitions revoked: their deliveries still queued are left to the new owner."""
+        dropped = self._lanes.drop(set(partitions))
+        if dropped:
+            log.info("left %d queued deliveries to the partitions' new owner", dropped)
+
+    def arrived(self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes]) -> None:
+        """A due delivery: decide at once whether it may join its destination's lane."""
+        try:
+            delivery = orjson.loads(record.value)
+            destination = self._view.get(delivery["tenant"], delivery["destination_id"])
+            job = Job(tp, record.offset, delivery, destination or {}, ref_of_delivery(delivery))
+        except Exception as exc:  # a malformed record: nothing to attempt or record
+            self._skip_record(tp, record.offset, exc)
+            return
+        if destination is None or destination.get("generation") != _generation(delivery):
+            # Perhaps only unknown to this view yet: catch up before deciding.
+            self._spawn(self._arrived_after_sync(job))
+            return
+        self._arrive(job)
+
+    async def _arrived_after_sync(self, job: Job) -> None:
+        delivery = job.delivery
+        try:
+            destination = await self._view.generation_of(
+                delivery["tenant"],
+                delivery["destination_id"],
+                _generation(delivery),
+                self._settings.view_wait_timeout_s,
+            )
+            job.destination = destination or {}
+            self._arrive(job)
+        except Exception as exc:  # the edge of a task: the partition must move on
+            self._skip_record(job.partition, job.offset, exc)
+
+    def _arrive(self, job: Job) -> None:
+        """Ask the policy with what the lane knows now: join the lane, or not attempted."""
+        lane = policy.LaneState(
+            circuit_wait_s=self._circuit_wait_s(job, probe=False),
+            queue_wait_s=self._lanes.queue_wait_s(job.ref, job.destination.get("rate_limit")),
+            dead_letters_in_row=self._outcomes.dead_letters_in_row(job.destination),
+        )
+        decision = self._before(job, lane)
+        if isinstance(decision, policy.Attempt):
+            self._lanes.submit(job)
+        else:
+            self._settle(job, self._not_attempted(job, decision))
+
+    def _turn_came(self, job: Job) -> bool:
+        """The job is first in its lane and a slot is free: attempt it now (True), or was
+        it canceled or skipped meanwhile?"""
+        job.destination = (
+            self._view.get(job.delivery["tenant"], job.delivery["destination_id"]) or {}
+        )
+        lane = policy.LaneState(
+            circuit_wait_s=self._circuit_wait_s(job, probe=True),
+            dead_letters_in_row=self._outcomes.dead_letters_in_row(job.destination),
+        )
+        decision = self._before(job, lane)
+        if isinstance(decision, policy.Attempt):
+            return True
+        self._settle(job, self._not_attempted(job, decision))
+        return False
+
+    def _before(self, job: Job, lane: policy.LaneState) -> policy.Before:
+        destination = job.destination or None
+        now_ms = int(time.time() * 1000)
+        return policy.before_attempt(job.delivery, destination, lane, self._rules, now_ms=now_ms)
+
+    def _circuit_wait_s(self, job: Job, *, probe: bool) -> float | None:
+        if policy.asked_for_now(job.delivery):
+            return None
+        circuits = self._lanes.circuits
+        return circuits.admit(job.ref) if probe else circuits.peek(job.ref)
+
+    def _start(self, job: Job) -> None:
+        """The job has its slots: attempt it."""
+        self._settle(job, self._attempt(job))
+
+    async def _attempt(self, job: Job) -> None:
+        delivery, destination = job.delivery, job.destination
+        started = time.perf_counter()
+        result: DeliveryResult | None = None
+        error: DeliveryError | None = None
+        try:
+            body = orjson.dumps(delivery["event"])
+            publisher = await self._publishers.get(destination)
+            result = await publisher.publish(delivery["id"], delivery["event"], body)
+        except DeliveryError as exc:
+            error = exc
+        except Exception as exc:  # a sink or serializer bug must still end in an attempt
+            error = unexpected(exc, delivery)
+        latency_ms = (time.perf_counter() - started) * 1000
+        outcome, overloaded = policy.health_of(error)
+        change = self._lanes.finished(job, outcome, overloaded)  # its slots are free now
+        if change is not None:
+            metrics.CIRCUIT_CHANGES.labels(type=destination["type"], state=change).inc()
+            log.warning(
+                "destination circuit %s",
+                change,
+                extra={"destination_id": delivery["destination_id"]},
+            )
+        lane = policy.LaneState(dead_letters_in_row=self._outcomes.dead_letters_in_row(destination))
+        now_ms = int(time.time() * 1000)
+        decision = policy.after_attempt(
+            delivery, destination, error, lane, self._rules, now_ms=now_ms
+        )
+        if isinstance(decision, policy.Delivered):
+            assert result is not None
+            await self._outcomes.delivered(delivery, destination, result, latency_ms, decision)
+        else:
+            assert error is not None
+            await self._outcomes.failed(delivery, destination, error, latency_ms, decision)
+
+    async def _not_attempted(self, job: Job, decision: policy.Before) -> None:
+        if isinstance(decision, policy.Cancel):
+            await self._outcomes.canceled(job.delivery, decision.reason)
+        elif isinstance(decision, policy.Skip):
+            await self._outcomes.skipped(job.delivery, job.destination, decision)
+        elif isinstance(decision, policy.Defer):
+            await self._outcomes.deferred(job.delivery, job.destination, decision)
+
+    # -- every job ends here ---------------------------------------------------------------
+
+    def _settle(self, job: Job, work: Awaitable[None]) -> None:
+        """Run `work` to the end of the job: its offset is finished however that went,
+        unless its outcome could not be recorded (the worker then stops, the offset left
+        unfinished: the next owner of the partition does the delivery again)."""
+        self._spawn(self._settled(job, work))
+
+    async def _settled(self, job: Job, work: Awaitable[None]) -> None:
+        try:
+            await work
+        except asyncio.CancelledError:
+            raise
+        except RecorderUnavailable as exc:
+            if self.failure is None:
+                self.failure = exc
+            return
+        except Exception as exc:  # the edge of a delivery task: nothing may stall the partition
+            self._skip_record(job.partition, job.offset, exc)
+            return
+        self._finished(job.partition, job.offset)
+
+    def _spawn(self, work: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(work)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    def _skip_record(self, tp: TopicPartition, offset: int, exc: Exception) -> None:
+        """No attempt could be recorded (a malformed record, a bug outside the sink):
+        logged without its text, counted, and skipped so the partition moves on."""
+        metrics.DELIVERY_HANDLING_ERRORS.inc()
+        log.error(
+            "delivery record skipped: unexpected %s",
+            type(exc).__name__,
+            extra={"topic": tp.topic, "offset": offset},
+        )
+        self._finished(tp, offset)
+
+
+def _generation(delivery: dict[str, Any]) -> str | None:
+    generation = delivery.get("destination_generation")
+    return str(generation) if generation is not None else None
