@@ -1,0 +1,215 @@
+"""The delivery runner's dispatcher against stand-ins for Kafka and the sink: a delivery's
+slot is free once the sink answers, its offset only once its record is acknowledged, and
+what the circuit and the view say decides whether it is attempted at all."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import orjson
+from aiokafka.structs import ConsumerRecord, TopicPartition
+
+from pipeline.attempts import AttemptRecorder
+from pipeline.dispatch import Dispatcher
+from pipeline.ids import ref_of_delivery
+from pipeline.settings import Settings
+from pipeline.sinks.base import DeliveryResult, RetryableError
+from pipeline.topics import ATTEMPTS, retry_topic
+
+TP = TopicPartition("deliveries", 0)
+
+
+class Producer:
+    """Holds every send until `acknowledge` (the broker's ack) unless `auto`."""
+
+    def __init__(self, auto: bool = True) -> None:
+        self.sent: list[tuple[str, dict[str, Any]]] = []
+        self.auto = auto
+        self.acked = asyncio.Event()
+
+    async def send_and_wait(self, topic: str, value: bytes, *, key: bytes, headers: Any) -> None:
+        self.sent.append((topic, orjson.loads(value)))
+        if not self.auto:
+            await self.acked.wait()
+
+    def topics(self) -> list[str]:
+        return [topic for topic, _ in self.sent]
+
+
+class Publisher:
+    def __init__(self, error: Exception | None = None) -> None:
+        self.error = error
+        self.calls = 0
+
+    async def publish(self, delivery_id: str, event: Any, body: bytes) -> DeliveryResult:
+        self.calls += 1
+        if self.error is not None:
+            raise self.error
+        return DeliveryResult(response_status=200)
+
+
+class Publishers:
+    def __init__(self, publisher: Publisher) -> None:
+        self.publisher = publisher
+
+    async def get(self, destination: dict[str, Any]) -> Publisher:
+        return self.publisher
+
+
+class View:
+    def __init__(self, destination: dict[str, Any] | None) -> None:
+        self.destination = destination
+
+    def get(self, tenant: str, destination_id: str) -> dict[str, Any] | None:
+        return self.destination
+
+    async def generation_of(self, *_: Any) -> dict[str, Any] | None:
+        return self.destination
+
+
+DESTINATION = {
+    "id": "evtd_1",
+    "tenant": "t",
+    "generation": "g1",
+    "type": "webhook",
+    "status": "active",
+    "verified_at": "2026-01-01T00:00:00Z",
+    "updated_at": "2026-01-01T00:00:00Z",
+}
+
+
+def _record(offset: int, attempt: int = 0) -> ConsumerRecord[bytes, bytes]:
+    delivery = {
+        "id": f"evdl_{offset}",
+        "event": {"id": f"evt_{offset}", "type": "a.b", "data": {}, "created_at": "x"},
+        "tenant": "t",
+        "destination_id": "evtd_1",
+        "destination_generation": "g1",
+        "attempt": attempt,
+    }
+    return ConsumerRecord(
+        "deliveries", 0, offset, 0, 0, b"t/evtd_1", orjson.dumps(delivery), None, 0, 0, []
+    )
+
+
+def _dispatcher(
+    producer: Producer,
+    publisher: Publisher,
+    destination: dict[str, Any] | None = DESTINATION,
+    **settings: Any,
+) -> tuple[Dispatcher, list[int]]:
+    finished: list[int] = []
+    recorder = AttemptRecorder(producer, "herald-due-ms", give_up_s=0.05)
+    dispatcher = Dispatcher(
+        Settings(**settings),
+        View(destination),
+        recorder,
+        Publishers(publisher),
+        lambda tp, offset: finished.append(offset),
+    )
+    return dispatcher, finished
+
+
+async def _drained(dispatcher: Dispatcher) -> None:
+    async with asyncio.timeout(5):
+        while dispatcher.tasks:
+            await asyncio.wait(set(dispatcher.tasks))
+
+
+async def _until(condition: Any) -> None:
+    """Let the dispatcher's tasks run until `condition` holds (at most 1,000 loop turns)."""
+    for _ in range(1000):
+        if condition():
+            return
+        await asyncio.sleep(0)  # one turn of the event loop, not a wait for time
+    raise AssertionError("condition never held")
+
+
+async def test_the_slot_is_free_when_the_sink_answers_and_the_offset_when_kafka_acks() -> None:
+    producer, publisher = Producer(auto=False), Publisher()
+    dispatcher, finished = _dispatcher(
+        producer, publisher, sink_initial_in_flight_per_destination=1
+    )
+    for offset in range(3):
+        dispatcher.arrived(TP, _record(offset))
+    # One slot: yet all three reach the sink while the first record is not acknowledged.
+    await _until(lambda: publisher.calls == 3)
+    assert finished == []
+    assert producer.topics().count(ATTEMPTS) == 3
+    producer.acked.set()
+    await _drained(dispatcher)
+    assert sorted(finished) == [0, 1, 2]
+
+
+async def test_an_open_circuit_moves_a_delivery_along_its_schedule_without_an_attempt() -> None:
+    producer = Producer()
+    publisher = Publisher(RetryableError("connection failed: connection refused"))
+    dispatcher, finished = _dispatcher(
+        producer,
+        publisher,
+        circuit_failure_threshold=2,
+        sink_initial_in_flight_per_destination=1,
+    )
+    for offset in range(5):
+        dispatcher.arrived(TP, _record(offset))
+    await _drained(dispatcher)
+    assert publisher.calls == 2  # the two that opened the circuit
+    assert sorted(finished) == list(range(5))
+    attempts = [r for t, r in producer.sent if t == ATTEMPTS]
+    skipped = [a for a in attempts if a["error"].startswith("not attempted")]
+    assert len(skipped) == 3
+    # Each skipped one went on to its next tier as attempt 1: one record each, no more.
+    retries = [r for t, r in producer.sent if t == retry_topic(1)]
+    assert len(retries) == 5 and {r["attempt"] for r in retries} == {1}
+
+
+async def test_a_delivery_to_a_deleted_destination_is_canceled_not_attempted() -> None:
+    producer, publisher = Producer(), Publisher()
+    dispatcher, finished = _dispatcher(producer, publisher, destination=None)
+    dispatcher.arrived(TP, _record(0))
+    await _drained(dispatcher)
+    assert publisher.calls == 0 and finished == [0]
+    [(topic, attempt)] = producer.sent
+    assert (topic, attempt["outcome"], attempt["error"]) == (
+        ATTEMPTS,
+        "canceled",
+        "destination deleted",
+    )
+
+
+async def test_a_malformed_record_is_skipped_and_the_partition_moves_on() -> None:
+    producer, publisher = Producer(), Publisher()
+    dispatcher, finished = _dispatcher(producer, publisher)
+    bad = ConsumerRecord("deliveries", 0, 9, 0, 0, b"k", b"{not json", None, 0, 0, [])
+    dispatcher.arrived(TP, bad)
+    assert finished == [9] and producer.sent == []
+
+
+async def test_a_slow_lane_beyond_its_wait_bound_is_put_off_without_using_a_retry() -> None:
+    producer = Producer()
+    never = asyncio.Event()
+
+    class Stuck(Publisher):
+        async def publish(self, delivery_id: str, event: Any, body: bytes) -> DeliveryResult:
+            self.calls += 1
+            await never.wait()  # a receiver that does not answer (until the test ends)
+            return DeliveryResult(response_status=200)
+
+    publisher = Stuck()
+    dispatcher, finished = _dispatcher(
+        producer, publisher, sink_initial_in_flight_per_destination=2, sink_max_queue_wait_s=1
+    )
+    ref = ref_of_delivery(orjson.loads(_record(0).value))
+    for offset in range(2):
+        dispatcher.arrived(TP, _record(offset))
+    await _until(lambda: publisher.calls == 2)
+    lane = dispatcher._lanes._lanes[ref]
+    for job in lane.in_flight:  # the two in flight have run for 10 s
+        lane.in_flight[job] -= 10
+    dispatcher.arrived(TP, _record(2))
+    await _until(lambda: finished == [2])
+    [(topic, record)] = producer.sent
+    assert topic.startswith("deliveries.retry.") and record["attempt"] == 0
+    never.set()
+    await _drained(dispatcher)
