@@ -135,7 +135,7 @@ async def test_a_dead_destination_costs_one_record_per_scheduled_retry(
     )
     assert skipped > 0 and failed >= threshold
     assert skipped + failed <= count * tries, (skipped, failed)
-    assert len(dead.requests) <= threshold + in_flight + 3  # and a few failed probes
+    assert len(dead.requests) <= threshold + in_flight + 5  # and a few failed probes
     assert delta(worker_before, worker_after, "herald_circuit_changes_total", state="open") >= 1
     _, body = await api.call("GET", f"/v2/event-destinations/{doomed['id']}")
     assert body["status"] == "inactive"
@@ -213,7 +213,7 @@ async def test_slow_and_paced_destinations_cannot_take_the_global_slots(
             timeout_s=30,
             what="the healthy destination behind the backlog",
         )
-        assert time.monotonic() - published_at < 5
+        assert time.monotonic() - published_at < 10
         assert len(receiver.bodies("/paced")) < paced_count * backlog // 2  # far from done
     finally:
         for destination in paced:
