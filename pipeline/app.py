@@ -7,6 +7,7 @@ import faust
 from pipeline import faust_kafka
 from pipeline.agents import fold, router
 from pipeline.logs import logging_config
+from pipeline.partitioning import CachedPartitioner
 from pipeline.settings import Settings
 from pipeline.topics import (
     DELIVERIES,
@@ -36,6 +37,7 @@ def create_app(settings: Settings) -> faust.App:
         # The router's sends (one per delivery) gather into fewer produce requests: with
         # the default 0 every few deliveries cost a request of their own.
         producer_linger_ms=settings.producer_linger_ms,
+        producer_partitioner=CachedPartitioner(),
         consumer_auto_offset_reset="earliest",
         broker_session_timeout=settings.consumer_session_timeout_s,
         topic_replication_factor=specs[EVENTS].replication_factor,

@@ -23,6 +23,7 @@ from pipeline.db import DATABASE_ERRORS, create_pool, migrate
 from pipeline.delivery import DUE_HEADER, DeliveryRunner
 from pipeline.health import health_routes
 from pipeline.indexer import Indexer
+from pipeline.partitioning import CachedPartitioner
 from pipeline.publishers import PublisherCache
 from pipeline.settings import Settings
 from pipeline.sinks import aclose_all
@@ -246,6 +247,7 @@ class WorkerServices(mode.Service):
             acks="all",
             enable_idempotence=True,
             linger_ms=self.settings.producer_linger_ms,
+            partitioner=CachedPartitioner(),
             client_id=f"{self.settings.app_id}-worker",
         )
 
