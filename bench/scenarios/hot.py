@@ -1,0 +1,125 @@
+"""Issue 13 (delivery flow control), scenario `hot`: one hot destination.
+
+One webhook destination whose receiver answers 200 at once takes every event:
+
+(a) each event its own POST /v2/events, 50 requests in flight;
+(b) the same count in batches of 100 (what fanout does);
+(c) ten webhook destinations subscribed to the same type, single-event publishes, 50 in flight.
+
+Deliveries/s runs from the loader's first publish to the last delivery's arrival (as in
+fanout). Beside it, the ceiling: a bare aiohttp client posting the same body and headers to
+the same receiver with the connections the webhook sink may open to one host (64), and,
+for reference, with the per-destination bound of deliveries in flight (16). The worker's
+CPU seconds per wall second of the window tell whether it was busy or mostly waiting.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bench.cluster import DestinationSpec
+from bench.context import Bench, Outcome, Row
+from bench.scenarios.fanout import (
+    PUBLISH_BATCH,
+    SINK_CONNECTIONS_PER_HOST,
+    publish_and_wait,
+    webhook_ceiling,
+)
+
+SINGLE_CONCURRENCY = 50
+TEN = 10
+# Herald's default sink_max_in_flight_per_destination (the `_per_destination` semaphore).
+PER_DESTINATION_IN_FLIGHT = 16
+
+
+def case_note(result: dict[str, Any]) -> str:
+    """The note of a case's row: CPU per delivery, busy share, duplicates, completeness."""
+    parts = []
+    if result.get("worker_cpu_ms_per_delivery") is not None:
+        parts.append(f"worker {result['worker_cpu_ms_per_delivery']:.2f} ms CPU/delivery")
+    if result.get("worker_cpu_per_wall_s") is not None:
+        parts.append(f"worker CPU {result['worker_cpu_per_wall_s']:.2f} s per wall s")
+    parts.append(f"{result['duplicates']} duplicates")
+    if not result["complete"]:
+        parts.append(f"only {result['delivered']}/{result['expected_deliveries']} in time")
+    return "; ".join(parts)
+
+
+async def run(bench: Bench) -> Outcome:
+    """Deliveries/s to one hot destination (single and batched publishes) and to ten
+    destinations of one type, beside the bare-client ceiling."""
+    events = bench.size(1_500, 5_000)
+    ten_events = bench.size(600, 2_000)
+    outcome = Outcome("hot")
+    outcome.settings = {
+        "events_one_destination": events,
+        "events_ten_destinations": ten_events,
+        "single_publish_concurrency": SINGLE_CONCURRENCY,
+        "publish_batch": PUBLISH_BATCH,
+        "ceiling_concurrency": SINK_CONNECTIONS_PER_HOST,
+        "ceiling_concurrency_per_destination_bound": PER_DESTINATION_IN_FLIGHT,
+    }
+    specs = [DestinationSpec("ok", "hot1", 0, ("hot.go",))]
+    specs += [DestinationSpec("ok", "hot10", k, ("hot10.go",)) for k in range(TEN)]
+    await bench.create_destinations(specs, "hot destinations")
+    await bench.settle()
+    count = bench.size(6_000, 60_000)
+    ceiling = await webhook_ceiling(bench, count)
+    ceiling16 = await webhook_ceiling(bench, count, PER_DESTINATION_IN_FLIGHT)
+    outcome.figures["ceiling_bare_aiohttp_client"] = ceiling
+    outcome.figures["ceiling_bare_aiohttp_client_16"] = ceiling16
+    cases = [  # (key, label, group, type, events, subscribers, single)
+        ("single", "1 destination, single-event publishes", "hot1", "hot.go", events, 1, True),
+        ("batch", "1 destination, batches of 100", "hot1", "hot.go", events, 1, False),
+        ("ten", "10 destinations same type, single", "hot10", "hot10.go", ten_events, TEN, True),
+    ]
+    for key, label, group, event_type, count_events, subscribers, single in cases:
+        await bench.settle()
+        result = await publish_and_wait(
+            bench,
+            f"hot: {label}",
+            group,
+            count_events,
+            subscribers,
+            event_type,
+            single=single,
+            concurrency=SINGLE_CONCURRENCY if single else 4,
+        )
+        outcome.figures[key] = result
+        outcome.rows.append(
+            Row(
+                "hot",
+                label,
+                result["deliveries_per_s"],
+                "deliveries/s",
+                ceiling["requests_per_s"],
+                case_note(result),
+            )
+        )
+        outcome.rows.append(
+            Row(
+                "hot",
+                f"{label}: worker CPU",
+                result["worker_cpu_ms_per_delivery"],
+                "ms/delivery",
+            )
+        )
+    outcome.rows.append(
+        Row(
+            "hot",
+            f"ceiling: bare aiohttp client, {SINK_CONNECTIONS_PER_HOST} in flight",
+            ceiling["requests_per_s"],
+            "req/s",
+        )
+    )
+    outcome.rows.append(
+        Row(
+            "hot",
+            f"ceiling: bare aiohttp client, {PER_DESTINATION_IN_FLIGHT} in flight",
+            ceiling16["requests_per_s"],
+            "req/s",
+            note="the per-destination bound of deliveries in flight",
+        )
+    )
+    await bench.settle()
+    return outcome
