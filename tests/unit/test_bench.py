@@ -9,7 +9,15 @@ from bench.context import Row
 from bench.profile import component, summarize
 from bench.receiver import Tally, percentile_summary
 from bench.report import table
+from bench.scenarios.dead import (
+    chain_topics,
+    deltas,
+    extra_cpu_share,
+    records_per_failed_delivery,
+    refused_port,
+)
 from bench.scenarios.failure import lateness
+from bench.scenarios.hot import case_note
 from pipeline.retry import Schedule
 
 
@@ -79,3 +87,65 @@ def test_table_shows_ratios_to_the_ceiling() -> None:
     assert len(lines) == 5
     assert "25%" in lines[2] and "2,000" in lines[2]
     assert "—" in lines[4]
+
+
+def test_chain_topics_are_the_retry_tiers_then_the_dlq() -> None:
+    assert chain_topics(3) == [
+        "deliveries.retry.1",
+        "deliveries.retry.2",
+        "deliveries.retry.3",
+        "deliveries.dlq",
+    ]
+
+
+def test_deltas_between_end_offset_snapshots() -> None:
+    assert deltas({"a": 5, "b": 0}, {"a": 8, "b": 2, "c": 1}) == {"a": 3, "b": 2, "c": 1}
+
+
+def test_records_per_failed_delivery_subtracts_the_healthy_destinations_share() -> None:
+    chain = chain_topics(3)
+    # Clean: 100 events, one healthy delivery and one attempt record each.
+    clean = {"deliveries": 100, "delivery-attempts": 100}
+    # Dead: 200 events to 1 healthy + 5 dead; each dead delivery fails 4 times (4 attempt
+    # records) and moves through 3 tiers and the DLQ (4 chain records).
+    dead = {
+        "deliveries": 200 * 6,
+        "delivery-attempts": 200 + 1000 * 4,
+        "deliveries.retry.1": 1000,
+        "deliveries.retry.2": 1000,
+        "deliveries.retry.3": 1000,
+        "deliveries.dlq": 1000,
+    }
+    got = records_per_failed_delivery(clean, 100, dead, 200, chain)
+    assert got["routed_to_dead"] == 1000
+    assert got["chain_records"] == 4000
+    assert got["dlq_records"] == 1000
+    assert got["chain_records_per_failed_delivery"] == 4.0
+    assert got["attempt_records_per_failed_delivery"] == 4.0
+    nothing = records_per_failed_delivery(clean, 100, {"deliveries": 100}, 100, chain)
+    assert nothing["chain_records_per_failed_delivery"] is None
+
+
+def test_extra_cpu_share_of_the_dead_run() -> None:
+    assert extra_cpu_share(10.0, 4.0) == 0.6
+    assert extra_cpu_share(0.0, 4.0) is None
+
+
+def test_refused_port_is_below_32768_and_refuses() -> None:
+    port = refused_port(20_000)
+    assert 20_000 <= port < 32_768
+
+
+def test_case_note_names_cpu_duplicates_and_shortfall() -> None:
+    result = {
+        "worker_cpu_ms_per_delivery": 1.234,
+        "worker_cpu_per_wall_s": 0.4,
+        "duplicates": 0,
+        "complete": False,
+        "delivered": 9,
+        "expected_deliveries": 10,
+    }
+    note = case_note(result)
+    assert "1.23 ms CPU/delivery" in note
+    assert "0 duplicates" in note
+    assert "only 9/10" in note
