@@ -27,7 +27,7 @@ import time
 from typing import Any
 
 from bench.cluster import DestinationSpec
-from bench.context import Bench, BenchError, Outcome, Row
+from bench.context import Bench, BenchError, Outcome, Row, metric_delta
 from bench.stack import BENCH_SETTINGS
 from pipeline.retry import Schedule
 from pipeline.topics import ATTEMPTS, DELIVERIES, DLQ, retry_topic
@@ -114,6 +114,23 @@ async def _snapshot(bench: Bench, topics: list[str]) -> dict[str, int]:
     return {t: sum((await bench.cluster.end_offsets(t)).values()) for t in topics}
 
 
+def _counters(before: dict[str, float], after: dict[str, float]) -> dict[str, int]:
+    """What the worker counted in the window: attempts by outcome, deferrals by reason,
+    dead letters, circuit changes."""
+    out = {}
+    for outcome in ("success", "failed"):
+        out[f"attempts_{outcome}"] = metric_delta(
+            before, after, "herald_delivery_attempts_total", outcome=outcome
+        )
+    for reason in ("circuit_open", "queue_full"):
+        out[f"deferred_{reason}"] = metric_delta(
+            before, after, "herald_deliveries_deferred_total", reason=reason
+        )
+    out["dead_letters"] = metric_delta(before, after, "herald_dead_letters_total")
+    out["circuit_changes"] = metric_delta(before, after, "herald_circuit_changes_total")
+    return {k: int(v) for k, v in out.items()}
+
+
 async def _hold(
     bench: Bench, label: str, duration_s: float, topics: list[str], drain_s: float
 ) -> dict[str, Any]:
@@ -138,12 +155,14 @@ async def _hold(
         EVENT_TYPE,
     ]
     before = await _snapshot(bench, topics)
+    metrics_before = await bench.worker_metrics()
     cpu_before = bench.stack.cpu()
     load = await bench.load(args, f"dead: {label}", requests, duration_s + 90)
     published = int(load["events_ok"])
     received = await bench.wait_received(HEALTHY_GROUP, published, 60, f"dead: {label}: deliver")
     cpu_s = {k: round(v - cpu_before.get(k, 0.0), 2) for k, v in bench.stack.cpu().items()}
     window = await _snapshot(bench, topics)
+    metrics_after = await bench.worker_metrics()
     tally = await bench.tally(HEALTHY_GROUP, percentiles=True)
     elapsed_s = (received["last_at"] or load["finished_at"]) - load["started_at"]
     await asyncio.sleep(drain_s)
@@ -158,6 +177,7 @@ async def _hold(
         "healthy_deliveries_per_s": round(tally["unique"] / elapsed_s, 1) if elapsed_s else None,
         "healthy_latency_ms": tally["latency_ms"],
         "cpu_s": cpu_s,
+        "worker_counters_window": _counters(metrics_before, metrics_after),
         "records_window": deltas(before, window),
         "records_drained": deltas(before, drained),
         "drain_s": drain_s,

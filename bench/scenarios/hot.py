@@ -18,18 +18,29 @@ from __future__ import annotations
 from typing import Any
 
 from bench.cluster import DestinationSpec
-from bench.context import Bench, Outcome, Row
+from bench.context import Bench, Outcome, Row, metric_delta
+from bench.scenarios.dead import deltas
 from bench.scenarios.fanout import (
     PUBLISH_BATCH,
     SINK_CONNECTIONS_PER_HOST,
     publish_and_wait,
     webhook_ceiling,
 )
+from bench.stack import BENCH_SETTINGS
+from pipeline.topics import retry_topic
 
 SINGLE_CONCURRENCY = 50
 TEN = 10
 # Herald's default sink_max_in_flight_per_destination (the `_per_destination` semaphore).
 PER_DESTINATION_IN_FLIGHT = 16
+
+
+def slot_hold_ms(deliveries_per_s: float | None, slots: int) -> float | None:
+    """How long each delivery held its destination slot on average, by Little's law, if all
+    `slots` stayed taken (a backlog waited for them the whole time)."""
+    if not deliveries_per_s:
+        return None
+    return round(slots * 1000 / deliveries_per_s, 2)
 
 
 def case_note(result: dict[str, Any]) -> str:
@@ -40,6 +51,12 @@ def case_note(result: dict[str, Any]) -> str:
     if result.get("worker_cpu_per_wall_s") is not None:
         parts.append(f"worker CPU {result['worker_cpu_per_wall_s']:.2f} s per wall s")
     parts.append(f"{result['duplicates']} duplicates")
+    if result.get("sink_mean_ms") is not None:
+        parts.append(f"sink {result['sink_mean_ms']:.1f} ms/request")
+    if result.get("slot_hold_ms_if_saturated") is not None:
+        parts.append(f"slot held ~{result['slot_hold_ms_if_saturated']:.0f} ms if all full")
+    if result.get("deferred_queue_full"):
+        parts.append(f"{result['deferred_queue_full']} put off (queue full)")
     if not result["complete"]:
         parts.append(f"only {result['delivered']}/{result['expected_deliveries']} in time")
     return "; ".join(parts)
@@ -73,8 +90,11 @@ async def run(bench: Bench) -> Outcome:
         ("batch", "1 destination, batches of 100", "hot1", "hot.go", events, 1, False),
         ("ten", "10 destinations same type, single", "hot10", "hot10.go", ten_events, TEN, True),
     ]
+    tiers = [retry_topic(n) for n in range(1, int(BENCH_SETTINGS["HERALD_MAX_RETRIES"]) + 1)]
     for key, label, group, event_type, count_events, subscribers, single in cases:
         await bench.settle()
+        metrics_before = await bench.worker_metrics()
+        tiers_before = {t: sum((await bench.cluster.end_offsets(t)).values()) for t in tiers}
         result = await publish_and_wait(
             bench,
             f"hot: {label}",
@@ -85,6 +105,10 @@ async def run(bench: Bench) -> Outcome:
             single=single,
             concurrency=SINGLE_CONCURRENCY if single else 4,
         )
+        metrics_after = await bench.worker_metrics()
+        tiers_after = {t: sum((await bench.cluster.end_offsets(t)).values()) for t in tiers}
+        result.update(_worker_figures(metrics_before, metrics_after, result, subscribers))
+        result["retry_tier_records"] = deltas(tiers_before, tiers_after)
         outcome.figures[key] = result
         outcome.rows.append(
             Row(
@@ -123,3 +147,23 @@ async def run(bench: Bench) -> Outcome:
     )
     await bench.settle()
     return outcome
+
+
+def _worker_figures(
+    before: dict[str, float], after: dict[str, float], result: dict[str, Any], destinations: int
+) -> dict[str, Any]:
+    """From the worker's /metrics: the sink's own time per delivery (the HTTP request), the
+    deliveries put off, and the slot hold time Little's law gives (if the slots stayed full)."""
+    name = "herald_delivery_latency_seconds"
+    count = metric_delta(before, after, f"{name}_count", type="webhook", outcome="success")
+    total_s = metric_delta(before, after, f"{name}_sum", type="webhook", outcome="success")
+    deferred = "herald_deliveries_deferred_total"
+    return {
+        "sink_attempts_succeeded": int(count),
+        "sink_mean_ms": round(total_s * 1000 / count, 2) if count else None,
+        "deferred_queue_full": int(metric_delta(before, after, deferred, reason="queue_full")),
+        "deferred_circuit_open": int(metric_delta(before, after, deferred, reason="circuit_open")),
+        "slot_hold_ms_if_saturated": slot_hold_ms(
+            result["deliveries_per_s"], PER_DESTINATION_IN_FLIGHT * destinations
+        ),
+    }

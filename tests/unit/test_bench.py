@@ -5,7 +5,7 @@ No speed is asserted anywhere: these check that the bench computes its figures r
 
 from __future__ import annotations
 
-from bench.context import Row
+from bench.context import Row, metric_delta, metric_samples
 from bench.profile import component, summarize
 from bench.receiver import Tally, percentile_summary
 from bench.report import table
@@ -17,7 +17,7 @@ from bench.scenarios.dead import (
     refused_port,
 )
 from bench.scenarios.failure import lateness
-from bench.scenarios.hot import case_note
+from bench.scenarios.hot import case_note, slot_hold_ms
 from pipeline.retry import Schedule
 
 
@@ -149,3 +149,25 @@ def test_case_note_names_cpu_duplicates_and_shortfall() -> None:
     assert "1.23 ms CPU/delivery" in note
     assert "0 duplicates" in note
     assert "only 9/10" in note
+
+
+def test_metric_samples_and_deltas_by_label() -> None:
+    before = metric_samples(
+        "# HELP x\n"
+        'herald_d_count{outcome="success",type="webhook"} 10.0\n'
+        'herald_d_count{outcome="failed",type="webhook"} 1.0\n'
+    )
+    after = metric_samples(
+        'herald_d_count{outcome="success",type="webhook"} 25.0\n'
+        'herald_d_count{outcome="failed",type="webhook"} 4.0\n'
+        "herald_other 3.0\n"
+    )
+    assert metric_delta(before, after, "herald_d_count", outcome="success") == 15.0
+    assert metric_delta(before, after, "herald_d_count", type="webhook") == 18.0
+    assert metric_delta(before, after, "herald_other") == 3.0
+    assert metric_delta(before, after, "herald_missing") == 0.0
+
+
+def test_slot_hold_by_littles_law() -> None:
+    assert slot_hold_ms(400.0, 16) == 40.0
+    assert slot_hold_ms(None, 16) is None
