@@ -83,6 +83,7 @@ async def publish_and_wait(
         "duplicates": tally["count"] - tally["unique"],
         "complete": tally["unique"] >= expected,
         "elapsed_s": round(elapsed_s, 3),
+        "load_started_at": load["started_at"],
         "publish_events_per_s": load["events_per_s"],
         "deliveries_per_s": round(tally["unique"] / elapsed_s, 1) if elapsed_s > 0 else None,
         # CPU seconds each process used from the first publish to the last delivery (the

@@ -15,6 +15,9 @@ CPU seconds per wall second of the window tell whether it was busy or mostly wai
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import time
 from typing import Any
 
 from bench.cluster import DestinationSpec
@@ -27,7 +30,7 @@ from bench.scenarios.fanout import (
     webhook_ceiling,
 )
 from bench.stack import BENCH_SETTINGS
-from pipeline.topics import retry_topic
+from pipeline.topics import DELIVERIES, retry_topic
 
 SINGLE_CONCURRENCY = 50
 TEN = 10
@@ -43,6 +46,30 @@ def slot_hold_ms(deliveries_per_s: float | None, slots: int) -> float | None:
     return round(slots * 1000 / deliveries_per_s, 2)
 
 
+async def _routed_at(bench: Bench, expected: int) -> float | None:
+    """Wall-clock time at which `expected` more records were in `deliveries` than when
+    called (the router had routed the whole case), polled every 0.1 s; runs until then."""
+    start = sum((await bench.cluster.end_offsets(DELIVERIES)).values())
+    while True:
+        await asyncio.sleep(0.1)
+        now = sum((await bench.cluster.end_offsets(DELIVERIES)).values())
+        if now - start >= expected:
+            return time.time()
+
+
+def routing_figures(result: dict[str, Any], routed_at: float | None) -> dict[str, Any]:
+    """When the router had written every delivery, from the first publish, and its rate:
+    if it finished long before the last delivery arrived, the runner is the slow part."""
+    started_at = result.get("load_started_at")
+    if routed_at is None or started_at is None:
+        return {"routed_after_s": None, "routed_per_s": None}
+    routed_after_s = max(routed_at - started_at, 1e-3)
+    return {
+        "routed_after_s": round(routed_after_s, 3),
+        "routed_per_s": round(result["expected_deliveries"] / routed_after_s, 1),
+    }
+
+
 def case_note(result: dict[str, Any]) -> str:
     """The note of a case's row: CPU per delivery, busy share, duplicates, completeness."""
     parts = []
@@ -51,6 +78,8 @@ def case_note(result: dict[str, Any]) -> str:
     if result.get("worker_cpu_per_wall_s") is not None:
         parts.append(f"worker CPU {result['worker_cpu_per_wall_s']:.2f} s per wall s")
     parts.append(f"{result['duplicates']} duplicates")
+    if result.get("routed_per_s") is not None:
+        parts.append(f"router wrote all deliveries at {result['routed_per_s']:,.0f}/s")
     if result.get("sink_mean_ms") is not None:
         parts.append(f"sink {result['sink_mean_ms']:.1f} ms/request")
     if result.get("slot_hold_ms_if_saturated") is not None:
@@ -95,16 +124,24 @@ async def run(bench: Bench) -> Outcome:
         await bench.settle()
         metrics_before = await bench.worker_metrics()
         tiers_before = {t: sum((await bench.cluster.end_offsets(t)).values()) for t in tiers}
-        result = await publish_and_wait(
-            bench,
-            f"hot: {label}",
-            group,
-            count_events,
-            subscribers,
-            event_type,
-            single=single,
-            concurrency=SINGLE_CONCURRENCY if single else 4,
-        )
+        routed = asyncio.create_task(_routed_at(bench, count_events * subscribers))
+        try:
+            result = await publish_and_wait(
+                bench,
+                f"hot: {label}",
+                group,
+                count_events,
+                subscribers,
+                event_type,
+                single=single,
+                concurrency=SINGLE_CONCURRENCY if single else 4,
+            )
+        finally:
+            routed.cancel()  # done already, unless the router never finished the case
+        routed_at = None
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            routed_at = await routed
+        result.update(routing_figures(result, routed_at))
         metrics_after = await bench.worker_metrics()
         tiers_after = {t: sum((await bench.cluster.end_offsets(t)).values()) for t in tiers}
         result.update(_worker_figures(metrics_before, metrics_after, result, subscribers))

@@ -17,7 +17,7 @@ from bench.scenarios.dead import (
     refused_port,
 )
 from bench.scenarios.failure import lateness
-from bench.scenarios.hot import case_note, slot_hold_ms
+from bench.scenarios.hot import case_note, routing_figures, slot_hold_ms
 from pipeline.retry import Schedule
 
 
@@ -171,3 +171,9 @@ def test_metric_samples_and_deltas_by_label() -> None:
 def test_slot_hold_by_littles_law() -> None:
     assert slot_hold_ms(400.0, 16) == 40.0
     assert slot_hold_ms(None, 16) is None
+
+
+def test_routing_figures_from_the_first_publish() -> None:
+    result = {"load_started_at": 100.0, "expected_deliveries": 1000}
+    assert routing_figures(result, 102.0) == {"routed_after_s": 2.0, "routed_per_s": 500.0}
+    assert routing_figures(result, None)["routed_per_s"] is None
