@@ -80,6 +80,8 @@ def case_note(result: dict[str, Any]) -> str:
     parts.append(f"{result['duplicates']} duplicates")
     if result.get("routed_per_s") is not None:
         parts.append(f"router wrote all deliveries at {result['routed_per_s']:,.0f}/s")
+        if not runner_was_behind(result):
+            parts.append("the runner kept pace with the router")
     if result.get("sink_mean_ms") is not None:
         parts.append(f"sink {result['sink_mean_ms']:.1f} ms/request")
     if result.get("slot_hold_ms_if_saturated") is not None:
@@ -200,7 +202,18 @@ def _worker_figures(
         "sink_mean_ms": round(total_s * 1000 / count, 2) if count else None,
         "deferred_queue_full": int(metric_delta(before, after, deferred, reason="queue_full")),
         "deferred_circuit_open": int(metric_delta(before, after, deferred, reason="circuit_open")),
-        "slot_hold_ms_if_saturated": slot_hold_ms(
-            result["deliveries_per_s"], PER_DESTINATION_IN_FLIGHT * destinations
+        # Meaningful only if the runner, not the router, set the pace (else the slots were
+        # mostly free, waiting for deliveries to be routed): None then.
+        "slot_hold_ms_if_saturated": (
+            slot_hold_ms(result["deliveries_per_s"], PER_DESTINATION_IN_FLIGHT * destinations)
+            if runner_was_behind(result)
+            else None
         ),
     }
+
+
+def runner_was_behind(result: dict[str, Any]) -> bool:
+    """Whether the router had written every delivery well (20%) before the last one arrived,
+    i.e. deliveries queued for the runner rather than the runner waiting for the router."""
+    routed_after_s = result.get("routed_after_s")
+    return routed_after_s is not None and routed_after_s < 0.8 * result["elapsed_s"]

@@ -17,7 +17,7 @@ from bench.scenarios.dead import (
     refused_port,
 )
 from bench.scenarios.failure import lateness
-from bench.scenarios.hot import case_note, routing_figures, slot_hold_ms
+from bench.scenarios.hot import case_note, routing_figures, runner_was_behind, slot_hold_ms
 from pipeline.retry import Schedule
 
 
@@ -177,3 +177,9 @@ def test_routing_figures_from_the_first_publish() -> None:
     result = {"load_started_at": 100.0, "expected_deliveries": 1000}
     assert routing_figures(result, 102.0) == {"routed_after_s": 2.0, "routed_per_s": 500.0}
     assert routing_figures(result, None)["routed_per_s"] is None
+
+
+def test_runner_was_behind_only_if_routing_ended_well_before_the_last_delivery() -> None:
+    assert runner_was_behind({"routed_after_s": 5.0, "elapsed_s": 10.0})
+    assert not runner_was_behind({"routed_after_s": 9.5, "elapsed_s": 10.0})
+    assert not runner_was_behind({"routed_after_s": None, "elapsed_s": 10.0})
