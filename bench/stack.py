@@ -105,6 +105,17 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS_PER_S
 
 
+def runqueue_wait_seconds(pid: int) -> float:
+    """Seconds the process's threads have spent runnable but waiting for a core, so far
+    (/proc/<pid>/task/*/schedstat, second field; 0 if it is gone). On the shared 2-core
+    machine this tells a process starved of CPU from one idle in epoll."""
+    total_ns = 0
+    for stat in Path(f"/proc/{pid}/task").glob("*/schedstat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            total_ns += int(stat.read_text().split()[1])
+    return total_ns / 1e9
+
+
 def _is_ours(pid: int) -> bool:
     """Whether `pid` still runs one of the bench's own commands (pids get reused)."""
     try:
@@ -168,6 +179,10 @@ class Stack:
     def cpu(self) -> dict[str, float]:
         """CPU seconds used so far by the worker, the API and the receiver."""
         return {name: cpu_seconds(p.pid) for name, p in self.processes.items()}
+
+    def runqueue_wait(self) -> dict[str, float]:
+        """Seconds the worker, the API and the receiver waited for a core so far."""
+        return {name: runqueue_wait_seconds(p.pid) for name, p in self.processes.items()}
 
     def herald_env(self) -> dict[str, str]:
         """Environment of the worker and API: no HERALD_* from outside leaks in."""

@@ -157,10 +157,13 @@ async def _hold(
     before = await _snapshot(bench, topics)
     metrics_before = await bench.worker_metrics()
     cpu_before = bench.stack.cpu()
+    waited_before = bench.stack.runqueue_wait()
     load = await bench.load(args, f"dead: {label}", requests, duration_s + 90)
     published = int(load["events_ok"])
     received = await bench.wait_received(HEALTHY_GROUP, published, 60, f"dead: {label}: deliver")
     cpu_s = {k: round(v - cpu_before.get(k, 0.0), 2) for k, v in bench.stack.cpu().items()}
+    waited = bench.stack.runqueue_wait()
+    runqueue_s = {k: round(v - waited_before.get(k, 0.0), 2) for k, v in waited.items()}
     window = await _snapshot(bench, topics)
     metrics_after = await bench.worker_metrics()
     tally = await bench.tally(HEALTHY_GROUP, percentiles=True)
@@ -179,6 +182,7 @@ async def _hold(
         "healthy_deliveries_per_s": round(tally["unique"] / elapsed_s, 1) if elapsed_s else None,
         "healthy_latency_ms": tally["latency_ms"],
         "cpu_s": cpu_s,
+        "runqueue_wait_s": runqueue_s,
         "worker_counters_window": _counters(metrics_before, metrics_after),
         "records_window": deltas(before, window),
         "records_drained": deltas(before, drained),

@@ -68,12 +68,15 @@ async def publish_and_wait(
         str(type_count),
     ]
     cpu_before = bench.stack.cpu()
+    waited_before = bench.stack.runqueue_wait()
     load = await bench.load(args, f"{label}: publish", requests * per_request, 180)
     published = int(load["events_ok"])
     expected = published * subscribers
     wait_s = timeout_s if timeout_s is not None else bench.seconds(90, 600)
     tally = await bench.wait_received(group, expected, wait_s, f"{label}: deliver")
     cpu_s = {k: round(v - cpu_before.get(k, 0.0), 2) for k, v in bench.stack.cpu().items()}
+    waited = bench.stack.runqueue_wait()
+    runqueue_s = {k: round(v - waited_before.get(k, 0.0), 2) for k, v in waited.items()}
     elapsed_s = (tally["last_at"] or load["finished_at"]) - load["started_at"]
     return {
         "events": published,
@@ -95,6 +98,12 @@ async def publish_and_wait(
         # Worker CPU seconds per wall second of the window: well below 1 means the worker
         # mostly waited (on the sink, on Kafka acks), not that it was short of CPU.
         "worker_cpu_per_wall_s": round(cpu_s["worker"] / elapsed_s, 3) if elapsed_s > 0 else None,
+        # Seconds each process was runnable but waited for a core (the machine is shared):
+        # the rest of the wall time, beyond CPU and this, the worker was idle (awaiting I/O).
+        "runqueue_wait_s": runqueue_s,
+        "worker_runqueue_wait_per_wall_s": (
+            round(runqueue_s["worker"] / elapsed_s, 3) if elapsed_s > 0 else None
+        ),
     }
 
 

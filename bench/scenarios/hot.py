@@ -77,6 +77,8 @@ def case_note(result: dict[str, Any]) -> str:
         parts.append(f"worker {result['worker_cpu_ms_per_delivery']:.2f} ms CPU/delivery")
     if result.get("worker_cpu_per_wall_s") is not None:
         parts.append(f"worker CPU {result['worker_cpu_per_wall_s']:.2f} s per wall s")
+    if result.get("worker_runqueue_wait_per_wall_s") is not None:
+        parts.append(f"waited for a core {result['worker_runqueue_wait_per_wall_s']:.2f} s")
     parts.append(f"{result['duplicates']} duplicates")
     if result.get("routed_per_s") is not None:
         parts.append(f"router wrote all deliveries at {result['routed_per_s']:,.0f}/s")

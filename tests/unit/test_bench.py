@@ -5,6 +5,8 @@ No speed is asserted anywhere: these check that the bench computes its figures r
 
 from __future__ import annotations
 
+import os
+
 from bench.context import Row, metric_delta, metric_samples
 from bench.profile import component, summarize
 from bench.receiver import Tally, percentile_summary
@@ -18,6 +20,7 @@ from bench.scenarios.dead import (
 )
 from bench.scenarios.failure import lateness
 from bench.scenarios.hot import case_note, routing_figures, runner_was_behind, slot_hold_ms
+from bench.stack import runqueue_wait_seconds
 from pipeline.retry import Schedule
 
 
@@ -183,3 +186,8 @@ def test_runner_was_behind_only_if_routing_ended_well_before_the_last_delivery()
     assert runner_was_behind({"routed_after_s": 5.0, "elapsed_s": 10.0})
     assert not runner_was_behind({"routed_after_s": 9.5, "elapsed_s": 10.0})
     assert not runner_was_behind({"routed_after_s": None, "elapsed_s": 10.0})
+
+
+def test_runqueue_wait_reads_schedstat_and_is_zero_for_a_gone_process() -> None:
+    assert runqueue_wait_seconds(os.getpid()) >= 0.0
+    assert runqueue_wait_seconds(2**22 + 1) == 0.0  # above the default pid_max: never a pid
