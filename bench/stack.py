@@ -106,14 +106,15 @@ def cpu_seconds(pid: int) -> float:
 
 
 def runqueue_wait_seconds(pid: int) -> float:
-    """Seconds the process's threads have spent runnable but waiting for a core, so far
-    (/proc/<pid>/task/*/schedstat, second field; 0 if it is gone). On the shared 2-core
-    machine this tells a process starved of CPU from one idle in epoll."""
-    total_ns = 0
-    for stat in Path(f"/proc/{pid}/task").glob("*/schedstat"):
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            total_ns += int(stat.read_text().split()[1])
-    return total_ns / 1e9
+    """Seconds the process's main thread (its event loop) has spent runnable but waiting
+    for a core, so far (/proc/<pid>/task/<pid>/schedstat, second field; 0 if it is gone).
+    On the shared 2-core machine this tells a loop starved of CPU from one idle in epoll;
+    the other threads (libuv's pool, a helper thread) are left out, so that it compares
+    with wall time."""
+    try:
+        return int(Path(f"/proc/{pid}/task/{pid}/schedstat").read_text().split()[1]) / 1e9
+    except (OSError, ValueError, IndexError):
+        return 0.0
 
 
 def _is_ours(pid: int) -> bool:
