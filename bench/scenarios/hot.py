@@ -16,7 +16,6 @@ CPU seconds per wall second of the window tell whether it was busy or mostly wai
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from typing import Any
 
@@ -25,6 +24,7 @@ from bench.context import Bench, Outcome, Row, metric_delta
 from bench.scenarios.dead import deltas
 from bench.scenarios.fanout import (
     PUBLISH_BATCH,
+    PUBLISH_CONCURRENCY,
     SINK_CONNECTIONS_PER_HOST,
     publish_and_wait,
     webhook_ceiling,
@@ -138,13 +138,14 @@ async def run(bench: Bench) -> Outcome:
                 subscribers,
                 event_type,
                 single=single,
-                concurrency=SINGLE_CONCURRENCY if single else 4,
+                concurrency=SINGLE_CONCURRENCY if single else PUBLISH_CONCURRENCY,
             )
         finally:
             routed.cancel()  # done already, unless the router never finished the case
+        # Not awaited: a Ctrl-C cancelling this scenario must not be swallowed here.
         routed_at = None
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            routed_at = await routed
+        if routed.done() and not routed.cancelled() and routed.exception() is None:
+            routed_at = routed.result()
         result.update(routing_figures(result, routed_at))
         metrics_after = await bench.worker_metrics()
         tiers_after = {t: sum((await bench.cluster.end_offsets(t)).values()) for t in tiers}
