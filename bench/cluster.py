@@ -47,6 +47,7 @@ class DestinationSpec:
     group: str
     index: int
     events: tuple[str, ...]
+    url: str | None = None  # somewhere else than the receiver (a port nobody listens on)
 
 
 class Cluster:
@@ -90,7 +91,9 @@ class Cluster:
     # -- destinations --------------------------------------------------------------------
 
     def url(self, spec: DestinationSpec) -> str:
-        """The receiver URL of a destination."""
+        """The receiver URL of a destination (or the URL it was given)."""
+        if spec.url is not None:
+            return spec.url
         return f"{self._receiver_url}/{spec.behaviour}/{spec.group}/{spec.index}"
 
     async def create_destinations(

@@ -147,6 +147,13 @@ class Bench:
                     return tally
                 await asyncio.sleep(0.2)
 
+    async def worker_metrics(self) -> dict[str, float]:
+        """The worker's Prometheus samples now, by `name{labels}` (see metric_samples)."""
+        url = f"http://127.0.0.1:{self.stack.ports.worker}/metrics"
+        async with self.http.get(url) as response:
+            response.raise_for_status()
+            return metric_samples(await response.text())
+
     # -- destinations --------------------------------------------------------------------
 
     async def create_destinations(
@@ -211,6 +218,35 @@ class Bench:
         with contextlib.suppress(Exception):
             return await self.cluster.wait_idle(timeout_s)
         return {}
+
+
+def metric_samples(text: str) -> dict[str, float]:
+    """Prometheus text exposition → {`name{labels as exposed}`: value}; comments skipped."""
+    samples: dict[str, float] = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        name, _, value = line.rpartition(" ")
+        try:
+            samples[name] = float(value)
+        except ValueError:
+            continue
+    return samples
+
+
+def metric_delta(
+    before: dict[str, float], after: dict[str, float], name: str, **labels: str
+) -> float:
+    """How much the samples of `name` whose labels include `labels` grew (summed)."""
+    total = 0.0
+    for key, value in after.items():
+        base, _, rest = key.partition("{")
+        if base != name:
+            continue
+        found = dict(pair.split("=", 1) for pair in rest.rstrip("}").split(",") if "=" in pair)
+        if all(found.get(k, "").strip('"') == v for k, v in labels.items()):
+            total += value - before.get(key, 0.0)
+    return total
 
 
 def _auth_header() -> str:

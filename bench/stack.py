@@ -105,6 +105,18 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS_PER_S
 
 
+def runqueue_wait_seconds(pid: int) -> float:
+    """Seconds the process's main thread (its event loop) has spent runnable but waiting
+    for a core, so far (/proc/<pid>/task/<pid>/schedstat, second field; 0 if it is gone).
+    On the shared 2-core machine this tells a loop starved of CPU from one idle in epoll;
+    the other threads (libuv's pool, a helper thread) are left out, so that it compares
+    with wall time."""
+    try:
+        return int(Path(f"/proc/{pid}/task/{pid}/schedstat").read_text().split()[1]) / 1e9
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
 def _is_ours(pid: int) -> bool:
     """Whether `pid` still runs one of the bench's own commands (pids get reused)."""
     try:
@@ -168,6 +180,10 @@ class Stack:
     def cpu(self) -> dict[str, float]:
         """CPU seconds used so far by the worker, the API and the receiver."""
         return {name: cpu_seconds(p.pid) for name, p in self.processes.items()}
+
+    def runqueue_wait(self) -> dict[str, float]:
+        """Seconds the worker, the API and the receiver waited for a core so far."""
+        return {name: runqueue_wait_seconds(p.pid) for name, p in self.processes.items()}
 
     def herald_env(self) -> dict[str, str]:
         """Environment of the worker and API: no HERALD_* from outside leaks in."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from bench.context import Bench, Outcome
-from bench.scenarios import failure, fanout, ingest, latency
+from bench.scenarios import dead, failure, fanout, hot, ingest, latency
 
 Scenario = Callable[[Bench], Awaitable[Outcome]]
 
@@ -16,4 +16,8 @@ SCENARIOS: dict[str, Scenario] = {
     "cost": fanout.run_cost,
     "failure": failure.run_failure,
     "retry": failure.run_retry,
+    # Issue 13, delivery flow control. `dead` subscribes to "*" and deletes its
+    # destinations afterwards; both run last so no other scenario meets their destinations.
+    "hot": hot.run,
+    "dead": dead.run,
 }

@@ -32,22 +32,34 @@ async def publish_and_wait(
     *,
     type_count: int = 1,
     timeout_s: float | None = None,
+    single: bool = False,
+    concurrency: int = PUBLISH_CONCURRENCY,
 ) -> dict[str, Any]:
     """Publish `events` and wait (at most `timeout_s`) for `events * subscribers` deliveries
-    to `group`; deliveries/s counts those that arrived in time."""
+    to `group`; deliveries/s counts those that arrived in time. Events go in batches of
+    PUBLISH_BATCH, or (`single`) each in its own POST /v2/events; `concurrency` requests
+    in flight."""
     await bench.reset(group)
     expected = events * subscribers
-    requests = -(-events // PUBLISH_BATCH)
+    if single:
+        requests = events
+        shape = [*bench.api_load_args("/v2/events"), "--shape", "event"]
+    else:
+        requests = -(-events // PUBLISH_BATCH)
+        shape = [
+            *bench.api_load_args("/v2/events/batch"),
+            "--shape",
+            "batch",
+            "--batch",
+            str(PUBLISH_BATCH),
+        ]
+    per_request = 1 if single else PUBLISH_BATCH
     args = [
-        *bench.api_load_args("/v2/events/batch"),
-        "--shape",
-        "batch",
-        "--batch",
-        str(PUBLISH_BATCH),
+        *shape,
         "--count",
         str(requests),
         "--concurrency",
-        str(PUBLISH_CONCURRENCY),
+        str(concurrency),
         "--duration-s",
         "120",
         "--type-pattern",
@@ -56,12 +68,15 @@ async def publish_and_wait(
         str(type_count),
     ]
     cpu_before = bench.stack.cpu()
-    load = await bench.load(args, f"{label}: publish", requests * PUBLISH_BATCH, 180)
+    waited_before = bench.stack.runqueue_wait()
+    load = await bench.load(args, f"{label}: publish", requests * per_request, 180)
     published = int(load["events_ok"])
     expected = published * subscribers
     wait_s = timeout_s if timeout_s is not None else bench.seconds(90, 600)
     tally = await bench.wait_received(group, expected, wait_s, f"{label}: deliver")
     cpu_s = {k: round(v - cpu_before.get(k, 0.0), 2) for k, v in bench.stack.cpu().items()}
+    waited = bench.stack.runqueue_wait()
+    runqueue_s = {k: round(v - waited_before.get(k, 0.0), 2) for k, v in waited.items()}
     elapsed_s = (tally["last_at"] or load["finished_at"]) - load["started_at"]
     return {
         "events": published,
@@ -71,6 +86,7 @@ async def publish_and_wait(
         "duplicates": tally["count"] - tally["unique"],
         "complete": tally["unique"] >= expected,
         "elapsed_s": round(elapsed_s, 3),
+        "load_started_at": load["started_at"],
         "publish_events_per_s": load["events_per_s"],
         "deliveries_per_s": round(tally["unique"] / elapsed_s, 1) if elapsed_s > 0 else None,
         # CPU seconds each process used from the first publish to the last delivery (the
@@ -79,11 +95,23 @@ async def publish_and_wait(
         "worker_cpu_ms_per_delivery": (
             round(cpu_s["worker"] * 1000 / tally["unique"], 3) if tally["unique"] else None
         ),
+        # Worker CPU seconds per wall second of the window: well below 1 means the worker
+        # mostly waited (on the sink, on Kafka acks), not that it was short of CPU.
+        "worker_cpu_per_wall_s": round(cpu_s["worker"] / elapsed_s, 3) if elapsed_s > 0 else None,
+        # Seconds each process was runnable but waited for a core (the machine is shared):
+        # the rest of the wall time, beyond CPU and this, the worker was idle (awaiting I/O).
+        "runqueue_wait_s": runqueue_s,
+        "worker_runqueue_wait_per_wall_s": (
+            round(runqueue_s["worker"] / elapsed_s, 3) if elapsed_s > 0 else None
+        ),
     }
 
 
-async def webhook_ceiling(bench: Bench, count: int) -> dict[str, Any]:
-    """Bare aiohttp client → the same receiver, as many connections as the sink may open."""
+async def webhook_ceiling(
+    bench: Bench, count: int, concurrency: int = SINK_CONNECTIONS_PER_HOST
+) -> dict[str, Any]:
+    """Bare aiohttp client → the same receiver, as many connections as the sink may open
+    (or `concurrency`)."""
     await bench.reset("ceiling")
     args = [
         "http",
@@ -94,11 +122,12 @@ async def webhook_ceiling(bench: Bench, count: int) -> dict[str, Any]:
         "--count",
         str(count),
         "--concurrency",
-        str(SINK_CONNECTIONS_PER_HOST),
+        str(concurrency),
         "--duration-s",
         str(bench.seconds(3, 20)),
     ]
-    result: dict[str, Any] = await bench.load(args, "ceiling: bare aiohttp client", count, 120)
+    label = f"ceiling: bare aiohttp client, {concurrency} in flight"
+    result: dict[str, Any] = await bench.load(args, label, count, 120)
     return result
 
 

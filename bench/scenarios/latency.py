@@ -6,6 +6,10 @@ from its arrival time (one machine, one clock). One match per event, spread over
 destinations. A second, lighter rate (200 events/s) is measured first: where one worker
 process cannot keep up with 1,000 events/s on the machine, the 1,000 figure is mostly
 time spent queued, and the lighter one shows the pipeline's own latency.
+
+Then the same two rates to ONE destination (issue 13, delivery flow control: every delivery
+competes for that destination's in-flight slots): 200 events/s for 30 s (5 s with --quick)
+and 1,000 events/s for 60 s (10 s with --quick).
 """
 
 from __future__ import annotations
@@ -19,12 +23,21 @@ RATES_EVENTS_PER_S = (200, 1_000)
 BATCH = 10
 DESTINATIONS = 10
 GROUP = "latency"
+ONE_GROUP = "latency1"
+ONE_TYPE = "lat1.go"
 
 
-async def _hold_rate(bench: Bench, rate: int, duration_s: float) -> dict[str, Any]:
+async def _hold_rate(
+    bench: Bench,
+    rate: int,
+    duration_s: float,
+    group: str = GROUP,
+    type_pattern: str = "lat.d{i}",
+    type_count: int = DESTINATIONS,
+) -> dict[str, Any]:
     """Publish at `rate` for `duration_s`, wait for every delivery; the figures."""
     await bench.settle()
-    await bench.reset(GROUP)
+    await bench.reset(group)
     requests = int(rate * duration_s / BATCH)
     args = [
         *bench.api_load_args("/v2/events/batch"),
@@ -41,14 +54,14 @@ async def _hold_rate(bench: Bench, rate: int, duration_s: float) -> dict[str, An
         "--duration-s",
         str(duration_s),
         "--type-pattern",
-        "lat.d{i}",
+        type_pattern,
         "--type-count",
-        str(DESTINATIONS),
+        str(type_count),
     ]
     load = await bench.load(args, f"{rate:,} events/s", requests * BATCH, duration_s + 90)
     published = int(load["events_ok"])
-    await bench.wait_received(GROUP, published, 120, f"latency at {rate:,}/s: deliver")
-    tally = await bench.tally(GROUP, percentiles=True)
+    await bench.wait_received(group, published, 120, f"latency at {rate:,}/s: deliver")
+    tally = await bench.tally(group, percentiles=True)
     return {
         "load": load,
         "duration_s": duration_s,
@@ -61,8 +74,11 @@ async def _hold_rate(bench: Bench, rate: int, duration_s: float) -> dict[str, An
 
 
 async def run(bench: Bench) -> Outcome:
-    """Hold 200 events/s for 30 s, then 1,000 for 60 s (3 and 5 s with --quick)."""
+    """Hold 200 events/s for 30 s, then 1,000 for 60 s (3 and 5 s with --quick), spread
+    over 10 destinations; then to one destination, 200 events/s for 30 s and 1,000 for
+    60 s (5 and 10 s with --quick)."""
     durations_s = {200: bench.seconds(3, 30), 1_000: bench.seconds(5, 60)}
+    one_durations_s = {200: bench.seconds(5, 30), 1_000: bench.seconds(10, 60)}
     outcome = Outcome("latency")
     outcome.settings = {
         "rates_events_per_s": list(RATES_EVENTS_PER_S),
@@ -70,23 +86,33 @@ async def run(bench: Bench) -> Outcome:
         "events_per_request": BATCH,
         "destinations": DESTINATIONS,
         "matches_per_event": 1,
+        "one_destination_duration_s": one_durations_s,
     }
     specs = [DestinationSpec("ok", GROUP, k, (f"lat.d{k}",)) for k in range(DESTINATIONS)]
+    specs.append(DestinationSpec("ok", ONE_GROUP, 0, (ONE_TYPE,)))
     await bench.create_destinations(specs, "latency destinations")
     for rate in RATES_EVENTS_PER_S:
         figures = await _hold_rate(bench, rate, durations_s[rate])
         outcome.figures[f"rate_{rate}"] = figures
-        note = f"{figures['offered_events_per_s']:,.0f} events/s for {durations_s[rate]:.0f} s"
-        if figures["delivered"] < figures["published"]:
-            note += f"; only {figures['delivered']}/{figures['published']} delivered"
-        for name in ("p50", "p95", "p99"):
-            outcome.rows.append(
-                Row(
-                    "latency",
-                    f"at {rate:,}/s: publish → delivered {name}",
-                    figures["latency_ms"][name],
-                    "ms",
-                    note=note,
-                )
-            )
+        _rows(outcome, f"at {rate:,}/s", figures, durations_s[rate])
+    for rate in RATES_EVENTS_PER_S:
+        figures = await _hold_rate(bench, rate, one_durations_s[rate], ONE_GROUP, ONE_TYPE, 1)
+        outcome.figures[f"one_destination_rate_{rate}"] = figures
+        _rows(outcome, f"1 destination at {rate:,}/s", figures, one_durations_s[rate])
     return outcome
+
+
+def _rows(outcome: Outcome, label: str, figures: dict[str, Any], duration_s: float) -> None:
+    note = f"{figures['offered_events_per_s']:,.0f} events/s for {duration_s:.0f} s"
+    if figures["delivered"] < figures["published"]:
+        note += f"; only {figures['delivered']}/{figures['published']} delivered"
+    for name in ("p50", "p95", "p99"):
+        outcome.rows.append(
+            Row(
+                "latency",
+                f"{label}: publish → delivered {name}",
+                figures["latency_ms"][name],
+                "ms",
+                note=note,
+            )
+        )
