@@ -4,9 +4,10 @@ Faust's `Stream.take_events(max_, within)` waits `within` seconds on every turn 
 `max_` events arrive first: at low rates every event sat in the buffer for up to the
 whole window (the router's 50 ms, on average half of it) before it was routed.
 `take_ready` yields as soon as one event is buffered, together with every event already
-waiting in the stream's channel at that moment (up to `max_`): a batch is as large as the
-backlog, so at high rates batches still grow (records queue while the previous batch's
-sends are awaited), and at low rates nothing waits for company.
+on its way (up to `max_`): those in the stream's channel and those the consumer is still
+handing over, followed for as long as each loop turn or few brings one (no timer). A batch
+is as large as the backlog, so at high rates batches still grow (records queue while the
+previous batch's sends are awaited), and at low rates nothing waits for company.
 
 Acknowledgement: the stream's own acks are off while batches are taken, and a batch's
 events are acknowledged only when the agent asks for the next batch, i.e. after its body
@@ -23,7 +24,10 @@ from typing import Any
 from faust.types import EventT, StreamT
 
 # Loop turns allowed per event while moving the already-waiting records into a batch.
-MAX_TURNS_PER_EVENT = 4
+MAX_TURNS_PER_EVENT = 8
+# Loop turns in a row that bring no event before a batch is handed over (microseconds when
+# nothing else is running; never a timer).
+IDLE_TURNS = 8
 
 
 def take_ready(stream: StreamT[Any], max_: int) -> AsyncGenerator[list[EventT[Any]], None]:
@@ -93,10 +97,19 @@ async def _take_ready(stream: StreamT[Any], max_: int) -> AsyncGenerator[list[Ev
 
 
 async def _let_waiting_in(queue: asyncio.Queue[Any], events: list[Any], max_: int) -> None:
-    """The drainer moves one record from the channel per loop turn or two: let it move
-    those already waiting into `events`, without waiting for any that have not arrived
-    (bounded, should it stop taking from the channel)."""
+    """Let the events already on their way into `events`, without waiting for any that have
+    not arrived: return once IDLE_TURNS loop turns in a row brought none and the channel is
+    empty (or at `max_`, or after MAX_TURNS_PER_EVENT turns per event at most, should the
+    drainer stop taking from the channel).
+
+    The consumer hands a fetched batch over a record at a time and the drainer moves one
+    from the channel per loop turn or two, so a backlog arrives over a few turns each:
+    following it makes a batch as large as the backlog, where stopping at the first empty
+    turn made batches of one or two events that each cost a produce round trip."""
+    idle = 0
     for _ in range(MAX_TURNS_PER_EVENT * max_):
-        if len(events) >= max_ or queue.empty():
+        if len(events) >= max_ or idle >= IDLE_TURNS:
             return
+        had = len(events)
         await asyncio.sleep(0)
+        idle = 0 if len(events) > had or not queue.empty() else idle + 1

@@ -90,3 +90,21 @@ async def test_a_batch_is_acknowledged_only_when_the_next_is_asked_for(events: _
     with pytest.raises(RuntimeError):
         await batches.athrow(RuntimeError("send failed"))
     assert not any(e.message.acked for e in second)
+
+
+async def test_a_backlog_arriving_a_record_at_a_time_makes_one_batch(events: _Events) -> None:
+    """The consumer hands a fetched batch to the stream a record at a time, a few loop
+    turns apart: the batch follows it instead of leaving with the first record."""
+
+    async def hand_over() -> None:
+        for value in range(10):
+            await events.put(value)
+            for _ in range(3):  # what the consumer's hand-over costs per record, about
+                await asyncio.sleep(0)
+
+    batches = take_ready(events.stream, 1000)
+    feeder = asyncio.ensure_future(hand_over())
+    batch = await _within_turns(batches.__anext__())
+    await feeder
+    assert [e.value for e in batch] == list(range(10))
+    await batches.aclose()
