@@ -172,7 +172,7 @@ async def _kafka(app: web.Application) -> AsyncIterator[None]:
         bootstrap_servers=settings.kafka_bootstrap,
         acks="all",
         enable_idempotence=True,
-        linger_ms=2,
+        linger_ms=settings.api_linger_ms,  # the request waits for the acknowledgement
         request_timeout_ms=10_000,
         client_id=f"{settings.app_id}-api",
     )

@@ -34,9 +34,9 @@ def create_app(settings: Settings) -> faust.App:
         value_serializer="raw",
         web_enabled=False,
         producer_acks=-1,
-        # The router's sends (one per delivery) gather into fewer produce requests: with
-        # the default 0 every few deliveries cost a request of their own.
-        producer_linger_ms=settings.producer_linger_ms,
+        # The router's deliveries: no linger by default (settings.router_linger_ms), as its
+        # batch waits for their acknowledgements before its events count as routed.
+        producer_linger_ms=settings.router_linger_ms,
         producer_partitioner=CachedPartitioner(),
         consumer_auto_offset_reset="earliest",
         broker_session_timeout=settings.consumer_session_timeout_s,

@@ -48,7 +48,8 @@ class Settings(BaseSettings):
     # Base64 32-byte AES keys, comma separated; the first encrypts, all of them decrypt.
     encryption_keys: SecretStr = SecretStr("")
 
-    # How long a producer waits to fill a batch before it sends (router and attempt records).
+    # How long the attempt-record producer waits to fill a batch before it sends (the router's
+    # and the API's producers have their own: router_linger_ms and api_linger_ms, at the end).
     producer_linger_ms: int = 5
     # How soon a consumer group notices a dead member (kill -9) and hands its partitions on.
     consumer_session_timeout_s: float = 10.0
@@ -145,3 +146,10 @@ class Settings(BaseSettings):
     # wait behind the lowest unfinished to be committed). At the bound the partition is
     # paused until half are finished, and herald_delivery_partitions_stalled says so.
     sink_max_unfinished_per_partition: int = 20_000
+    # How long the router's producer (deliveries) and the API's (events) wait to fill a
+    # batch before they send. Both are on the publish → delivered path and their callers wait
+    # for the acknowledgement, so a linger is added to every event's latency; a router
+    # batch's deliveries (and a publish request's events) are appended together anyway, and
+    # the records that arrive while a request is in flight go together in the next one.
+    router_linger_ms: int = Field(default=0, ge=0)
+    api_linger_ms: int = Field(default=0, ge=0)

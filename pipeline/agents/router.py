@@ -13,6 +13,7 @@ import orjson
 from faust.types import TableT
 
 from pipeline import ids
+from pipeline.agents.take import take_ready
 from pipeline.dedupe import Sightings, marker_key
 from pipeline.supervision import exit_process
 from pipeline.timeutil import now_iso
@@ -23,6 +24,7 @@ log = logging.getLogger(__name__)
 ENVELOPE_KEYS = ("id", "object", "type", "data", "created_at")
 SEND_FIRST_BACKOFF_S = 0.1
 SEND_MAX_BACKOFF_S = 5.0
+MAX_BATCH = 1000  # events routed (and acknowledged) together at most
 
 
 def delivery_id(event: dict[str, Any], destination: dict[str, Any]) -> str:
@@ -146,8 +148,11 @@ def register(
     async def route(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
         await view.ready.wait()
         sightings = Sightings(seen.data, seen.send_changelog)
-        # take_events (unlike take) keeps each message, for its key and partition.
-        async for batch in stream.take_events(1000, within=0.05):  # type: ignore[attr-defined]
+        # Each message is kept, for its key and partition. A batch is what is already
+        # waiting (up to 1000 events), handed over at once: no batching window, so at low
+        # rates an event is routed as soon as it is fetched, and at high rates the events
+        # that queued while the previous batch's sends were awaited make the next batch.
+        async for batch in take_ready(stream, MAX_BATCH):
             now_ms = int(time.time() * 1000)
             records: list[tuple[bytes, bytes]] = []
             for message in batch:

@@ -53,3 +53,5 @@ async def test_the_publish_producer_waits_for_every_replica_and_is_idempotent(
     [producer] = [kwargs for kind, _, kwargs in _Started.made if kind is _Producer]
     assert producer["acks"] == "all"
     assert producer["enable_idempotence"] is True
+    # The publish request waits for the acknowledgement: no linger on top (issue 13, item 5).
+    assert producer["linger_ms"] == 0

@@ -10,6 +10,8 @@ import pytest
 from aiokafka.errors import KafkaTimeoutError
 
 from pipeline.agents import router
+from pipeline.app import create_app
+from pipeline.settings import Settings
 from pipeline.supervision import EXIT_BROKER_UNREACHABLE
 
 
@@ -80,3 +82,11 @@ def test_giving_up_exits_the_process_non_zero() -> None:
     )
     assert done.returncode == EXIT_BROKER_UNREACHABLE != 0, done.stderr
     assert b"survived" not in done.stdout
+
+
+def test_the_router_producer_does_not_linger(tmp_path: Any) -> None:
+    """A batch waits for its deliveries' acknowledgements: a linger would be added to every
+    event's publish → delivered latency (issue 13, item 5)."""
+    assert create_app(Settings(worker_data_dir=tmp_path)).conf.producer_linger == 0
+    app = create_app(Settings(worker_data_dir=tmp_path, router_linger_ms=3))
+    assert app.conf.producer_linger == 0.003
