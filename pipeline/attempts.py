@@ -134,15 +134,28 @@ class AttemptRecorder:
                 extra=_extra(delivery, outcome="failed", tier=step.tier),
             )
 
-    async def retry(self, delivery: dict[str, Any], step: Retry) -> None:
-        """Queue the delivery in its next retry tier."""
+    async def retry(self, delivery: dict[str, Any], step: Retry, *, skipped: bool = False) -> None:
+        """Queue the delivery in its next retry tier; `skipped`: its turn was skipped (an
+        open circuit), which the record carries until a turn is not."""
         attempt = step.attempt if step.attempt is not None else delivery["attempt"] + 1
         record = {**delivery, "attempt": attempt, "due_at": step.due_ms}
+        if skipped:
+            record["skipped"] = True
+        else:
+            record.pop("skipped", None)
         await self._send(
             step.topic,
             orjson.dumps(record),
             _key(delivery),
             headers=[(self._due_header, str(step.due_ms).encode())],
+        )
+
+    def skipped_again(self, delivery: dict[str, Any], step: Retry | DeadLetter) -> None:
+        """A turn skipped while the circuit stays open, after the first (whose attempt
+        record says why): logged at DEBUG only, and counted in the metrics."""
+        log.debug(
+            "delivery skipped again (circuit open)",
+            extra=_extra(delivery, outcome="skipped", tier=getattr(step, "tier", None)),
         )
 
     async def defer(self, delivery: dict[str, Any], step: Retry, reason: str) -> None:

@@ -96,11 +96,18 @@ class Outcomes:
     async def skipped(
         self, delivery: dict[str, Any], destination: dict[str, Any], decision: Skip
     ) -> None:
-        """Not attempted, its circuit open: recorded as an attempt that was not made, and
-        on to its next scheduled retry (or the DLQ) like a failed one."""
-        await self._recorder.failure(delivery, RetryableError(decision.reason), 0.0, decision.step)
+        """Not attempted, its circuit open: on to its next scheduled retry (or the DLQ) like
+        a failed one. The first skip in a row is written to the attempt log as an attempt
+        that was not made (so the log says why nothing happens), and so is a dead letter;
+        the skips between cost one retry record each and nothing in the log."""
+        first = not delivery.get("skipped")
+        if first or isinstance(decision.step, DeadLetter):
+            error = RetryableError(decision.reason)
+            await self._recorder.failure(delivery, error, 0.0, decision.step)
+        else:
+            self._recorder.skipped_again(delivery, decision.step)
         metrics.DELIVERIES_DEFERRED.labels(type=destination["type"], reason="circuit_open").inc()
-        await self._follow(delivery, destination, decision.step, decision.disable)
+        await self._follow(delivery, destination, decision.step, decision.disable, skipped=True)
 
     async def deferred(
         self, delivery: dict[str, Any], destination: dict[str, Any], decision: Defer
@@ -123,6 +130,8 @@ class Outcomes:
         destination: dict[str, Any],
         step: Retry | DeadLetter,
         disable: str | None,
+        *,
+        skipped: bool = False,
     ) -> None:
         """Queue the next retry, or park the delivery in the DLQ (counted toward disable
         where the destination was at fault); then disable the destination if decided."""
@@ -132,7 +141,7 @@ class Outcomes:
             if step.counts_toward_disable:
                 self._count_dead_letter(destination)
         else:
-            await self._recorder.retry(delivery, step)
+            await self._recorder.retry(delivery, step, skipped=skipped)
         if disable is not None:
             await self._recorder.auto_disable(destination, disable)
 

@@ -213,3 +213,27 @@ async def test_a_slow_lane_beyond_its_wait_bound_is_put_off_without_using_a_retr
     assert topic.startswith("deliveries.retry.") and record["attempt"] == 0
     never.set()
     await _drained(dispatcher)
+
+
+async def test_only_the_first_skip_in_a_row_and_the_dead_letter_reach_the_attempt_log() -> None:
+    producer = Producer()
+    publisher = Publisher(RetryableError("connection failed: connection refused"))
+    dispatcher, finished = _dispatcher(
+        producer, publisher, circuit_failure_threshold=1, max_retries=3
+    )
+    dispatcher.arrived(TP, _record(0))  # fails for real: opens the circuit
+    await _drained(dispatcher)
+    producer.sent.clear()
+    retried = orjson.loads(_record(1, attempt=1).value)
+    again = {**retried, "skipped": True}
+    last = {**retried, "attempt": 3, "skipped": True}
+    for offset, delivery in ((1, retried), (2, again), (3, last)):
+        value = orjson.dumps(delivery)
+        record = ConsumerRecord("deliveries", 0, offset, 0, 0, b"k", value, None, 0, 0, [])
+        dispatcher.arrived(TP, record)
+    await _drained(dispatcher)
+    assert sorted(finished) == [0, 1, 2, 3]
+    attempts = [r["delivery_id"] for t, r in producer.sent if t == ATTEMPTS]
+    assert attempts == ["evdl_1", "evdl_1"]  # the first skip, and the dead letter
+    chained = [(t, r.get("skipped")) for t, r in producer.sent if t != ATTEMPTS]
+    assert chained == [(retry_topic(2), True), (retry_topic(2), True), ("deliveries.dlq", True)]
