@@ -43,9 +43,9 @@ test-faults: setup
 
 # Benchmarks (see bench/run.py): the real stack on ports shifted by 300, load from a
 # separate process, results in bench/results/<scenario>.json and a table on stdout.
-# `make bench-quick` took under 3 minutes before the issue-13 scenarios (hot, dead, latency's
-# one-destination rates), which add about 3 more; `make bench` is the full run (about 20,
-# plus about 25 for them: dead holds 100 events/s for 10 minutes twice).
+# `make bench-quick` takes about 4.5 minutes (the flow-control scenarios hot and dead, and
+# latency's one-destination rates, are 2 of them); `make bench` is the full run (about 20,
+# plus about 25 for those: dead holds 100 events/s for 10 minutes twice).
 BENCH_STAMP := $(VENV)/.bench-installed
 
 $(BENCH_STAMP): $(STAMP)

@@ -6,8 +6,8 @@ bench/results/quick/<scenario>.json), prints the table, and stops everything it 
 on Ctrl-C and on errors too.
 
 Scenarios: ingest, fanout, latency, cost, failure, retry, hot, dead. `--quick` makes every
-count smaller and finishes in about 5-6 minutes on a 2-core machine (under 3 before the
-issue-13 scenarios hot and dead, which hold a fixed rate for 2 x 30 s); `--profile` records the
+count smaller and finishes in about 4.5 minutes on a 2-core machine (dead alone holds a
+fixed rate for 2 x 30 s); `--profile` records the
 worker and the API with py-spy during each scenario it runs (figures measured under the
 profiler are not written to bench/results/, only the profile summaries are).
 """
@@ -40,7 +40,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m bench.run", description=__doc__.splitlines()[0]
     )
     parser.add_argument("scenarios", nargs="*", metavar="scenario", help=", ".join(SCENARIOS))
-    parser.add_argument("--quick", action="store_true", help="small counts: about 5-6 minutes")
+    parser.add_argument("--quick", action="store_true", help="small counts: about 4.5 minutes")
     parser.add_argument("--profile", action="store_true", help="py-spy the worker and the API")
     parser.add_argument(
         "--port-offset",

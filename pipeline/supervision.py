@@ -125,8 +125,9 @@ class SupervisedLoop:
 
 def exit_process() -> NoReturn:
     """Leave at once, non-zero, so the supervisor restarts the worker. No clean shutdown:
-    that would acknowledge the router's batch in hand (faust's take_events acks in a
-    `finally`) and commit past deliveries the broker never took."""
+    it commits what the agents acknowledged, and nothing of a process whose broker writes
+    are failing should be trusted to commit (the router's take_ready acknowledges a batch
+    only once its deliveries are sent, but a hard exit needs no such care)."""
     for handler in logging.getLogger().handlers:
         handler.flush()
     os._exit(EXIT_BROKER_UNREACHABLE)
