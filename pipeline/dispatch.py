@@ -91,7 +91,10 @@ class Dispatcher:
             # Perhaps only unknown to this view yet: catch up before deciding.
             self._spawn(self._arrived_after_sync(job))
             return
-        self._arrive(job)
+        try:
+            self._arrive(job)
+        except Exception as exc:  # nothing may stop the consume loop
+            self._skip_record(tp, record.offset, exc)
 
     async def _arrived_after_sync(self, job: Job) -> None:
         delivery = job.delivery
@@ -123,14 +126,18 @@ class Dispatcher:
     def _turn_came(self, job: Job) -> bool:
         """The job is first in its lane and a slot is free: attempt it now (True), or was
         it canceled or skipped meanwhile?"""
-        job.destination = (
-            self._view.get(job.delivery["tenant"], job.delivery["destination_id"]) or {}
-        )
-        lane = policy.LaneState(
-            circuit_wait_s=self._circuit_wait_s(job, probe=True),
-            dead_letters_in_row=self._outcomes.dead_letters_in_row(job.destination),
-        )
-        decision = self._before(job, lane)
+        try:
+            job.destination = (
+                self._view.get(job.delivery["tenant"], job.delivery["destination_id"]) or {}
+            )
+            lane = policy.LaneState(
+                circuit_wait_s=self._circuit_wait_s(job, probe=True),
+                dead_letters_in_row=self._outcomes.dead_letters_in_row(job.destination),
+            )
+            decision = self._before(job, lane)
+        except Exception as exc:  # nothing may stop the lane or the consume loop
+            self._skip_record(job.partition, job.offset, exc)
+            return False
         if isinstance(decision, policy.Attempt):
             return True
         self._settle(job, self._not_attempted(job, decision))

@@ -237,3 +237,13 @@ async def test_only_the_first_skip_in_a_row_and_the_dead_letter_reach_the_attemp
     assert attempts == ["evdl_1", "evdl_1"]  # the first skip, and the dead letter
     chained = [(t, r.get("skipped")) for t, r in producer.sent if t != ATTEMPTS]
     assert chained == [(retry_topic(2), True), (retry_topic(2), True), ("deliveries.dlq", True)]
+
+
+async def test_a_record_missing_fields_never_stops_the_consume_loop() -> None:
+    producer, publisher = Producer(), Publisher()
+    dispatcher, finished = _dispatcher(producer, publisher)
+    partial = {"tenant": "t", "destination_id": "evtd_1", "destination_generation": "g1"}
+    record = ConsumerRecord("deliveries", 0, 4, 0, 0, b"k", orjson.dumps(partial), None, 0, 0, [])
+    dispatcher.arrived(TP, record)  # raises nothing
+    await _drained(dispatcher)
+    assert finished == [4] and publisher.calls == 0
