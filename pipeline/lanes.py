@@ -175,9 +175,7 @@ class Lanes:
         start whatever may go now. Returns "open" or "closed" if the destination's circuit
         just changed to that state."""
         self._global_in_flight -= 1
-        lane = self._lanes.get(job.ref)
-        if lane is None:  # forgotten meanwhile (cannot happen while in flight)
-            return None
+        lane = self._lanes[job.ref]  # never forgotten while it has a job in flight
         saturated = len(lane.in_flight) >= lane.limit.current
         lane.in_flight.pop(job, None)
         latency_s = self._clock() - job.started_s
@@ -248,6 +246,7 @@ class Lanes:
         for ref in [r for r, lane in self._lanes.items() if _idle(lane, cutoff_s)]:
             if not self.circuits.is_open(ref):
                 del self._lanes[ref]
+                self._pacer.forget(ref)
         return len(self._lanes)
 
     def snapshot(self, ref: str) -> dict[str, Any] | None:

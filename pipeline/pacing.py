@@ -1,7 +1,8 @@
 """Per-destination pacing: a token bucket for each destination with a `rate_limit`.
 
-The delivery runner asks for a token right before an attempt and sleeps, inside the
-destination's own in-flight slot, until the token is due; the consume loop never waits.
+The delivery runner's lanes (pipeline/lanes.py) reserve a token when a delivery has its
+lane's slot, and start it on a timer once the token is due: nothing sleeps, and no global
+slot is held meanwhile.
 State is per worker process (in memory): every first attempt of a destination comes from
 one `deliveries` partition and so from one worker, but its retries may be attempted by
 the worker that owns the retry tier's partition, so with several workers a destination
@@ -10,7 +11,6 @@ can briefly see more than its rate while retries and first attempts overlap.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable
 
@@ -57,9 +57,6 @@ class Pacer:
             self._buckets[destination_id] = bucket
         return bucket.reserve(now_s)
 
-    async def wait(self, destination_id: str, rate_per_s: float | None) -> float:
-        """Sleep until the destination's next attempt may go; returns the seconds waited."""
-        delay_s = self.delay_s(destination_id, rate_per_s)
-        if delay_s > 0:
-            await asyncio.sleep(delay_s)  # pacing, inside the destination's own slot
-        return delay_s
+    def forget(self, destination_id: str) -> None:
+        """Drop the destination's bucket (an idle lane: a new one starts full, as it was)."""
+        self._buckets.pop(destination_id, None)

@@ -19,17 +19,18 @@ class CachedPartitioner:
 
     def __init__(self, capacity: int = CAPACITY) -> None:
         self._capacity = capacity
+        self._default = DefaultPartitioner()
         self._partitions: dict[tuple[bytes, int], int] = {}
 
     def __call__(self, key: bytes | None, all_partitions: list[int], available: list[int]) -> int:
         """The partition for `key`, exactly as DefaultPartitioner picks it."""
         if key is None:
-            return int(DefaultPartitioner()(key, all_partitions, available))
+            return int(self._default(key, all_partitions, available))
         pair = (key, len(all_partitions))
         partition = self._partitions.get(pair)
         if partition is None:
             if len(self._partitions) >= self._capacity:
                 self._partitions.clear()
-            partition = int(DefaultPartitioner()(key, all_partitions, available))
+            partition = int(self._default(key, all_partitions, available))
             self._partitions[pair] = partition
         return partition

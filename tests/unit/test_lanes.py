@@ -178,3 +178,19 @@ def test_an_overloaded_receiver_shrinks_its_lane() -> None:
     assert snapshot is not None and snapshot["limit"] == 4
     assert snapshot["in_flight"] == 7  # nothing new starts until it is below 4
     assert len(runner.started) == 8
+
+
+def test_an_idle_lane_is_forgotten_with_its_rate_bucket_unless_its_circuit_is_open() -> None:
+    from pipeline.lanes import LANE_IDLE_S
+
+    clock = Clock()
+    runner = Runner()
+    lanes = _lanes(runner, clock, circuit_failure_threshold=1)
+    for ref in ("quiet", "broken"):
+        lanes.submit(_job(ref, len(runner.started), rate_limit=5))
+    lanes.finished(runner.started[0], Outcome.SUCCESS, overloaded=False)
+    lanes.finished(runner.started[1], Outcome.RETRYABLE, overloaded=False)  # opens it
+    clock.now_s += LANE_IDLE_S + 1
+    assert lanes.forget_idle() == 1
+    assert lanes.snapshot("quiet") is None and lanes.snapshot("broken") is not None
+    assert "quiet" not in lanes._pacer._buckets
