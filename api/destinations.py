@@ -22,6 +22,7 @@ from pipeline import ids
 from pipeline.credentials import merged, with_public_names
 from pipeline.crypto import Sealer
 from pipeline.destinations import INACTIVE
+from pipeline.policy import TEST_EVENT_TYPE
 from pipeline.settings import Settings
 from pipeline.signing import generate_secret, rotated
 from pipeline.timeutil import now_iso
@@ -31,7 +32,6 @@ from pipeline.view import DestinationView, ViewTimeout
 # A credential change based on a record another change replaced is merged again on the
 # newer one; this many times in a row is a write storm on one destination, not a race.
 CREDENTIAL_ATTEMPTS = 5
-TEST_EVENT_TYPE = "event_destination.test"
 
 
 class Destinations:

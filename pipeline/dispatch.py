@@ -15,7 +15,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 import orjson
 from aiokafka import TopicPartition
@@ -35,6 +34,9 @@ from pipeline.view import DestinationView
 log = logging.getLogger(__name__)
 
 Finished = Callable[[TopicPartition, int], None]
+# A destination the view does not have (or has in another generation) may only be unknown
+# to this view yet: the view catches up before the delivery is canceled.
+DELETED = policy.Cancel("deleted")
 
 
 class Dispatcher:
@@ -87,7 +89,7 @@ class Dispatcher:
         except Exception as exc:  # a malformed record: nothing to attempt or record
             self._skip_record(tp, record.offset, exc)
             return
-        if destination is None or destination.get("generation") != _generation(delivery):
+        if policy.routable(destination, delivery.get("destination_generation")) == DELETED:
             # Perhaps only unknown to this view yet: catch up before deciding.
             self._spawn(self._arrived_after_sync(job))
             return
@@ -102,7 +104,7 @@ class Dispatcher:
             destination = await self._view.generation_of(
                 delivery["tenant"],
                 delivery["destination_id"],
-                _generation(delivery),
+                delivery.get("destination_generation"),
                 self._settings.view_wait_timeout_s,
             )
             job.destination = destination or {}
@@ -238,8 +240,3 @@ class Dispatcher:
             extra={"topic": tp.topic, "offset": offset},
         )
         self._finished(tp, offset)
-
-
-def _generation(delivery: dict[str, Any]) -> str | None:
-    generation = delivery.get("destination_generation")
-    return str(generation) if generation is not None else None

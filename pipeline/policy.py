@@ -29,7 +29,7 @@ from pipeline.circuit import Outcome
 from pipeline.retry import DeadLetter, Retry, Schedule, after_failure, defer_step, next_step
 from pipeline.sinks.base import DeliveryError, PermanentError, RetryableError
 
-# POST /v2/event-destinations/{id}/test publishes this type (api/destinations.py).
+# The type of the event POST /v2/event-destinations/{id}/test publishes (api/destinations.py).
 TEST_EVENT_TYPE = "event_destination.test"
 # Statuses by which a receiver says it has too much to do: its lane halves its concurrency.
 OVERLOAD_STATUSES = frozenset({429, 503})
