@@ -50,7 +50,7 @@ def _iso(at: datetime) -> str:
     return at.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def records(deliveries: int) -> Iterator[tuple[str, bytes]]:
+def records(deliveries: int, lag: int = ATTEMPT_LAG_RECORDS) -> Iterator[tuple[str, bytes]]:
     """(topic, value) in the order the indexer would fetch them."""
     trailing: list[tuple[str, bytes]] = []
     for n in range(deliveries):
@@ -63,7 +63,7 @@ def records(deliveries: int) -> Iterator[tuple[str, bytes]]:
         yield EVENTS, orjson.dumps(event)
         yield DELIVERIES, orjson.dumps(delivery)
         trailing.extend((ATTEMPTS, orjson.dumps(a)) for a in _attempts(n, event, at))
-        if len(trailing) > ATTEMPT_LAG_RECORDS:
+        if len(trailing) > lag:
             yield trailing.pop(0)
     yield from trailing
 
@@ -130,10 +130,10 @@ async def _migrate(connection: asyncpg.Connection) -> None:
         await connection.execute(path.read_text())
 
 
-async def run(deliveries: int, port: int) -> dict[str, Any]:
+async def run(deliveries: int, port: int, lag: int) -> dict[str, Any]:
     """Index `deliveries` deliveries twice (fresh, then replayed); the figures of each pass."""
     await recreate_database(port)
-    stream = list(records(deliveries))
+    stream = list(records(deliveries, lag))
     connection = await asyncpg.connect(f"postgresql://herald@127.0.0.1:{port}/herald")
     try:
         await _migrate(connection)
@@ -159,6 +159,7 @@ async def run(deliveries: int, port: int) -> dict[str, Any]:
         "deliveries": deliveries,
         "records": len(stream),
         "batch_records": MAX_BATCH_RECORDS,
+        "attempt_lag_records": lag,
         "fresh": figures(fresh),
         "replayed": figures(replayed),
         "load_average": [round(x, 2) for x in os.getloadavg()],
@@ -171,6 +172,13 @@ def main() -> None:
         prog="python -m bench.index", description=__doc__.splitlines()[0]
     )
     parser.add_argument("--deliveries", type=int, default=20_000)
+    parser.add_argument(
+        "--attempt-lag",
+        type=int,
+        default=ATTEMPT_LAG_RECORDS,
+        help="records between a delivery and its attempts (above the batch size: always"
+        " in a later batch)",
+    )
     parser.add_argument("--port-offset", type=int, default=DEFAULT_PORT_OFFSET)
     parser.add_argument("--out", help="also write the JSON result here")
     args = parser.parse_args()
@@ -180,7 +188,7 @@ def main() -> None:
     script = str(ROOT / "scripts" / "postgres.sh")
     subprocess.run([script, "start"], check=True, env=env, timeout=300, stdout=sys.stderr)
     try:
-        result = asyncio.run(run(args.deliveries, port))
+        result = asyncio.run(run(args.deliveries, port, args.attempt_lag))
     finally:
         subprocess.run([script, "stop"], check=False, env=env, timeout=120, stdout=sys.stderr)
     text = json.dumps(result, indent=2)

@@ -2,7 +2,9 @@
 
 A plain aiokafka consumer group. Each batch is written in one transaction and only then
 are its offsets committed; every write is idempotent (keyed by the record's id), so a
-replayed topic or a redelivered batch never duplicates a row.
+replayed topic or a redelivered batch never duplicates a row. A batch is one statement per
+table, and a delivery's summary is computed here from the batch's new attempts: one row
+change per delivery per batch, never a recount of its attempts.
 """
 
 from __future__ import annotations
@@ -41,44 +43,47 @@ INDEX_ORDER_LOCK = 7_274_001_202
 # A publisher-chosen id published again within 24 h is a duplicate (the router drops it,
 # and the row keeps the first); reused after the window it is a new event, which replaces
 # the old row (its deliveries have ids of their own, see pipeline/agents/router.py).
-INSERT_EVENT = """
-insert into events (tenant, id, type, data, created_at) values ($1, $2, $3, $4, $5)
+# Each table is written with one statement per batch, its rows passed as one array of a
+# row type of migration 014 (asyncpg encodes that faster than an array per column).
+INSERT_EVENTS = """
+insert into events (tenant, id, type, data, created_at)
+select tenant, id, type, data::jsonb, created_at from unnest($1::index_event[])
 on conflict (tenant, id) do update
     set type = excluded.type, data = excluded.data, created_at = excluded.created_at
     where excluded.created_at >= events.created_at + interval '24 hours'"""
-INSERT_DELIVERY = """
-insert into deliveries (id, tenant, event_id, event_type, destination_id, status, created_at,
-                        updated_at, destination_generation)
-values ($1, $2, $3, $4, $5, 'pending', $6, $6, $7) on conflict do nothing"""
-INSERT_ATTEMPT = """
+# Only the attempts new to the index come back: they alone count in their delivery's summary.
+INSERT_ATTEMPTS = """
 insert into delivery_attempts (id, delivery_id, tenant, event_id, destination_id, attempt,
     outcome, response_status, latency_ms, error, response_body, next_attempt_at, dead_letter,
     created_at)
-values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) on conflict do nothing"""
-# A delivery's summary follows from its attempts, whatever order they were indexed in. A
-# `canceled` one (its destination was deleted or disabled) is final and no attempt made.
-SUMMARIZE = """
-with latest as (
-    select distinct on (delivery_id) delivery_id, outcome, dead_letter, next_attempt_at,
-           created_at
-    from delivery_attempts where delivery_id = any($1::text[])
-    order by delivery_id, created_at desc, id desc
-), counts as (
-    select delivery_id, count(*) filter (where outcome <> 'canceled') as n
-    from delivery_attempts
-    where delivery_id = any($1::text[]) group by delivery_id
-)
-update deliveries d set
-    attempts = c.n,
-    status = case when l.outcome = 'success' then 'succeeded'
-                  when l.outcome = 'canceled' then 'canceled'
-                  when l.dead_letter is not null then 'failed' else 'retrying' end,
-    last_attempt_at = l.created_at,
-    next_attempt_at = case when l.outcome in ('success', 'canceled') then null
-                           else l.next_attempt_at end,
+select * from unnest($1::index_attempt[])
+on conflict do nothing
+returning id"""
+# A delivery's summary follows from its attempts, whatever order they were indexed in: the
+# batch brings the count of its new attempts and the latest of them, and the row takes that
+# latest only if it is later, by (created_at, id) as the attempt list orders them, than the
+# one it has. So an attempt indexed late never moves a summary back and a replayed one (not
+# new) changes nothing. A `canceled` attempt (its destination was deleted or disabled) is
+# final and no attempt made. A delivery record for a row already there changes nothing.
+_LATER = """(excluded.last_attempt_at is not null and (d.last_attempt_at is null
+    or (excluded.last_attempt_at, excluded.last_attempt_id)
+        > (d.last_attempt_at, coalesce(d.last_attempt_id, '') collate "C")))"""
+UPSERT_DELIVERIES = f"""
+insert into deliveries as d (id, tenant, event_id, event_type, destination_id, created_at,
+    destination_generation, status, attempts, last_attempt_at, last_attempt_id,
+    next_attempt_at, updated_at)
+select id, tenant, event_id, event_type, destination_id, created_at, generation, status,
+    attempts, last_at, last_id, next_at,
+    case when last_at is null then created_at else now() end
+from unnest($1::index_delivery[])
+on conflict (tenant, id) do update set
+    attempts = d.attempts + excluded.attempts,
+    status = case when {_LATER} then excluded.status else d.status end,
+    last_attempt_at = case when {_LATER} then excluded.last_attempt_at else d.last_attempt_at end,
+    last_attempt_id = case when {_LATER} then excluded.last_attempt_id else d.last_attempt_id end,
+    next_attempt_at = case when {_LATER} then excluded.next_attempt_at else d.next_attempt_at end,
     updated_at = now()
-from latest l join counts c using (delivery_id)
-where d.id = l.delivery_id"""
+where excluded.attempts > 0 or {_LATER}"""  # noqa: S608 - a constant condition, no input
 
 
 def _ts(value: str) -> datetime:
@@ -111,16 +116,110 @@ def _json_text(value: Any) -> str:
     return orjson.dumps(_without_nul(value)).decode() if "\\u0000" in text else text
 
 
+DeliveryKey = tuple[str, str]  # (tenant, delivery id)
+Row = tuple[Any, ...]
+
+
+def _delivery_row(value: bytes) -> Row:
+    """The row a `deliveries` record makes: (id, tenant, event id, event type, destination
+    id, created at, destination generation). Batch.add calls it; it is the only reader of
+    that record's format here."""
+    record = orjson.loads(value)
+    event = record["event"]
+    return (
+        record["id"],
+        record["tenant"],
+        event["id"],
+        event["type"],
+        record["destination_id"],
+        _ts(record.get("routed_at") or event["created_at"]),
+        record.get("destination_generation"),
+    )
+
+
+def _attempt_rows(record: dict[str, Any]) -> tuple[Row, Row]:
+    """The delivery row an attempt record makes (for a delivery whose own record the index
+    has not seen), and its attempt row."""
+    following = record.get("next") or {}
+    at = _ts(record["created_at"])
+    delivery = (
+        record["delivery_id"],
+        record["tenant"],
+        record["event_id"],
+        record["event_type"],
+        record["destination_id"],
+        at,
+        record.get("destination_generation"),
+    )
+    attempt = (
+        record["id"],
+        record["delivery_id"],
+        record["tenant"],
+        record["event_id"],
+        record["destination_id"],
+        record["attempt"],
+        record["outcome"],
+        record.get("response_status"),
+        record.get("latency_ms"),
+        _text(record.get("error")),
+        _text(record.get("response_body")),
+        _ms(following.get("due_ms")),
+        following.get("dead_letter"),
+        at,
+    )
+    return delivery, attempt
+
+
+def _summary(latest: Row | None) -> tuple[str, datetime | None, str | None, datetime | None]:
+    """(status, last attempt at, last attempt id, next attempt at) of a delivery whose
+    latest attempt is `latest` (an attempt row; None: no attempt yet)."""
+    if latest is None:
+        return "pending", None, None, None
+    outcome, dead_letter = latest[6], latest[12]
+    if outcome in ("success", "canceled"):
+        return ("succeeded" if outcome == "success" else "canceled"), latest[13], latest[0], None
+    return ("failed" if dead_letter is not None else "retrying"), latest[13], latest[0], latest[11]
+
+
+def _rounds(rows: list[Row], width: int) -> list[list[Row]]:
+    """`rows` split in order into as few lists as may each be one upsert: one statement's
+    ON CONFLICT DO UPDATE can change a row only once, so the second row of one key goes to
+    the second list (keys are the first `width` columns)."""
+    rounds: list[list[Row]] = []
+    keys: list[set[Row]] = []
+    for row in rows:
+        key = row[:width]
+        for taken, into in zip(keys, rounds, strict=True):
+            if key not in taken:
+                taken.add(key)
+                into.append(row)
+                break
+        else:
+            keys.append({key})
+            rounds.append([row])
+    return rounds
+
+
 class Batch:
     """Rows of one fetched batch, grouped by table."""
 
     def __init__(self) -> None:
-        self.events: list[tuple[Any, ...]] = []
-        self.deliveries: list[tuple[Any, ...]] = []
-        self.attempts: list[tuple[Any, ...]] = []
+        self.events: list[Row] = []
+        # One row per delivery: from its own record if the batch has it, else from its
+        # first attempt's.
+        self.deliveries: dict[DeliveryKey, Row] = {}
+        self._recorded: set[DeliveryKey] = set()
+        self.attempts: list[Row] = []
 
     def add(self, topic: str, value: bytes) -> None:
         """Parse one record into the rows it makes."""
+        if topic == DELIVERIES:
+            row = _delivery_row(value)
+            key = (row[1], row[0])
+            if key not in self._recorded:
+                self._recorded.add(key)
+                self.deliveries[key] = row
+            return
         record = orjson.loads(value)
         if topic == EVENTS:
             if record.get("replay_of") is None and record.get("destination_id") is None:
@@ -133,64 +232,51 @@ class Batch:
                         _ts(record["created_at"]),
                     )
                 )
-        elif topic == DELIVERIES:
-            event = record["event"]
-            created = _ts(record.get("routed_at") or event["created_at"])
-            self.deliveries.append(
-                (
-                    record["id"],
-                    record["tenant"],
-                    event["id"],
-                    event["type"],
-                    record["destination_id"],
-                    created,
-                    record.get("destination_generation"),
-                )
-            )
         elif topic == ATTEMPTS:
-            following = record.get("next") or {}
-            at = _ts(record["created_at"])
-            self.deliveries.append(
-                (
-                    record["delivery_id"],
-                    record["tenant"],
-                    record["event_id"],
-                    record["event_type"],
-                    record["destination_id"],
-                    at,
-                    record.get("destination_generation"),
-                )
-            )
-            self.attempts.append(
-                (
-                    record["id"],
-                    record["delivery_id"],
-                    record["tenant"],
-                    record["event_id"],
-                    record["destination_id"],
-                    record["attempt"],
-                    record["outcome"],
-                    record.get("response_status"),
-                    record.get("latency_ms"),
-                    _text(record.get("error")),
-                    _text(record.get("response_body")),
-                    _ms(following.get("due_ms")),
-                    following.get("dead_letter"),
-                    at,
-                )
-            )
+            delivery, attempt = _attempt_rows(record)
+            self.deliveries.setdefault((delivery[1], delivery[0]), delivery)
+            self.attempts.append(attempt)
 
     async def write(self, connection: asyncpg.Connection) -> None:
-        """Write every row in one transaction."""
+        """Write every row in one transaction: one statement per table (a publisher id
+        reused within the batch adds one)."""
         async with connection.transaction():
             await connection.execute("select pg_advisory_xact_lock($1)", INDEX_ORDER_LOCK)
-            if self.events:
-                await connection.executemany(INSERT_EVENT, self.events)
-            if self.deliveries:
-                await connection.executemany(INSERT_DELIVERY, self.deliveries)
+            for rows in _rounds(self.events, 2):
+                await connection.execute(INSERT_EVENTS, rows)
+            new: list[Row] = []
             if self.attempts:
-                await connection.executemany(INSERT_ATTEMPT, self.attempts)
-                await connection.execute(SUMMARIZE, sorted({a[1] for a in self.attempts}))
+                inserted = await connection.fetch(INSERT_ATTEMPTS, self.attempts)
+                new = self._inserted({r[0] for r in inserted})
+            if self.deliveries:
+                await connection.execute(UPSERT_DELIVERIES, self._summarized(new))
+
+    def _inserted(self, ids: set[str]) -> list[Row]:
+        """The attempt rows with these ids (of an id the batch holds twice, the first: the
+        one inserted)."""
+        rows = []
+        for attempt in self.attempts:
+            if attempt[0] in ids:
+                ids.discard(attempt[0])
+                rows.append(attempt)
+        return rows
+
+    def _summarized(self, new_attempts: list[Row]) -> list[Row]:
+        """Each delivery row with its summary of the batch's new attempts: how many count
+        (a canceled one does not) and the latest, by (created_at, id)."""
+        counts: dict[DeliveryKey, int] = {}
+        latest: dict[DeliveryKey, Row] = {}
+        for attempt in new_attempts:
+            key = (attempt[2], attempt[1])
+            counts[key] = counts.get(key, 0) + (attempt[6] != "canceled")
+            have = latest.get(key)
+            if have is None or (attempt[13], attempt[0]) > (have[13], have[0]):
+                latest[key] = attempt
+        rows = []
+        for key, row in self.deliveries.items():
+            status, last_at, last_id, next_at = _summary(latest.get(key))
+            rows.append((*row, status, counts.get(key, 0), last_at, last_id, next_at))
+        return rows
 
 
 def _add(batch: Batch, topic: str, value: bytes, offset: int) -> None:
