@@ -185,6 +185,8 @@ def _rounds(rows: list[Row], width: int) -> list[list[Row]]:
     """`rows` split in order into as few lists as may each be one upsert: one statement's
     ON CONFLICT DO UPDATE can change a row only once, so the second row of one key goes to
     the second list (keys are the first `width` columns)."""
+    if len({row[:width] for row in rows}) == len(rows):  # no key twice: the usual batch
+        return [rows] if rows else []
     rounds: list[list[Row]] = []
     keys: list[set[Row]] = []
     for row in rows:
@@ -272,10 +274,15 @@ class Batch:
             have = latest.get(key)
             if have is None or (attempt[13], attempt[0]) > (have[13], have[0]):
                 latest[key] = attempt
+        unattempted = (*_summary(None)[:1], 0, *_summary(None)[1:])
         rows = []
         for key, row in self.deliveries.items():
-            status, last_at, last_id, next_at = _summary(latest.get(key))
-            rows.append((*row, status, counts.get(key, 0), last_at, last_id, next_at))
+            last = latest.get(key)
+            if last is None:
+                rows.append(row + unattempted)
+            else:
+                status, last_at, last_id, next_at = _summary(last)
+                rows.append((*row, status, counts[key], last_at, last_id, next_at))
         return rows
 
 
