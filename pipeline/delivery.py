@@ -45,6 +45,9 @@ log = logging.getLogger(__name__)
 
 DUE_HEADER = "herald-due-ms"
 COMMIT_INTERVAL_S = 0.5
+FETCH_MAX_WAIT_MS = 500
+# How long one turn of the consume loop waits for records: the loop commits between turns.
+POLL_TIMEOUT_MS = int(COMMIT_INTERVAL_S * 1000)
 
 
 def _due_ms(record: ConsumerRecord[bytes, bytes]) -> int:
@@ -87,6 +90,8 @@ class DeliveryRunner:
         self._trackers: dict[TopicPartition, PartitionTracker] = defaultdict(
             lambda: PartitionTracker(bound)
         )
+        # The offset last committed per partition: an unchanged one is not sent again.
+        self._committed: dict[TopicPartition, int] = {}
         self._held: dict[TopicPartition, deque[ConsumerRecord[bytes, bytes]]] = {}
         self._wakeups: dict[TopicPartition, asyncio.TimerHandle] = {}
         self._dispatcher = Dispatcher(settings, view, recorder, publishers, self._finished)
@@ -115,7 +120,11 @@ class DeliveryRunner:
             session_timeout_ms=int(self._settings.consumer_session_timeout_s * 1000),
             auto_offset_reset="earliest",
             max_poll_records=1000,
-            fetch_max_wait_ms=50,
+            # A fetch returns as soon as any partition has a record, so the wait costs a new
+            # delivery nothing; it bounds how often an idle runner asks (twice a second, not
+            # twenty times) and how long a retry tier resumed at its due time waits for the
+            # fetch already in flight.
+            fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
         )
         self._consumer.subscribe(self._topics, listener=_Rebalance(self))
         await self._consumer.start()
@@ -145,7 +154,7 @@ class DeliveryRunner:
             self.loop.beat()
             if self._dispatcher.failure is not None:
                 raise self._dispatcher.failure
-            batches = await self._consumer.getmany(timeout_ms=100, max_records=500)
+            batches = await self._consumer.getmany(timeout_ms=POLL_TIMEOUT_MS, max_records=500)
             for tp, records in batches.items():
                 tracker = self._trackers[tp]
                 for record in records:
@@ -252,7 +261,8 @@ class DeliveryRunner:
     # -- offsets -------------------------------------------------------------------------
 
     async def commit(self, only: set[TopicPartition] | None = None) -> None:
-        """Commit, per partition, the offset below the lowest unfinished delivery."""
+        """Commit, per partition, the offset below the lowest unfinished delivery, where it
+        moved since this runner last committed it (an idle runner sends nothing)."""
         if self._consumer is None:
             return
         assignment = self._consumer.assignment()
@@ -260,12 +270,13 @@ class DeliveryRunner:
         for tp, tracker in self._trackers.items():
             if (only is None or tp in only) and tp in assignment:
                 offset = tracker.committable()
-                if offset is not None:
+                if offset is not None and self._committed.get(tp) != offset:
                     offsets[tp] = offset
         if not offsets:
             return
         try:
             await self._consumer.commit(offsets)
+            self._committed.update(offsets)
         except (CommitFailedError, IllegalStateError) as exc:
             # A rebalance took partitions away meanwhile: their new owner starts from the
             # last committed offsets (at-least-once); this worker carries on with the rest.
@@ -276,6 +287,7 @@ class DeliveryRunner:
         self._dispatcher.forget(partitions)
         for tp in partitions:
             self._trackers.pop(tp, None)
+            self._committed.pop(tp, None)
             self._held.pop(tp, None)
             handle = self._wakeups.pop(tp, None)
             if handle is not None:

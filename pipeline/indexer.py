@@ -35,6 +35,9 @@ RETENTION_SWEEP_S = 3600.0
 # an offset commit per fetch cost more CPU than the rows. The index is not on the delivery
 # path; it lags by this much more at low rates.
 GATHER_S = 0.1
+# How long the loop waits for a first record: a record ends the wait at once, so this only
+# paces an idle indexer's turns.
+POLL_TIMEOUT_MS = 1000
 MAX_BATCH_RECORDS = 2000
 # Held by each batch's transaction: one indexer writes at a time, so the `indexed_seq` a row
 # gets is also the order rows become visible (a poller never passes one committed later).
@@ -319,10 +322,11 @@ class Indexer:
             enable_auto_commit=False,
             session_timeout_ms=int(self._settings.consumer_session_timeout_s * 1000),
             auto_offset_reset="earliest",
-            # Not on the delivery path: the broker may hold a fetch until 64 KiB or 100 ms
-            # have gathered, so at low rates the indexer fetches ten times a second, not
-            # once per record (each fetch costs a request over every partition).
-            max_poll_records=2000, fetch_max_wait_ms=100, fetch_min_bytes=64 * 1024,
+            # Not on the delivery path: the broker may hold a fetch until 64 KiB or 500 ms
+            # have gathered, so at low rates the indexer fetches twice a second, not once
+            # per record (each fetch costs a request over every partition, and each batch
+            # a database round trip).
+            max_poll_records=2000, fetch_max_wait_ms=500, fetch_min_bytes=64 * 1024,
         )  # fmt: skip
         await self._consumer.start()
         self.loop = SupervisedLoop("index", self._consume, max_restarts=None, reset=self._rewind)
@@ -369,7 +373,9 @@ class Indexer:
     async def _gather(self) -> Batch | None:
         """The records of the next batch: whatever comes within GATHER_S of the first."""
         assert self._consumer is not None
-        batches = await self._consumer.getmany(timeout_ms=200, max_records=MAX_BATCH_RECORDS)
+        batches = await self._consumer.getmany(
+            timeout_ms=POLL_TIMEOUT_MS, max_records=MAX_BATCH_RECORDS
+        )
         if not batches:
             return None
         batch, count = Batch(), 0

@@ -24,6 +24,13 @@ from pipeline.topics import DESTINATIONS
 log = logging.getLogger(__name__)
 
 Offsets = dict[int, int]
+# How long one turn of the follow loop waits for records. A record ends the wait at once;
+# the timeout only paces the idle turns (and how soon a position that moved without a
+# record, past compacted-away offsets, is seen).
+FOLLOW_POLL_MS = 1000
+# How long the broker may hold the view's fetch when there is nothing new: a change ends it
+# at once, so this only sets how often an idle view asks.
+FOLLOW_FETCH_WAIT_MS = 2000
 
 
 class ViewTimeout(Exception):
@@ -57,6 +64,7 @@ class DestinationView:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             client_id="herald-destination-view",
+            fetch_max_wait_ms=FOLLOW_FETCH_WAIT_MS,
         )
         await consumer.start()
         self._consumer = consumer
@@ -227,7 +235,7 @@ class DestinationView:
         consumer = self._consumer
         while True:
             try:
-                batches = await consumer.getmany(timeout_ms=200, max_records=5000)
+                batches = await consumer.getmany(timeout_ms=FOLLOW_POLL_MS, max_records=5000)
             except Exception:
                 log.exception("destination view fetch failed; retrying")
                 await asyncio.sleep(1)
