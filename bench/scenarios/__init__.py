@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from bench.context import Bench, Outcome
-from bench.scenarios import dead, failure, fanout, hot, ingest, latency
+from bench.scenarios import dead, failure, fanout, hot, ingest, latency, memory
 
 Scenario = Callable[[Bench], Awaitable[Outcome]]
 
@@ -14,6 +14,7 @@ SCENARIOS: dict[str, Scenario] = {
     "fanout": fanout.run_fanout,
     "latency": latency.run,
     "cost": fanout.run_cost,
+    "memory": memory.run,
     "failure": failure.run_failure,
     "retry": failure.run_retry,
     # Issue 13, delivery flow control. `dead` subscribes to "*" and deletes its
