@@ -54,7 +54,7 @@ class Destinations:
 
     def all_for(self, principal: Principal) -> list[dict[str, Any]]:
         """The tenant's destinations, newest first."""
-        mine = [r for r in self._view.all() if r["tenant"] == principal.tenant]
+        mine = self._view.all(principal.tenant)
         return sorted(mine, key=lambda r: (r["created_at"], r["id"]), reverse=True)
 
     async def create(

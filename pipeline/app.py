@@ -83,7 +83,7 @@ def create_app(settings: Settings) -> faust.App:
         value_type=int,
     )
     view = DestinationView(settings.kafka_bootstrap)
-    fold.register(app, app.topic(DESTINATION_CHANGES), table)
+    fold.register(app, app.topic(DESTINATION_CHANGES), table, view)
     router.register(
         app,
         app.topic(EVENTS),

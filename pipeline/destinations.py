@@ -22,9 +22,11 @@ under the same id is a new generation: deliveries, and the worker's `verified` a
 
 from __future__ import annotations
 
-from collections import defaultdict
+import sys
 from collections.abc import Iterable
 from typing import Any
+
+import orjson
 
 PENDING = "pending_verification"
 ACTIVE = "active"
@@ -102,6 +104,15 @@ def fold(current: dict[str, Any] | None, change: dict[str, Any]) -> dict[str, An
     }
 
 
+def encode(record: dict[str, Any]) -> bytes:
+    """A folded record as the fold agent's table keeps it (and the worker's view shares).
+
+    orjson returns its result in the buffer it wrote it into, several KB whatever the
+    length; a record is held for as long as it is current, so it is copied into bytes of
+    its own size (8 KB → under 1 KB for a typical record)."""
+    return bytes(memoryview(orjson.dumps(record)))
+
+
 def _same_life(current: dict[str, Any], change: dict[str, Any]) -> bool:
     """A change made for one generation (a worker's verified or auto_disable, decided on
     a delivery to it) is void for a destination created again under the same id."""
@@ -156,7 +167,7 @@ _OPERATIONS = {
 }
 
 
-def subscribed(patterns: list[str], event_type: str) -> bool:
+def subscribed(patterns: Iterable[str], event_type: str) -> bool:
     """Whether a destination with these patterns takes events of `event_type`."""
     return any(
         p in ("*", event_type) or (p.endswith(".*") and event_type.startswith(p[:-1]))
@@ -166,48 +177,93 @@ def subscribed(patterns: list[str], event_type: str) -> bool:
 
 MAX_VERSIONS = 16
 
+# How one version of a destination routes: the event patterns it takes while routable
+# (pending or active), or None while it takes no events (inactive, or not created yet).
+Routing = tuple[str, ...] | None
+
+
+def routing_of(record: dict[str, Any]) -> Routing:
+    """What routing reads of a record; the patterns are interned, as many destinations
+    subscribe to the same few."""
+    if record.get("status") not in ROUTABLE:
+        return None
+    return tuple(sys.intern(str(p)) for p in record.get("events") or ())
+
 
 class Versions:
-    """The recent versions of one destination, by their offset in its partition.
+    """How one destination routed, by offset in its partition, and its latest record.
 
     An event is routed with the destinations as they were at its stamp: a change that
     returned after the event was published must not apply to it, even if the router
-    reads the event later, when its view is already newer.
+    reads the event later, when its view is already newer. Of an older version only what
+    routing reads is kept (from which offset on it routed which patterns), and versions
+    that route alike share one entry: a destination whose changes never touched its
+    status or patterns keeps one, however often it changed. The id and generation a
+    delivery names are the same in every version (a destination deleted and created
+    again is a new Versions), so the latest record answers for all of them. The view
+    keeps the latest record as the bytes it read and parses it when asked.
     """
+
+    __slots__ = ("_created_from", "_history", "label", "partition", "raw")
 
     def __init__(self, partition: int) -> None:
         self.partition = partition
-        self._items: list[tuple[int, dict[str, Any]]] = []
+        self.raw = b""
+        self.label: tuple[str, str] = ("", "")
+        # (offset, routing) pairs, oldest first, flattened into one tuple (small and cheap).
+        self._history: tuple[Any, ...] = ()
+        # None: the oldest entry began with the create, so nothing routed before it; else
+        # the creation bound (the API's stamp at create, `routes_from`) of this partition.
+        self._created_from: int | None = None
 
-    def add(self, offset: int, record: dict[str, Any]) -> None:
-        """A newer version, read at `offset`; the oldest beyond MAX_VERSIONS are dropped."""
-        self._items.append((offset, record))
-        del self._items[:-MAX_VERSIONS]
+    def add(self, offset: int, record: dict[str, Any], raw: bytes) -> None:
+        """A newer version, read at `offset` as `raw`; the oldest entries beyond
+        MAX_VERSIONS are dropped."""
+        self.raw = raw
+        routing = routing_of(record)
+        history = self._history
+        if not history:
+            created = record.get("last_op") == "create"
+            self._created_from = None if created else _created_from(record, self.partition)
+        elif history[-1] == routing:
+            return  # routes as the entry before it did: that entry stands for it
+        history = (*history, offset, routing)
+        if len(history) > 2 * MAX_VERSIONS:
+            history = history[2:]
+            self._created_from = _created_from(record, self.partition)
+        self._history = history
 
     @property
-    def latest(self) -> dict[str, Any]:
-        """The current version."""
-        return self._items[-1][1]
+    def routing(self) -> Routing:
+        """How the current version routes."""
+        routing: Routing = self._history[-1]
+        return routing
 
     def patterns(self) -> set[str]:
-        """Every pattern any kept version subscribes to (for the match index)."""
-        return {p for _, record in self._items for p in record.get("events") or ()}
+        """Every pattern any kept entry subscribes to (for the match index)."""
+        history = self._history
+        return {p for routing in history[1::2] if routing for p in routing}
 
-    def as_of(self, stamp: dict[int, int]) -> dict[str, Any] | None:
-        """The version in force for an event stamped `stamp`, or None if none was."""
+    def as_of(self, stamp: dict[int, int]) -> Routing:
+        """How the version in force for an event stamped `stamp` routes; None if it took
+        no events then, or did not exist yet."""
+        history = self._history
         bound = stamp.get(self.partition)
         if bound is None:
-            return self.latest
-        earlier = [version for offset, version in self._items if offset < bound]
-        if earlier:
-            return earlier[-1]
-        oldest = self._items[0][1]
-        if oldest.get("last_op") == "create":
+            return self.routing
+        for i in range(len(history) - 2, -1, -2):
+            if history[i] < bound:
+                routing: Routing = history[i + 1]
+                return routing
+        if self._created_from is None:
             return None  # the whole history is here: it did not exist yet
         # History cut short (compaction, or pruning): the creation bound still tells
         # whether it existed when the event was published.
-        created_from = (oldest.get("routes_from") or {}).get(str(self.partition), -1)
-        return oldest if bound > created_from else None
+        return history[1] if bound > self._created_from else None
+
+
+def _created_from(record: dict[str, Any], partition: int) -> int:
+    return int((record.get("routes_from") or {}).get(str(partition), -1))
 
 
 def prefix_of(pattern: str) -> str | None:
@@ -221,35 +277,42 @@ class MatchIndex:
     """tenant → event type → destination ids, plus `*` and prefix subscribers.
 
     Lookup cost grows with the number of dot-separated parts of the type and the number
-    of matches, never with the number of destinations.
+    of matches, never with the number of destinations. A type with one subscriber (most
+    of them, at scale) holds the id itself rather than a set of one. The index does not
+    remember a destination's patterns: whoever indexed it names them again to remove it.
     """
 
     def __init__(self) -> None:
-        self._exact: dict[tuple[str, str], set[str]] = defaultdict(set)
-        self._subscribed: dict[str, tuple[str, Iterable[str]]] = {}
+        self._exact: dict[tuple[str, str], str | set[str]] = {}
 
     def put(self, destination_id: str, tenant: str, patterns: Iterable[str]) -> None:
-        """(Re)index a destination under its patterns."""
-        self.remove(destination_id)
-        patterns = tuple(patterns)
-        for pattern in patterns:
-            key = prefix_of(pattern) or pattern
-            self._exact[(tenant, key)].add(destination_id)
-        self._subscribed[destination_id] = (tenant, patterns)
-
-    def remove(self, destination_id: str) -> None:
-        """Forget a destination."""
-        entry = self._subscribed.pop(destination_id, None)
-        if entry is None:
-            return
-        tenant, patterns = entry
+        """Index a destination under these patterns (added to any it is indexed under)."""
+        exact = self._exact
         for pattern in patterns:
             key = (tenant, prefix_of(pattern) or pattern)
-            ids = self._exact.get(key)
-            if ids is not None:
+            ids = exact.get(key)
+            if ids is None:
+                exact[key] = destination_id
+            elif isinstance(ids, str):
+                if ids != destination_id:  # two patterns of one destination may share a key
+                    exact[key] = {ids, destination_id}
+            else:
+                ids.add(destination_id)
+
+    def remove(self, destination_id: str, tenant: str, patterns: Iterable[str]) -> None:
+        """Stop indexing a destination under these patterns."""
+        exact = self._exact
+        for pattern in patterns:
+            key = (tenant, prefix_of(pattern) or pattern)
+            ids = exact.get(key)
+            if ids == destination_id:
+                del exact[key]
+            elif isinstance(ids, set):
                 ids.discard(destination_id)
-                if not ids:
-                    del self._exact[key]
+                if len(ids) == 1:
+                    exact[key] = ids.pop()
+                elif not ids:
+                    del exact[key]
 
     def match(self, tenant: str, event_type: str) -> set[str]:
         """Ids of the destinations of `tenant` subscribed to `event_type`."""
@@ -261,6 +324,10 @@ class MatchIndex:
             dot = event_type.find(".", dot + 1)
         for key in keys:
             ids = self._exact.get((tenant, key))
-            if ids:
+            if ids is None:
+                continue
+            if isinstance(ids, str):
+                found.add(ids)
+            else:
                 found |= ids
         return found

@@ -25,10 +25,9 @@ Labels are bounded: destination `type` (one per sink module), `outcome`, retry `
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from datetime import datetime
 from functools import cache
-from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -248,12 +247,9 @@ def record_delivered(destination_type: str, created_at: str, now_s: float) -> No
 _seen_destination_labels: set[tuple[str, str]] = set()
 
 
-def observe_destinations(records: Iterable[Mapping[str, Any]]) -> None:
-    """Set the destinations gauge from every record; a (status, type) gone since is 0."""
-    counts: dict[tuple[str, str], int] = {}
-    for record in records:
-        key = (str(record.get("status")), str(record.get("type")))
-        counts[key] = counts.get(key, 0) + 1
+def observe_destinations(counts: Mapping[tuple[str, str], int]) -> None:
+    """Set the destinations gauge from the count of each (status, type) (the view's
+    `counts()`); a (status, type) gone since is 0."""
     for key in _seen_destination_labels - counts.keys():
         DESTINATIONS.labels(*key).set(0)
     for key, count in counts.items():

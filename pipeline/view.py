@@ -4,6 +4,11 @@ The API and every worker keep one. It reads the topic from the start with a plai
 consumer (no group), indexes records for routing, and lets callers wait for a change of
 their own (by change id) or for the topic offsets an event was stamped with. Destination
 ids are scoped per tenant: records are held, and looked up, by (tenant, id).
+
+Memory: per destination the view holds the latest record as the bytes it read (parsed
+when asked; the most recently used are kept parsed) and a compact routing history
+(pipeline.destinations.Versions). In the worker the bytes are the very object the fold
+agent's table holds (`share_with`), so a record is held once per process.
 """
 
 from __future__ import annotations
@@ -11,13 +16,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sys
+from collections import OrderedDict
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
-from pipeline.destinations import ROUTABLE, MatchIndex, Versions, subscribed
+from pipeline.destinations import MatchIndex, Versions, subscribed
 from pipeline.ids import scoped, unscoped
 from pipeline.topics import DESTINATIONS
 
@@ -31,6 +39,10 @@ FOLLOW_POLL_MS = 1000
 # How long the broker may hold the view's fetch when there is nothing new: a change ends it
 # at once, so this only sets how often an idle view asks.
 FOLLOW_FETCH_WAIT_MS = 2000
+
+# Parsed records kept for reads (dispatch and the router read the same few destinations
+# over and over); every other record is held as bytes only.
+PARSED_RECORDS = 1024
 
 
 class ViewTimeout(Exception):
@@ -49,6 +61,10 @@ class DestinationView:
         self._offsets: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
         self._versions: dict[str, Versions] = {}
+        self._parsed: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._counts: dict[tuple[str, str], int] = {}
+        self._labels: dict[tuple[str, str], tuple[str, str]] = {}
+        self._shared: Mapping[bytes, bytes | None] | None = None
         self._index = MatchIndex()
         self._positions: Offsets = {}
         self._progress = asyncio.Event()
@@ -104,9 +120,30 @@ class DestinationView:
     # -- reading -------------------------------------------------------------------------
 
     def get(self, tenant: str, destination_id: str) -> dict[str, Any] | None:
-        """The tenant's current record of that id, or None if unknown or deleted."""
-        versions = self._versions.get(scoped(tenant, destination_id))
-        return versions.latest if versions is not None else None
+        """The tenant's current record of that id, or None if unknown or deleted.
+
+        The record is shared with other readers: never change it."""
+        return self._record(scoped(tenant, destination_id))
+
+    def _record(self, key: str) -> dict[str, Any] | None:
+        parsed = self._parsed
+        cached = parsed.get(key)
+        if cached is not None:
+            parsed.move_to_end(key)
+            return cached
+        versions = self._versions.get(key)
+        if versions is None:
+            return None
+        record: dict[str, Any] = orjson.loads(versions.raw)
+        self._keep_parsed(key, record)
+        return record
+
+    def _keep_parsed(self, key: str, record: dict[str, Any]) -> None:
+        parsed = self._parsed
+        parsed[key] = record
+        parsed.move_to_end(key)
+        if len(parsed) > PARSED_RECORDS:
+            parsed.popitem(last=False)
 
     async def generation_of(
         self, tenant: str, destination_id: str, generation: str | None, timeout_s: float
@@ -124,27 +161,39 @@ class DestinationView:
                     await self.sync(timeout_s)
         return None
 
-    def all(self) -> list[dict[str, Any]]:
-        """Every live record."""
-        return [v.latest for v in self._versions.values()]
+    def all(self, tenant: str | None = None) -> list[dict[str, Any]]:
+        """Every live record, or every one of `tenant`'s (parsed on each call: for listing,
+        not for a hot path)."""
+        return [
+            orjson.loads(versions.raw)
+            for key, versions in self._versions.items()
+            if tenant is None or unscoped(key)[0] == tenant
+        ]
+
+    def counts(self) -> dict[tuple[str, str], int]:
+        """How many live destinations there are of each (status, type)."""
+        return {label: count for label, count in self._counts.items() if count}
 
     def match(
         self, tenant: str, event_type: str, stamp: Offsets | None = None
     ) -> list[dict[str, Any]]:
         """Routable (active or pending) destinations of `tenant` subscribed to `event_type`,
-        as they were at `stamp` (the event's publish time) if given, else as they are now."""
+        as they were at `stamp` (the event's publish time) if given, else as they are now.
+
+        Which destinations match follows the stamp; the records returned are the current
+        ones (what a delivery names of them, id and generation, never changes)."""
         found = []
         for key in self._index.match(tenant, event_type):
             versions = self._versions.get(key)
             if versions is None:
                 continue
-            record = versions.as_of(stamp) if stamp else versions.latest
-            if (
-                record is not None
-                and record["status"] in ROUTABLE
-                and subscribed(record.get("events") or [], event_type)
-            ):
-                found.append(record)
+            # The id and generation a delivery names are the same in every version: the
+            # latest record stands for the version in force at the stamp.
+            routing = versions.as_of(stamp) if stamp else versions.routing
+            if routing is not None and subscribed(routing, event_type):
+                record = self._record(key)
+                if record is not None:
+                    found.append(record)
         return found
 
     @property
@@ -251,6 +300,29 @@ class DestinationView:
                 self.ready.set()
                 log.info("destination view ready: %d destinations", len(self._versions))
 
+    def share_with(self, table: Mapping[bytes, bytes | None]) -> None:
+        """Hold a record as the very bytes object `table` (the fold agent's table, keyed
+        like the topic) holds for it whenever they are equal, so that the worker keeps one
+        copy. The fold agent calls this when it starts; `adopt_shared` covers what the
+        view read before the table had it."""
+        self._shared = table
+
+    def adopt_shared(self) -> int:
+        """Take the table's object for every record equal to it; how many were taken.
+
+        The fold agent calls this once its table is recovered (after each rebalance):
+        records the view read before the table recovered them were held twice."""
+        table = self._shared
+        if table is None:
+            return 0
+        adopted = 0
+        for key, raw in list(table.items()):
+            versions = self._versions.get(_scoped_key(key.decode(), None) or "")
+            if versions is not None and versions.raw is not raw and versions.raw == raw:
+                versions.raw = raw
+                adopted += 1
+        return adopted
+
     def _apply(self, key: bytes | None, value: bytes | None, partition: int, offset: int) -> None:
         if key is None:
             return
@@ -258,21 +330,60 @@ class DestinationView:
         scoped_key = _scoped_key(key.decode(), record)
         if scoped_key is None:
             pass
-        elif record is None or record.get("deleted"):
+        elif value is None or record is None or record.get("deleted"):
             # Deleted: gone at once, for events routed from now on whatever their stamp
             # (queued deliveries to it are dropped by the sinks too).
-            self._versions.pop(scoped_key, None)
-            self._index.remove(scoped_key)
+            self._forget(scoped_key)
         else:
-            versions = self._versions.get(scoped_key)
-            if versions is None or versions.partition != partition:
-                versions = self._versions[scoped_key] = Versions(partition)
-            versions.add(offset, record)
-            self._index.put(scoped_key, record["tenant"], versions.patterns())
+            self._hold(scoped_key, self._shared_bytes(key, value), record, partition, offset)
         if record is not None:
             waiter = self._change_waiters.get(record.get("change_id", ""))
             if waiter is not None and not waiter.done():
                 waiter.set_result(record)
+
+    def _shared_bytes(self, key: bytes, value: bytes) -> bytes:
+        twin = self._shared.get(key) if self._shared is not None else None
+        return twin if twin is not None and twin == value else value
+
+    def _hold(
+        self, key: str, raw: bytes, record: dict[str, Any], partition: int, offset: int
+    ) -> None:
+        versions = self._versions.get(key)
+        if versions is not None:
+            self._count(versions.label, -1)
+        indexed = versions.patterns() if versions is not None else set()
+        if versions is None or versions.partition != partition:
+            versions = self._versions[key] = Versions(partition)
+        versions.add(offset, record, raw)
+        versions.label = self._label(record)
+        self._count(versions.label, 1)
+        patterns = versions.patterns()
+        if patterns != indexed:
+            tenant = _tenant_of(key)
+            self._index.remove(key, tenant, indexed)
+            self._index.put(key, tenant, patterns)
+        if key in self._parsed:
+            self._keep_parsed(key, record)
+
+    def _forget(self, key: str) -> None:
+        versions = self._versions.pop(key, None)
+        if versions is None:
+            return
+        self._count(versions.label, -1)
+        self._parsed.pop(key, None)
+        self._index.remove(key, _tenant_of(key), versions.patterns())
+
+    def _label(self, record: dict[str, Any]) -> tuple[str, str]:
+        label = (str(record.get("status")), str(record.get("type")))
+        return self._labels.setdefault(label, label)
+
+    def _count(self, label: tuple[str, str], delta: int) -> None:
+        self._counts[label] = self._counts.get(label, 0) + delta
+
+
+def _tenant_of(key: str) -> str:
+    """The tenant of a held record's `tenant/id` key (interned: there are few)."""
+    return sys.intern(unscoped(key)[0] or "")
 
 
 def _scoped_key(key: str, record: dict[str, Any] | None) -> str | None:

@@ -111,7 +111,7 @@ class MetricsSampler:
     async def sample(self) -> None:
         """Set every sampled gauge once."""
         self._runner.observe_backlog()
-        metrics.observe_destinations(self._view.all())
+        metrics.observe_destinations(self._view.counts())
         await self._sample_offsets()
 
     async def _sample_offsets(self) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from bench.context import Bench, Outcome
-from bench.scenarios import dead, failure, fanout, hot, ingest, latency, light
+from bench.scenarios import dead, failure, fanout, hot, ingest, latency, light, memory
 
 Scenario = Callable[[Bench], Awaitable[Outcome]]
 
@@ -14,7 +14,7 @@ SCENARIOS: dict[str, Scenario] = {
     "fanout": fanout.run_fanout,
     "latency": latency.run,
     "cost": fanout.run_cost,
-    # Issue 14: what an idle or lightly loaded Herald costs.
+    "memory": memory.run,
     "light": light.run,
     "failure": failure.run_failure,
     "retry": failure.run_retry,

@@ -104,13 +104,19 @@ def test_match_exact_star_and_prefix() -> None:
 
 def test_reindex_and_remove() -> None:
     index = MatchIndex()
-    index.put("d", "t", ["a.b"])
+    index.put("d", "t", ["a.b", "a.*"])
+    index.put("e", "t", ["a.b"])
+    assert index.match("t", "a.b") == {"d", "e"}
+    index.remove("d", "t", ["a.b"])
     index.put("d", "t", ["c.d"])
-    assert index.match("t", "a.b") == set()
-    assert index.match("t", "c.d") == {"d"}
-    index.remove("d")
-    index.remove("d")
+    assert index.match("t", "a.b") == {"d", "e"}  # still under a.*
+    index.remove("d", "t", ["a.*", "c.d"])
+    assert index.match("t", "a.b") == {"e"}
     assert index.match("t", "c.d") == set()
+    index.remove("e", "t", ["a.b"])
+    index.remove("e", "t", ["a.b"])
+    assert index.match("t", "a.b") == set()
+    assert index._exact == {}
 
 
 types = st.from_regex(r"[a-z]{1,3}(\.[a-z]{1,3}){1,2}", fullmatch=True)
@@ -130,6 +136,7 @@ def test_index_agrees_with_a_linear_scan(puts: list[tuple[str, list[str]]], even
     index = MatchIndex()
     latest: dict[str, list[str]] = {}
     for destination_id, patterns in puts:
+        index.remove(destination_id, "t", latest.get(destination_id, []))
         index.put(destination_id, "t", patterns)
         latest[destination_id] = patterns
 
@@ -147,16 +154,17 @@ def test_versions_route_with_the_state_at_the_stamp() -> None:
 
     record = created()
     versions = Versions(partition=0)
-    versions.add(10, record)
+    versions.add(10, record, b"10")
     disabled = fold(record, change("disable", 2))
-    versions.add(11, disabled)
+    versions.add(11, disabled, b"11")
     enabled = fold(disabled, change("enable", 3))
-    versions.add(12, enabled)
+    versions.add(12, enabled, b"12")
     assert versions.as_of({0: 10}) is None  # published before it existed
-    assert versions.as_of({0: 11}) == record
-    assert versions.as_of({0: 12})["status"] == INACTIVE
-    assert versions.as_of({0: 13}) == enabled
-    assert versions.as_of({1: 5}) == enabled  # another partition's stamp says nothing
+    assert versions.as_of({0: 11}) == ("*",)
+    assert versions.as_of({0: 12}) is None  # disabled then
+    assert versions.as_of({0: 13}) == ("*",)
+    assert versions.as_of({1: 5}) == ("*",)  # another partition's stamp says nothing
+    assert versions.raw == b"12"
 
 
 def test_versions_cut_by_compaction_fall_back_to_the_creation_bound() -> None:
@@ -164,6 +172,40 @@ def test_versions_cut_by_compaction_fall_back_to_the_creation_bound() -> None:
 
     record = {**fold(created(), change("update", 2, fields={"name": "x"})), "routes_from": {"0": 7}}
     versions = Versions(partition=0)
-    versions.add(40, record)  # only the latest version survived compaction
+    versions.add(40, record, b"")  # only the latest version survived compaction
     assert versions.as_of({0: 7}) is None
-    assert versions.as_of({0: 8}) == record
+    assert versions.as_of({0: 8}) == ("*",)
+
+
+def test_versions_that_route_alike_share_one_entry() -> None:
+    from pipeline.destinations import MAX_VERSIONS, Versions
+
+    record = created()
+    versions = Versions(partition=0)
+    versions.add(10, record, b"")
+    for n in range(MAX_VERSIONS * 2):  # renames: routing unchanged, the creation kept
+        record = fold(record, change("update", n + 2, fields={"name": f"n{n}"}))
+        versions.add(11 + n, record, b"")
+    assert versions.as_of({0: 10}) is None
+    assert versions.as_of({0: 11}) == ("*",)
+    record = fold(record, change("update", 99, fields={"events": ["c.*"]}))
+    versions.add(100, record, b"")
+    assert versions.as_of({0: 100}) == ("*",)
+    assert versions.as_of({0: 101}) == ("c.*",)
+    assert versions.patterns() == {"*", "c.*"}
+
+
+def test_versions_beyond_the_limit_fall_back_to_the_creation_bound() -> None:
+    from pipeline.destinations import MAX_VERSIONS, Versions
+
+    record = {**created(), "routes_from": {"0": 5}}
+    versions = Versions(partition=0)
+    versions.add(10, record, b"")
+    for n in range(MAX_VERSIONS):  # each routes differently from the one before
+        op = "disable" if n % 2 == 0 else "enable"
+        record = fold(record, change(op, n + 2))
+        versions.add(11 + n, record, b"")
+    # The creation entry is gone: an event stamped before it is judged by `routes_from`.
+    assert versions.as_of({0: 5}) is None
+    assert versions.as_of({0: 6}) is None  # the oldest kept entry: disabled
+    assert versions.as_of({0: 13}) == ("*",)
