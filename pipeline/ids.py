@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -13,11 +15,42 @@ DESTINATION = "evtd_"
 DELIVERY = "evdl_"
 ATTEMPT = "evat_"
 CHANGE = "chg_"
+CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # ULID's base32 digits
 
 
 def new_id(prefix: str) -> str:
-    """Return a fresh id with the given prefix; ULIDs sort by creation time."""
-    return f"{prefix}{ULID()}"
+    """Return a fresh id with the given prefix; ULIDs sort by creation time (and, made by one
+    process within one millisecond, by order of making)."""
+    return f"{prefix}{_FRESH.next()}"
+
+
+class _MonotonicUlids:
+    """ULIDs as python-ulid's ULID() makes them (randomness counting up within a
+    millisecond), at about a third of its cost: an API batch makes 1,000 per request."""
+
+    # Crockford's base32, two digits (10 bits) per entry; 13 entries make the 130 bits of
+    # 26 digits, the 128 of a ULID after two zero bits.
+    _PAIRS = tuple(a + b for a in CROCKFORD for b in CROCKFORD)
+    _SHIFTS = tuple(range(120, -1, -10))
+    _MAX_RANDOMNESS = (1 << 80) - 1
+
+    def __init__(self) -> None:
+        self._last_ms = 0
+        self._randomness = 0
+
+    def next(self) -> str:
+        now_ms = time.time_ns() // 1_000_000
+        if now_ms > self._last_ms or self._randomness >= self._MAX_RANDOMNESS:
+            self._last_ms = max(now_ms, self._last_ms + (now_ms <= self._last_ms))
+            self._randomness = int.from_bytes(os.urandom(10), "big")
+        else:
+            self._randomness += 1
+        value = self._last_ms << 80 | self._randomness
+        pairs = self._PAIRS
+        return "".join([pairs[value >> shift & 1023] for shift in self._SHIFTS])
+
+
+_FRESH = _MonotonicUlids()
 
 
 def derived_id(prefix: str, parent_id: str, *parts: str) -> str:
