@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+import pytest
 from ulid import ULID
 
 from pipeline import ids
@@ -29,3 +30,15 @@ def test_ids_made_within_one_millisecond_count_up() -> None:
     if same_ms:
         assert int(ULID.from_str(second)) == int(ULID.from_str(first)) + 1
     assert second > first
+
+
+def test_counting_up_across_the_kept_digits_writes_the_exact_ulid(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    now_ms = 1_796_000_000_123
+    start = (0xABCDE << 40) | ((1 << 40) - 2)  # the low 40 bits carry into the high ones
+    monkeypatch.setattr(ids.time, "time_ns", lambda: now_ms * 1_000_000)
+    monkeypatch.setattr(ids.os, "urandom", lambda size: start.to_bytes(size, "big"))
+    fresh = ids._MonotonicUlids()
+    for step in range(4):
+        assert fresh.next() == str(ULID.from_int(now_ms << 80 | (start + step)))
