@@ -3,8 +3,9 @@
 Every call stamps its events once (DestinationView.stamp, one shared look-up) and encodes
 each event once; the stamp is spliced into the encoded bytes. A few events go through the
 producer's own batching (`send`, so concurrent single publishes share produce requests); a
-larger call is written as one record batch per partition (`send_batch`): one future per
-partition instead of one per event.
+larger call adds its records to an open record batch per partition, handed over whole
+(`send_batch`) when the partition's previous batch is on its way: one future per batch
+instead of one per event, and concurrent batch publishes still share produce requests.
 
 Partitions: an event whose id makes it deduplicated (publisher-chosen, or derived from an
 Idempotency-Key) goes where Kafka's default partitioner puts its key, so a repeat meets the
@@ -38,14 +39,26 @@ SEND_ONE_BY_ONE_AT_MOST = 8
 _KEY_PARTITIONER = DefaultPartitioner()
 
 
+class _OpenBatch:
+    """Records for one partition not handed to the producer yet. Publishes arriving while
+    the partition's previous batch waits for its turn add theirs, so concurrent requests
+    share record batches (and produce requests) as `send` would make them share."""
+
+    def __init__(self, builder: Any) -> None:
+        self.builder = builder
+        self.acknowledged: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+
 class _Partitions:
-    """Per producer: whose turn it is to add a batch to each partition, and the next
-    partition of an event that may go anywhere."""
+    """Per producer: each partition's open batch and whose turn it is to hand one over,
+    and the next partition of an event that may go anywhere."""
 
     def __init__(self) -> None:
+        self.open: dict[int, _OpenBatch] = {}
         # aiokafka queues one batch per partition and lets other senders of batches poll
         # for the slot with a timeout that shrinks on every wake-up; they take turns here.
         self.turns: dict[int, asyncio.Lock] = {}
+        self.handing_over: set[asyncio.Task[None]] = set()
         self.rotation: Iterator[int] = itertools.count()
 
 
@@ -122,52 +135,65 @@ async def _send_batches(
     records: list[tuple[bytes, bytes]],
     by_partition: dict[int, list[int]],
 ) -> list[Outcome]:
-    """One record batch per partition (more if one outgrows the producer's batch size)."""
+    """Add the records to their partitions' open batches; each event's outcome is its
+    batch's."""
     outcomes: list[Outcome] = [None] * len(records)
-    sent: list[tuple[list[int], asyncio.Future[Any]]] = []
-    failure: Exception | None = None
+    waits: list[tuple[list[int], asyncio.Future[None]]] = []
     for partition, positions in by_partition.items():
-        for batch_positions, builder in _batches(producer, records, positions, outcomes):
-            if failure is None:
-                try:
-                    async with state.turns.setdefault(partition, asyncio.Lock()):
-                        future = await producer.send_batch(builder, EVENTS, partition=partition)
-                    sent.append((batch_positions, future))
-                    continue
-                except KafkaError as exc:
-                    failure = exc
-            for position in batch_positions:
-                outcomes[position] = failure
-    for batch_positions, future in sent:
-        outcome = await _confirmed(future)
-        for position in batch_positions:
+        batch, held = state.open.get(partition), list[int]()
+        for position in positions:
+            key, value = records[position]
+            if _took(batch, key, value):
+                held.append(position)
+                continue
+            if batch is not None and held:  # full (aiokafka closed it): it goes as it is
+                waits.append((held, batch.acknowledged))
+            batch, held = _open(producer, state, partition), []
+            if _took(batch, key, value):
+                held.append(position)
+            else:
+                outcomes[position] = MessageSizeTooLargeError()
+        if batch is not None and held:
+            waits.append((held, batch.acknowledged))
+    for held, acknowledged in waits:
+        outcome = await _confirmed(acknowledged)
+        for position in held:
             outcomes[position] = outcome
     return outcomes
 
 
-def _batches(
-    producer: AIOKafkaProducer,
-    records: list[tuple[bytes, bytes]],
-    positions: list[int],
-    outcomes: list[Outcome],
-) -> Iterator[tuple[list[int], Any]]:
-    """Closed record batches of `positions` (and which positions each holds); a record too
-    large for an empty batch gets its error in `outcomes` instead."""
-    builder, held = producer.create_batch(), list[int]()
-    for position in positions:
-        key, value = records[position]
-        if builder.append(key=key, value=value, timestamp=None) is None:  # full: now closed
-            if held:
-                yield held, builder
-            builder, held = producer.create_batch(), list[int]()
-            if builder.append(key=key, value=value, timestamp=None) is None:
-                outcomes[position] = MessageSizeTooLargeError()
-                builder = producer.create_batch()
-                continue
-        held.append(position)
-    if held:
-        builder.close()
-        yield held, builder
+def _took(batch: _OpenBatch | None, key: bytes, value: bytes) -> bool:
+    """Whether `batch` took the record; a full batch refuses it (and aiokafka closes it)."""
+    if batch is None:
+        return False
+    return batch.builder.append(key=key, value=value, timestamp=None) is not None
+
+
+def _open(producer: AIOKafkaProducer, state: _Partitions, partition: int) -> _OpenBatch:
+    """A new open batch for `partition`, handed over when the partition's turn comes."""
+    batch = state.open[partition] = _OpenBatch(producer.create_batch())
+    task = asyncio.get_running_loop().create_task(_hand_over(producer, state, partition, batch))
+    state.handing_over.add(task)
+    task.add_done_callback(state.handing_over.discard)
+    return batch
+
+
+async def _hand_over(
+    producer: AIOKafkaProducer, state: _Partitions, partition: int, batch: _OpenBatch
+) -> None:
+    """Send `batch` once the partition's previous one is on its way; resolve its future
+    with the broker's answer."""
+    try:
+        async with state.turns.setdefault(partition, asyncio.Lock()):
+            if state.open.get(partition) is batch:
+                del state.open[partition]  # later records start the next batch
+            batch.builder.close()
+            sent = await producer.send_batch(batch.builder, EVENTS, partition=partition)
+        await sent
+    except Exception as exc:  # every publish waiting on the batch gets it
+        batch.acknowledged.set_exception(exc)
+    else:
+        batch.acknowledged.set_result(None)
 
 
 async def publish_events(

@@ -58,6 +58,7 @@ class _Producer:
         self.partition_of: dict[str, int] = {}
         self.batches: list[list[str]] = []
         self.values: list[bytes] = []
+        self.gate: asyncio.Event | None = None  # set: send_batch waits for it
 
     async def partitions_for(self, topic: str) -> set[int]:
         return PARTITIONS
@@ -80,6 +81,8 @@ class _Producer:
 
     async def send_batch(self, batch: _Builder, topic: str, *, partition: int) -> Any:
         assert batch.closed, "a batch is closed before it is handed over"
+        if self.gate is not None:
+            await self.gate.wait()
         if any(name.startswith("down") for name in batch.names):
             raise KafkaTimeoutError()
         self.sent += batch.names
@@ -127,16 +130,37 @@ async def test_a_batch_goes_as_record_batches_with_an_outcome_per_event() -> Non
     assert failed == {"big1", *lost_batch}, "an unacknowledged batch fails its events only"
     assert all(len(batch) <= 4 for batch in producer.batches)
     assert len(producer.batches) <= 11, "one batch per partition until a batch is full"
+    assert sorted(len(batch) for batch in producer.batches)[-1] == 4
     assert sorted(producer.sent) == sorted(n for n in names if n != "big1")
 
 
-async def test_a_refused_batch_fails_its_events_and_every_batch_not_sent_yet() -> None:
+async def test_a_refused_batch_fails_its_events_only() -> None:
     producer = _Producer()
     names = [f"e{i}" for i in range(12)] + ["down"]
     outcomes = await publish_each(_View(), producer, _events(*names))  # type: ignore[arg-type]
     for name, outcome in zip(names, outcomes, strict=True):
         assert (outcome is None) == (name in producer.sent)
     assert "down" not in producer.sent
+    assert sum(outcome is None for outcome in outcomes) >= 8
+
+
+async def test_concurrent_batch_publishes_share_a_partitions_next_batch() -> None:
+    producer = _Producer()
+    producer.gate = asyncio.Event()
+    first = asyncio.create_task(publish_each(_View(), producer, _events(*"abcdefghi")))  # type: ignore[arg-type]
+    for _ in range(5):
+        await asyncio.sleep(0)
+    # The first batches wait for their turn; two more calls arrive meanwhile.
+    second = asyncio.create_task(publish_each(_View(), producer, _events(*"jklmnopqr")))  # type: ignore[arg-type]
+    third = asyncio.create_task(publish_each(_View(), producer, _events(*"stuvwxyz0")))  # type: ignore[arg-type]
+    for _ in range(5):
+        await asyncio.sleep(0)
+    producer.gate.set()
+    outcomes = await asyncio.gather(first, second, third)
+    assert all(o is None for call in outcomes for o in call)
+    later = set("jklmnopqrstuvwxyz0")
+    shared = [batch for batch in producer.batches if later & set(batch)]
+    assert any(set(batch) & set("jklmnopqr") and set(batch) & set("stuvwxyz0") for batch in shared)
 
 
 async def test_deduplicated_events_go_to_their_keys_partition_others_are_spread() -> None:
