@@ -42,6 +42,7 @@ from pipeline.view import DestinationView
 log = logging.getLogger(__name__)
 
 REQUEST_ID_HEADER = "Request-Id"
+API_MAX_BATCH_BYTES = 512 * 1024  # under the broker's default message.max.bytes (1 MiB)
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json", "/docs"})
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -173,6 +174,9 @@ async def _kafka(app: web.Application) -> AsyncIterator[None]:
         acks="all",
         enable_idempotence=True,
         linger_ms=settings.api_linger_ms,  # the request waits for the acknowledgement
+        # A batch publish writes one record batch per partition (api/publishing.py): room
+        # for 1,000 events of a few hundred bytes, or one of the largest allowed, in one.
+        max_batch_size=max(API_MAX_BATCH_BYTES, settings.max_event_bytes + 16 * 1024),
         request_timeout_ms=10_000,
         client_id=f"{settings.app_id}-api",
     )

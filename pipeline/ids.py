@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -13,11 +15,62 @@ DESTINATION = "evtd_"
 DELIVERY = "evdl_"
 ATTEMPT = "evat_"
 CHANGE = "chg_"
+CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # ULID's base32 digits
 
 
 def new_id(prefix: str) -> str:
-    """Return a fresh id with the given prefix; ULIDs sort by creation time."""
-    return f"{prefix}{ULID()}"
+    """Return a fresh id with the given prefix; ULIDs sort by creation time (and, made by one
+    process within one millisecond, by order of making)."""
+    return f"{prefix}{_FRESH.next()}"
+
+
+class _MonotonicUlids:
+    """ULIDs as python-ulid's ULID() makes them (randomness counting up within a
+    millisecond), at a fraction of its cost: an API batch makes 1,000 per request.
+
+    A ULID is 26 base32 digits: 10 for the millisecond, 16 for 80 bits of randomness.
+    Within a millisecond only the randomness counts up, and mostly only its low 40 bits,
+    so the digits of the millisecond and of the high 40 bits are kept between calls.
+    """
+
+    # Crockford's base32, two digits (10 bits) per entry.
+    _PAIRS = tuple(a + b for a in CROCKFORD for b in CROCKFORD)
+    _MAX_RANDOMNESS = (1 << 80) - 1
+    _LOW_MASK = (1 << 40) - 1
+
+    def __init__(self) -> None:
+        self._last_ms = 0
+        self._randomness = 0
+        self._ms_digits = ""
+        self._high = -1
+        self._high_digits = ""
+
+    def _digits(self, value: int) -> str:
+        """The 8 digits of 40 bits."""
+        pairs = self._PAIRS
+        return (
+            pairs[value >> 30 & 1023]
+            + pairs[value >> 20 & 1023]
+            + pairs[value >> 10 & 1023]
+            + pairs[value & 1023]
+        )
+
+    def next(self) -> str:
+        now_ms = time.time_ns() // 1_000_000
+        if now_ms > self._last_ms or self._randomness >= self._MAX_RANDOMNESS:
+            self._last_ms = max(now_ms, self._last_ms + (now_ms <= self._last_ms))
+            self._randomness = int.from_bytes(os.urandom(10), "big")
+            # 48 bits after two zero bits: the top pair, then 40 bits.
+            self._ms_digits = self._PAIRS[self._last_ms >> 40] + self._digits(self._last_ms)
+        else:
+            self._randomness += 1
+        high = self._randomness >> 40
+        if high != self._high:
+            self._high, self._high_digits = high, self._digits(high)
+        return self._ms_digits + self._high_digits + self._digits(self._randomness & self._LOW_MASK)
+
+
+_FRESH = _MonotonicUlids()
 
 
 def derived_id(prefix: str, parent_id: str, *parts: str) -> str:

@@ -27,6 +27,7 @@ from aiokafka.errors import KafkaError
 
 from pipeline.destinations import MatchIndex, Versions, subscribed
 from pipeline.ids import scoped, unscoped
+from pipeline.stamps import SharedLookup
 from pipeline.topics import DESTINATIONS
 
 log = logging.getLogger(__name__)
@@ -69,7 +70,7 @@ class DestinationView:
         self._positions: Offsets = {}
         self._progress = asyncio.Event()
         self._change_waiters: dict[str, asyncio.Future[dict[str, Any]]] = {}
-        self._stamp_next: asyncio.Future[Offsets] | None = None
+        self._stamps = SharedLookup(self.end_offsets)
         self.ready = asyncio.Event()
 
     async def start(self) -> None:
@@ -108,6 +109,7 @@ class DestinationView:
 
     async def stop(self) -> None:
         """Stop following and close the consumer."""
+        self._stamps.close()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -255,27 +257,10 @@ class DestinationView:
         return {tp.partition: offset for tp, offset in ends.items()}
 
     async def stamp(self) -> Offsets:
-        """End offsets fetched after this call began; concurrent callers share one request.
-
-        A request already sent may predate a change that returned before this call, so
-        callers only join a request that has not been sent yet.
-        """
-        if self._stamp_next is None:
-            future: asyncio.Future[Offsets] = asyncio.get_running_loop().create_future()
-            self._stamp_next = future
-            asyncio.get_running_loop().call_soon(self._send_stamp, future)
-        return await asyncio.shield(self._stamp_next)
-
-    def _send_stamp(self, future: asyncio.Future[Offsets]) -> None:
-        self._stamp_next = None
-
-        async def fetch() -> None:
-            try:
-                future.set_result(await self.end_offsets())
-            except Exception as exc:  # handed to every waiter
-                future.set_exception(exc)
-
-        asyncio.get_running_loop().create_task(fetch())
+        """End offsets from a look-up sent after this call began (pipeline/stamps.py): every
+        change that returned before then is below them. Concurrent callers share look-ups,
+        one in flight at a time."""
+        return await self._stamps.get()
 
     # -- following -----------------------------------------------------------------------
 

@@ -23,9 +23,11 @@ MAX_BATCH = 1000
 
 
 def _new_event(
-    fields: dict[str, Any], tenant: str, limit: int, source: IdSource, index: int = 0
+    fields: dict[str, Any], tenant: str, limit: int, source: IdSource, now: str, index: int = 0
 ) -> dict[str, Any]:
-    size = len(orjson.dumps(fields["data"]))
+    """The event record of validated `fields`, accepted at `now`; its `data` is the
+    encoded JSON (an orjson.Fragment), written into the record as it is."""
+    size = len(fields["data_json"])
     if size > limit:
         raise ApiError(
             413,
@@ -37,8 +39,8 @@ def _new_event(
         "id": fields["id"] or source.id(ids.EVENT, str(index)),
         "object": "event",
         "type": fields["type"],
-        "data": fields["data"],
-        "created_at": source.now(),
+        "data": orjson.Fragment(fields["data_json"]),
+        "created_at": now,
         "tenant": tenant,
     }
     if fields["id"] or source.stable:
@@ -71,9 +73,9 @@ async def publish(request: web.Request) -> web.Response:
     principal = principal_of(request)
     try:
         fields = validation.publish_event(await read_json(request))
-        event = _new_event(
-            fields, principal.tenant, request.app[SETTINGS].max_event_bytes, id_source(request)
-        )
+        source = id_source(request)
+        limit = request.app[SETTINGS].max_event_bytes
+        event = _new_event(fields, principal.tenant, limit, source, source.now())
     except (ApiError, RequestValidationError):
         metrics.EVENTS_REJECTED.inc()
         raise
@@ -97,11 +99,11 @@ def _batch_items(body: Any) -> list[Any]:
 
 
 def _item(
-    index: int, item: Any, tenant: str, limit: int, source: IdSource
+    index: int, item: Any, tenant: str, limit: int, source: IdSource, now: str
 ) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """One item's result (accepted or rejected) and its event if it is valid."""
     try:
-        event = _new_event(validation.publish_event(item), tenant, limit, source, index)
+        event = _new_event(validation.publish_event(item), tenant, limit, source, now, index)
     except RequestValidationError as exc:
         return {"index": index, "status": "rejected", "errors": exc.errors}, None
     except ApiError as exc:
@@ -133,10 +135,11 @@ async def publish_batch(request: web.Request) -> web.Response:
     source = id_source(request)
     limit = request.app[SETTINGS].max_event_bytes
     done = _accepted_before(source)
+    now = source.now()  # the batch's events are accepted together
     results: list[dict[str, Any]] = []
     to_send: list[tuple[int, dict[str, Any]]] = []
     for index, item in enumerate(items):
-        result, event = _item(index, item, principal.tenant, limit, source)
+        result, event = _item(index, item, principal.tenant, limit, source, now)
         results.append(done.get(index, result))
         if event is not None and index not in done:
             to_send.append((index, event))
