@@ -107,7 +107,7 @@ async def _run(stack: Stack, args: argparse.Namespace) -> tuple[list[Row], list[
     facts = {"machine": report.machine(), "git": report.revision()}
     try:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as http:
-            bench = Bench(stack, cluster, http, args.quick)
+            bench = Bench(stack, cluster, http, args.quick, args.profile)
             for name in args.scenarios or list(SCENARIOS):
                 got = await _scenario(bench, name, args.profile, facts)
                 if got is None:
