@@ -195,6 +195,27 @@ class Cluster:
             out[group] = total
         return out
 
+    async def committed(self, group: str, topic: str) -> int:
+        """Records of `topic` below `group`'s committed offsets, summed over its partitions."""
+        offsets = await self._admin.list_consumer_group_offsets(group)
+        return sum(m.offset for tp, m in offsets.items() if tp.topic == topic and m.offset > 0)
+
+    async def produce(
+        self,
+        topic: str,
+        records: Sequence[tuple[bytes, bytes]],
+        on_progress: Callable[[int], None] | None = None,
+    ) -> None:
+        """Write (key, value) records to `topic`, acknowledged (acks=all) when this returns."""
+        for start in range(0, len(records), SEND_CHUNK):
+            futures = [
+                await self._producer.send(topic, value, key=key)
+                for key, value in records[start : start + SEND_CHUNK]
+            ]
+            await asyncio.gather(*futures)
+            if on_progress is not None:
+                on_progress(start + len(futures))
+
     async def wait_idle(self, timeout_s: float) -> dict[str, int]:
         """Wait until every Herald group has committed everything (or the deadline)."""
         deadline = asyncio.get_running_loop().time() + timeout_s

@@ -60,6 +60,7 @@ class Bench:
     cluster: Cluster
     http: aiohttp.ClientSession
     quick: bool
+    profile: bool = False  # `--profile`: a scenario may profile processes of its own too
     _warm_ready: bool = False
     _warm_sequence: int = 0
 
@@ -77,14 +78,17 @@ class Bench:
         """Loader arguments that POST to the API with the bench key."""
         return ["http", "--url", f"{self.stack.api_url}{path}", "--header", _auth_header()]
 
-    async def load(self, args: list[str], label: str, total: int, timeout_s: float) -> Any:
-        """Run `python -m bench.load ARGS` in its own process; its result line, parsed."""
+    async def load(
+        self, args: list[str], label: str, total: int, timeout_s: float, module: str = "bench.load"
+    ) -> Any:
+        """Run `python -m bench.load ARGS` (or another `module` that prints the same lines)
+        in its own process; its result line, parsed."""
         log = self.stack.logs / "load.log"
         with log.open("ab") as errors:
             process = await asyncio.create_subprocess_exec(
                 str(PYTHON),
                 "-m",
-                "bench.load",
+                module,
                 *args,
                 cwd=ROOT,
                 stdout=asyncio.subprocess.PIPE,

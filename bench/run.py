@@ -5,7 +5,7 @@ by default, in the order below), writes bench/results/<scenario>.json (a quick r
 bench/results/quick/<scenario>.json), prints the table, and stops everything it started,
 on Ctrl-C and on errors too.
 
-Scenarios: ingest, fanout, latency, cost, memory, light, failure, retry, hot, dead. `--quick`
+Scenarios: ingest, fanout, latency, cost, memory, light, failure, retry, hot, dead, router. `--quick`
 makes every count smaller and finishes in about 4.5 minutes on a 2-core machine (dead
 alone holds a fixed rate for 2 x 30 s); `--profile` records the worker and the API with
 py-spy during each scenario it runs (figures measured under the profiler are not written
@@ -107,7 +107,7 @@ async def _run(stack: Stack, args: argparse.Namespace) -> tuple[list[Row], list[
     facts = {"machine": report.machine(), "git": report.revision()}
     try:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as http:
-            bench = Bench(stack, cluster, http, args.quick)
+            bench = Bench(stack, cluster, http, args.quick, args.profile)
             for name in args.scenarios or list(SCENARIOS):
                 got = await _scenario(bench, name, args.profile, facts)
                 if got is None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from bench.context import Bench, Outcome
-from bench.scenarios import dead, failure, fanout, hot, ingest, latency, light, memory
+from bench.scenarios import dead, failure, fanout, hot, ingest, latency, light, memory, router
 
 Scenario = Callable[[Bench], Awaitable[Outcome]]
 
@@ -22,4 +22,6 @@ SCENARIOS: dict[str, Scenario] = {
     # destinations afterwards; both run last so no other scenario meets their destinations.
     "hot": hot.run,
     "dead": dead.run,
+    # Issue 14: the router by itself (it stops the stack's worker while it runs).
+    "router": router.run,
 }

@@ -128,9 +128,11 @@ async def _send_once(topic: Any, records: list[tuple[bytes, bytes]]) -> list[tup
             log.warning("delivery send failed: %r", exc)
             failed.append((key, value))
     outcomes = await asyncio.gather(*(future for _, future in sent), return_exceptions=True)
-    failed += [record for (record, _), outcome in zip(sent, outcomes, strict=True)
+    refused = [(record, outcome) for (record, _), outcome in zip(sent, outcomes, strict=True)
                if isinstance(outcome, BaseException)]  # fmt: skip
-    return failed
+    if refused:  # the broker's reason, once per round (the producer itself logs none)
+        log.warning("%d delivery sends were not acknowledged: %r", len(refused), refused[0][1])
+    return failed + [record for record, _ in refused]
 
 
 def register(
@@ -147,7 +149,11 @@ def register(
     @app.agent(events, name="router")
     async def route(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
         await view.ready.wait()
-        sightings = Sightings(seen.data, seen.send_changelog)
+        output = Output(
+            app.producer, deliveries.get_topic_name(), seen.changelog_topic.get_topic_name()
+        )
+        sightings = Sightings(seen.data, output.mark)
+        stamps = Stamps(view, wait_timeout_s)
         # Each message is kept, for its key and partition. A batch is what is already
         # waiting (up to 1000 events), handed over at once: no batching window, so at low
         # rates an event is routed as soon as it is fetched, and at high rates the events
@@ -160,22 +166,93 @@ def register(
                 if not _first_sighting(sightings, event, message.message.partition, now_ms):
                     log.info("duplicate event id dropped", extra={"event_id": event["id"]})
                     continue
-                stamp = {int(p): o for p, o in (event.get("route_after") or {}).items()}
-                if stamp:
-                    await _wait_for_stamp(view, stamp, wait_timeout_s)
-                records += deliveries_for(event, view, stamp or None)
+                stamp = await stamps.reached(event.get("route_after"))
+                records += deliveries_for(event, view, stamp)
             # The batch's events are acknowledged (so committable) when this yields: only
             # once the broker has every delivery they fanned out to. Its dedupe markers are
             # written only then, so a crash before cannot make an event its own duplicate.
             try:
-                await send_all(deliveries, records, send_give_up_s)
+                await send_all(output, records, send_give_up_s)
             except BaseException:
                 sightings.forget_batch()
                 raise
             sightings.commit(now_ms)
+            await output.write_markers()
             yield None
 
     return route
+
+
+class Stamps:
+    """The router's waits for its view to reach the stamps of events (the `destinations`
+    offsets each was published at). The last stamp reached is remembered: the events of a
+    publish, or of a busy moment, share theirs, and the view only reads forward."""
+
+    def __init__(self, view: DestinationView, timeout_s: float) -> None:
+        self._view = view
+        self._timeout_s = timeout_s
+        self._last_raw: object = object()  # equal to no stamp
+        self._last: dict[int, int] | None = None
+
+    async def reached(self, raw: dict[str, int] | None) -> dict[int, int] | None:
+        """The event's stamp (None if it has none) once the view has read up to it."""
+        if raw == self._last_raw:
+            return self._last
+        stamp = {int(p): o for p, o in raw.items()} if raw else None
+        if stamp:
+            await _wait_for_stamp(self._view, stamp, self._timeout_s)
+        self._last_raw, self._last = raw, stamp
+        return stamp
+
+
+class Output:
+    """The router's records, sent through the app's producer itself.
+
+    Faust's `Topic.send` and the table's `send_changelog` (whose `send_soon` buffer the
+    consumer flushes before it hands over each fetched record) wrap every record in futures,
+    sensors and a buffer of their own: the router profiled at a third of its CPU in them
+    (bench/results/profile-router/). The deliveries go straight to the producer, and so do
+    the `event-ids` changelog records of the table's markers, serialized as the table does
+    (raw key, JSON value), to the changelog partition of the event's own partition.
+    """
+
+    def __init__(self, producer: Any, deliveries_topic: str, markers_topic: str) -> None:
+        self._producer = producer
+        self._deliveries_topic = deliveries_topic
+        self._markers_topic = markers_topic
+        self._markers: list[tuple[int, bytes, int]] = []
+        self._confirming: set[asyncio.Task[None]] = set()
+
+    async def send(self, key: bytes, value: bytes) -> Any:
+        """Send one delivery record; the future of the broker's acknowledgement."""
+        return await self._producer.send(self._deliveries_topic, key, value, None, None, None)
+
+    def mark(self, partition: int, key: bytes, seen_ms: int) -> None:
+        """A marker to write with the next `write_markers` (Sightings' changelog writer)."""
+        self._markers.append((partition, key, seen_ms))
+
+    async def write_markers(self) -> None:
+        """Send the markers of a routed batch to the table's changelog without awaiting
+        their acknowledgement (as the table's own writes): a marker lost with its worker
+        only lets a repeat of its id through, delivered under the same delivery ids."""
+        futures = [
+            await self._producer.send(
+                self._markers_topic, key, orjson.dumps(seen_ms), partition, None, None
+            )
+            for partition, key, seen_ms in self._markers
+        ]
+        self._markers.clear()
+        if futures:
+            task = asyncio.ensure_future(_confirm_markers(futures))
+            self._confirming.add(task)
+            task.add_done_callback(self._confirming.discard)
+
+
+async def _confirm_markers(futures: list[asyncio.Future[Any]]) -> None:
+    outcomes = await asyncio.gather(*futures, return_exceptions=True)
+    failed = [o for o in outcomes if isinstance(o, BaseException)]
+    if failed:
+        log.warning("%d dedupe markers were not written: %r", len(failed), failed[0])
 
 
 def _first_sighting(

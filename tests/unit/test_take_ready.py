@@ -108,3 +108,12 @@ async def test_a_backlog_arriving_a_record_at_a_time_makes_one_batch(events: _Ev
     await feeder
     assert [e.value for e in batch] == list(range(10))
     await batches.aclose()
+
+
+async def test_the_batches_end_when_faust_stops_the_stream(events: _Events) -> None:
+    """Faust ends a stream by throwing StopAsyncIteration into its channel: the batches
+    end with it (an agent whose generator raised it would crash instead of stopping)."""
+    batches = take_ready(events.stream, 1000)
+    await events.stream.channel.queue.throw(StopAsyncIteration())
+    with pytest.raises(StopAsyncIteration):
+        await _within_turns(batches.__anext__())

@@ -1,0 +1,234 @@
+"""Scenario `router`: events routed per second by one router process, and its CPU per event.
+
+The stack's worker is stopped and N events (50,000 quick, 200,000 full) are written
+straight into `events` as the API writes them (stamped with the `destinations` end
+offsets, each with a publisher-chosen id, so the `event-ids` dedupe table is written for
+every one). Then a router by itself starts (bench/router_alone.py: the worker's Faust app
+with the view, without delivering or indexing) and routes the backlog. Its progress is the
+Faust group's committed offsets on `events`: the rate and the CPU per event are taken from
+its first commit to the commit that leaves no lag, so start-up is not counted (commits come
+every 0.5 s). Two cases: (a) a type no destination subscribes to, (b) a type one
+destination subscribes to (N deliveries produced, counted from the `deliveries` end offsets).
+
+`--profile` records the router with py-spy as well (bench/results/profile/router-*.json).
+
+Ceiling: a bare aiokafka loop over the same `events` records (decoding each; for (b) also
+producing one record per event and awaiting each batch's sends), in a process of its own.
+
+Afterwards the destination is deleted before the stack's worker starts again, so the
+deliveries of (b) are dropped, not delivered (the next scenario settles first, as each does).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import time
+from typing import Any
+
+import orjson
+
+from bench.cluster import DestinationSpec
+from bench.context import Bench, BenchError, Outcome, Row
+from bench.profile import Profiler
+from bench.progress import progress
+from bench.stack import CEILING_TOPIC, HERALD, PYTHON, ROOT, TENANT, cpu_seconds
+from pipeline.timeutil import now_iso
+from pipeline.topics import DELIVERIES, DESTINATIONS, EVENTS
+
+NONE_TYPE = "router.none"
+ONE_TYPE = "router.one"
+GROUP = "router"
+APP_GROUP = "herald"  # the Faust app id: the router's consumer group
+PAD = "x" * 150  # about 350-byte events, as the other scenarios
+POLL_S = 0.1
+ROUTE_TIMEOUT_S = 600.0
+
+
+async def run(bench: Bench) -> Outcome:
+    """Both cases, then the ceilings; the stack's worker runs again afterwards."""
+    count = bench.size(50_000, 200_000)
+    outcome = Outcome("router")
+    outcome.settings = {"events": count, "event_bytes": 350, "publisher_ids": True}
+    [destination] = await bench.create_destinations(
+        [DestinationSpec("ok", GROUP, 0, (ONE_TYPE,))], label="router destination"
+    )
+    await bench.settle()
+    _stop_worker(bench)
+    router: subprocess.Popen[bytes] | None = None
+    try:
+        for case, event_type in (("none", NONE_TYPE), ("one", ONE_TYPE)):
+            await _preload(bench, case, event_type, count)
+            router = _start_router(bench)
+            profiler = _profiler(bench, router, case)
+            try:
+                outcome.figures[case] = await _measure(bench, router, count)
+            finally:
+                if profiler is not None:
+                    profiler.stop()
+            if case == "one":
+                await bench.cluster.delete_destinations([destination])
+                await bench.cluster.wait_folded(timeout_s=60)
+            _stop(router)
+            router = None
+        total = sum((await bench.cluster.end_offsets(EVENTS)).values())
+        outcome.figures["ceiling_consume"] = await _ceiling(bench, total, produce=False)
+        outcome.figures["ceiling_consume_produce"] = await _ceiling(bench, total, produce=True)
+    finally:
+        if router is not None:
+            _stop(router)
+        _start_worker(bench)
+    _rows(outcome)
+    return outcome
+
+
+def _rows(outcome: Outcome) -> None:
+    figures = outcome.figures
+    for case, ceiling, label in (
+        ("none", "ceiling_consume", "no destination matches"),
+        ("one", "ceiling_consume_produce", "one destination matches"),
+    ):
+        got = figures[case]
+        outcome.rows.append(
+            Row(
+                "router",
+                label,
+                got["events_per_s"],
+                "events/s",
+                figures[ceiling]["events_per_s"],
+                f"vs bare aiokafka; router {got['cpu_ms_per_event']} ms CPU/event"
+                f" (bare {figures[ceiling]['cpu_ms_per_event']});"
+                f" {got['deliveries']} deliveries",
+            )
+        )
+
+
+async def _preload(bench: Bench, case: str, event_type: str, count: int) -> None:
+    """`count` events of `event_type` in `events`, as the API writes them."""
+    ends = await bench.cluster.end_offsets(DESTINATIONS)
+    stamp = {str(tp.partition): offset for tp, offset in ends.items()}
+    created_at = now_iso()
+    records = []
+    for n in range(count):
+        event_id = f"evt_router_{case}_{n}"
+        event = {
+            "id": event_id,
+            "object": "event",
+            "type": event_type,
+            "data": {"n": n, "pad": PAD},
+            "created_at": created_at,
+            "tenant": TENANT,
+            "deduplicate": True,
+            "route_after": stamp,
+        }
+        records.append((event_id.encode(), orjson.dumps(event)))
+    with progress(f"router: preload {case}", count) as bar:
+        await bench.cluster.produce(EVENTS, records, bar.update_to)
+
+
+async def _measure(bench: Bench, router: subprocess.Popen[bytes], count: int) -> dict[str, Any]:
+    """Follow the router's committed offsets from its first commit until no lag."""
+    cluster = bench.cluster
+    end = sum((await cluster.end_offsets(EVENTS)).values())
+    deliveries_before = sum((await cluster.end_offsets(DELIVERIES)).values())
+    start_committed = await cluster.committed(APP_GROUP, EVENTS)
+    first: tuple[float, float, int] | None = None  # monotonic s, CPU s, committed
+    deadline = time.monotonic() + ROUTE_TIMEOUT_S
+    with progress("router: routed", count) as bar:
+        while True:
+            if router.poll() is not None:
+                raise BenchError(f"the router exited ({router.returncode})")
+            committed = await cluster.committed(APP_GROUP, EVENTS)
+            now, cpu_s = time.monotonic(), cpu_seconds(router.pid)
+            bar.update_to(committed - start_committed)
+            if first is None and committed > start_committed:
+                first = (now, cpu_s, committed)
+            if committed >= end:
+                break
+            if now >= deadline:
+                raise BenchError(f"the router routed {committed - start_committed} of {count}")
+            await asyncio.sleep(POLL_S)
+    assert first is not None
+    routed = committed - first[2]
+    elapsed_s = now - first[0]
+    router_cpu_s = cpu_s - first[1]
+    deliveries = sum((await cluster.end_offsets(DELIVERIES)).values()) - deliveries_before
+    return {
+        "events": count,
+        "measured_events": routed,
+        "elapsed_s": round(elapsed_s, 3),
+        "events_per_s": round(routed / elapsed_s, 1) if elapsed_s > 0 else None,
+        "cpu_s": round(router_cpu_s, 3),
+        "cpu_ms_per_event": round(router_cpu_s * 1000 / routed, 4) if routed else None,
+        "deliveries": deliveries,
+        "load_average_1m": os.getloadavg()[0],
+    }
+
+
+async def _ceiling(bench: Bench, total: int, produce: bool) -> dict[str, Any]:
+    args = ["ceiling", "--bootstrap", bench.stack.kafka_bootstrap, "--count", str(total)]
+    if produce:
+        args += ["--produce", CEILING_TOPIC]
+    label = "router ceiling: consume" + (" + produce" if produce else "")
+    result: dict[str, Any] = await bench.load(
+        args, label, total, ROUTE_TIMEOUT_S, module="bench.router_alone"
+    )
+    result["cpu_ms_per_event"] = round(result["cpu_s"] * 1000 / result["events"], 4)
+    return result
+
+
+def _profiler(bench: Bench, router: subprocess.Popen[bytes], case: str) -> Profiler | None:
+    """With `--profile`, py-spy on the router too: bench/results/profile/router-<case>.json
+    (its whole life: start-up, table recovery and the routing measured)."""
+    if not bench.profile:
+        return None
+    profiler = Profiler({f"router-{case}": router.pid}, bench.stack.data / "profile" / "router")
+    profiler.start()
+    return profiler
+
+
+def _stop_worker(bench: Bench) -> None:
+    worker = bench.stack.processes.pop("worker")
+    _stop(worker)
+
+
+def _start_worker(bench: Bench) -> None:
+    """The stack's worker again, not waited for: it first recovers the `event-ids` table
+    (every event here had a publisher id), which takes minutes on a busy machine; the next
+    scenario's warm-up waits for it, and the stack stops it as usual."""
+    log = bench.stack.logs / "worker.log"
+    with log.open("ab") as out:
+        bench.stack.processes["worker"] = subprocess.Popen(
+            [str(HERALD), "worker"],
+            cwd=ROOT,
+            env=bench.stack.herald_env(),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def _start_router(bench: Bench) -> subprocess.Popen[bytes]:
+    log = bench.stack.logs / "router.log"
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [str(PYTHON), "-m", "bench.router_alone", "router"],
+            cwd=ROOT,
+            env=bench.stack.herald_env(),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=10)
