@@ -18,7 +18,7 @@ from aiokafka.errors import (
     UnknownProducerId,
 )
 
-from pipeline import ids, metrics
+from pipeline import delivery_record, ids, metrics
 from pipeline.retry import DeadLetter, Retry
 from pipeline.sinks.base import DeliveryError, DeliveryResult
 from pipeline.timeutil import now_iso
@@ -145,7 +145,7 @@ class AttemptRecorder:
             record.pop("skipped", None)
         await self._send(
             step.topic,
-            orjson.dumps(record),
+            delivery_record.encode(record),
             _key(delivery),
             headers=[(self._due_header, str(step.due_ms).encode())],
         )
@@ -163,7 +163,7 @@ class AttemptRecorder:
         record = {**delivery, "due_at": step.due_ms}
         await self._send(
             step.topic,
-            orjson.dumps(record),
+            delivery_record.encode(record),
             _key(delivery),
             headers=[(self._due_header, str(step.due_ms).encode())],
         )
@@ -177,7 +177,7 @@ class AttemptRecorder:
     async def dead_letter(self, delivery: dict[str, Any], reason: str) -> None:
         """Park the delivery in the DLQ."""
         record = {**delivery, "dead_letter_reason": reason, "dead_lettered_at": now_iso()}
-        await self._send(DLQ, orjson.dumps(record), _key(delivery))
+        await self._send(DLQ, delivery_record.encode(record), _key(delivery))
 
     async def verified(self, destination: dict[str, Any]) -> None:
         """Append a `verified` change once per destination (generation) and process."""

@@ -18,7 +18,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import CommitFailedError, IllegalStateError
 
-from pipeline import metrics
+from pipeline import delivery_record, metrics
 from pipeline.db import DATABASE_ERRORS
 from pipeline.retention import sweep
 from pipeline.settings import Settings
@@ -111,6 +111,14 @@ def _json_text(value: Any) -> str:
     return orjson.dumps(_without_nul(value)).decode() if "\\u0000" in text else text
 
 
+def _parse(topic: str, value: bytes) -> dict[str, Any]:
+    """One record's fields; of a delivery record only its head (its body is not parsed)."""
+    if topic == DELIVERIES:
+        return delivery_record.head(value)
+    record: dict[str, Any] = orjson.loads(value)
+    return record
+
+
 class Batch:
     """Rows of one fetched batch, grouped by table."""
 
@@ -121,7 +129,7 @@ class Batch:
 
     def add(self, topic: str, value: bytes) -> None:
         """Parse one record into the rows it makes."""
-        record = orjson.loads(value)
+        record = _parse(topic, value)
         if topic == EVENTS:
             if record.get("replay_of") is None and record.get("destination_id") is None:
                 self.events.append(
