@@ -6,9 +6,10 @@ import time
 from typing import Any
 
 import aiohttp
+from yarl import URL
 
 from pipeline.settings import Settings
-from pipeline.signing import SECRET_PREFIX, sign, signing_secrets, valid_secret
+from pipeline.signing import SECRET_PREFIX, SigningKeys, valid_secret
 from pipeline.sinks.base import (
     Config,
     Credentials,
@@ -31,22 +32,24 @@ class WebhookPublisher:
 
     def __init__(self, session: aiohttp.ClientSession, target: Target, timeout_s: float) -> None:
         self._session = session
-        self._url = target.config["url"]
-        self._headers = _header_values(target)
-        self._credentials = target.credentials
+        # Parsed once, not per request (aiohttp parses a URL given as a string each time).
+        self._url = URL(target.config["url"])
+        self._headers = {
+            **_header_values(target),
+            "content-type": "application/json",
+            "user-agent": USER_AGENT,
+        }
+        self._keys = SigningKeys(target.credentials)
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
 
     async def publish(self, delivery_id: str, event: dict[str, Any], body: bytes) -> DeliveryResult:
-        timestamp_s = int(time.time())
+        now_s = time.time()
+        timestamp_s = int(now_s)
         headers = {
             **self._headers,
-            "content-type": "application/json",
-            "user-agent": USER_AGENT,
             "webhook-id": delivery_id,
             "webhook-timestamp": str(timestamp_s),
-            "webhook-signature": sign(
-                signing_secrets(self._credentials, time.time()), delivery_id, timestamp_s, body
-            ),
+            "webhook-signature": self._keys.sign(delivery_id, timestamp_s, body, now_s),
         }
         with transport_errors("the receiver"):
             async with self._session.post(

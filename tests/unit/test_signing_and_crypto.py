@@ -16,6 +16,7 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 from pipeline.crypto import CryptoError, Sealer, generate_key
 from pipeline.signing import (
     MAX_PREVIOUS_SECRETS,
+    SigningKeys,
     generate_secret,
     rotated,
     sign,
@@ -124,6 +125,17 @@ def test_rotating_twice_in_a_day_keeps_every_secret_for_its_own_24_hours() -> No
     assert signing_secrets(twice, T0 + DAY + 1) == [third, second]
     assert signing_secrets(twice, T0 + 3600 + DAY + 1) == [third]
     assert "previous_secret" not in twice
+
+
+def test_keys_decoded_once_sign_like_the_secrets_and_drop_an_overlap_on_time() -> None:
+    first, second, third = generate_secret(), generate_secret(), generate_secret()
+    twice = rotated(rotated({"secret": first}, second, T0), third, T0 + 3600)
+    keys = SigningKeys(twice)  # made once, when the publisher opens
+    for now_s in (T0 + 7200, T0 + DAY + 1, T0 + 3600 + DAY + 1):
+        expected = sign(signing_secrets(twice, now_s), "evdl_1", int(now_s), b'{"a":1}')
+        assert keys.sign("evdl_1", int(now_s), b'{"a":1}', now_s) == expected
+    assert keys.sign("m", 1, b"x", T0 + 3600 + DAY + 1).count("v1,") == 1
+    assert SigningKeys({}).sign("m", 1, b"x", T0) == ""
 
 
 def test_a_record_from_before_the_list_still_signs_with_its_previous_secret() -> None:
