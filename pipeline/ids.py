@@ -1,12 +1,19 @@
-"""Object ids: a type prefix plus a ULID (`evt_`, `evtd_`, `evdl_`, `evat_`)."""
+"""Object ids: a type prefix plus a ULID (`evt_`, `evtd_`, `evdl_`, `evat_`).
+
+ULIDs are made and read here rather than through the `ulid` package, whose pure-Python
+base32 showed in the delivery path's profile (two ids per delivery): the same encoding
+(Crockford's base32, 48 bits of milliseconds then 80 of randomness, monotonic within a
+millisecond), by table lookups. tests/unit/test_ids.py holds it to the package's output.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import os
+import threading
+import time
 from collections.abc import Mapping
 from typing import Any
-
-from ulid import ULID
 
 EVENT = "evt_"
 DESTINATION = "evtd_"
@@ -15,9 +22,59 @@ ATTEMPT = "evat_"
 CHANGE = "chg_"
 
 
+CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+# Every pair of characters, by the 10 bits it encodes: a ULID's 130 bits are 13 pairs.
+_PAIRS = [high + low for high in CROCKFORD for low in CROCKFORD]
+_PAIR_SHIFTS = tuple(range(120, -1, -10))
+# Crockford's digits (either case) as the digits int(…, 32) reads.
+_TO_INT_DIGITS = str.maketrans(
+    CROCKFORD + CROCKFORD.lower(), "0123456789abcdefghijklmnopqrstuv" * 2
+)
+_ULID_CHARS = frozenset(CROCKFORD + CROCKFORD.lower())
+ULID_CHARS = 26
+RANDOM_BITS = 80
+
+
+def ulid_text(value: bytes) -> str:
+    """The 26 characters of a 16-byte ULID (130 bits, the first two zero)."""
+    number = int.from_bytes(value, "big")
+    return "".join([_PAIRS[(number >> shift) & 1023] for shift in _PAIR_SHIFTS])
+
+
+def ulid_timestamp(text: str) -> bytes:
+    """The 6 timestamp bytes of a ULID's text; ValueError if it is no ULID (26 characters
+    of Crockford's base32 in either case, the first at most 7)."""
+    if len(text) != ULID_CHARS or not _ULID_CHARS.issuperset(text) or text[0] > "7":
+        raise ValueError("not a ULID")
+    return int(text[:10].translate(_TO_INT_DIGITS), 32).to_bytes(6, "big")
+
+
+class _Generator:
+    """ULIDs that rise strictly within this process: in the same millisecond, the previous
+    randomness plus one."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._last_ms = -1
+        self._last_random = 0
+
+    def next(self) -> bytes:
+        now_ms = time.time_ns() // 1_000_000
+        with self._lock:
+            if now_ms <= self._last_ms and self._last_random < (1 << RANDOM_BITS) - 1:
+                now_ms, random = self._last_ms, self._last_random + 1
+            else:
+                random = int.from_bytes(os.urandom(RANDOM_BITS // 8), "big")
+            self._last_ms, self._last_random = now_ms, random
+        return ((now_ms << RANDOM_BITS) | random).to_bytes(16, "big")
+
+
+_generator = _Generator()
+
+
 def new_id(prefix: str) -> str:
     """Return a fresh id with the given prefix; ULIDs sort by creation time."""
-    return f"{prefix}{ULID()}"
+    return prefix + ulid_text(_generator.next())
 
 
 def derived_id(prefix: str, parent_id: str, *parts: str) -> str:
@@ -28,10 +85,10 @@ def derived_id(prefix: str, parent_id: str, *parts: str) -> str:
     """
     digest = hashlib.sha256("\x1f".join((parent_id, *parts)).encode()).digest()
     try:
-        timestamp = ULID.from_str(parent_id.split("_", 1)[-1]).bytes[:6]
+        timestamp = ulid_timestamp(parent_id.split("_", 1)[-1])
     except ValueError:  # a publisher-chosen event id need not be a ULID
         timestamp = digest[10:16]
-    return f"{prefix}{ULID.from_bytes(timestamp + digest[:10])}"
+    return prefix + ulid_text(timestamp + digest[:10])
 
 
 # Destination ids are scoped per tenant: the same `evtd_…` may name one destination in each
