@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from pipeline.crypto import CryptoError, Sealer, generate_key
+from pipeline.settings import Settings
 from pipeline.signing import (
     MAX_PREVIOUS_SECRETS,
     SigningKeys,
@@ -190,7 +191,8 @@ async def test_a_cached_publisher_stops_signing_with_a_secret_once_its_overlap_e
     credentials = rotated({"secret": old}, new, T0 - DAY + 60)  # old ends in 60 s
     session = _Session()
     target = Target("evtd_1", {"url": "https://example.com/h"}, credentials)
-    publisher = webhook.WebhookPublisher(session, target, 5.0)  # type: ignore[arg-type]
+    pool = SimpleNamespace(session=lambda settings: session, refusal=lambda settings, url: None)
+    publisher = webhook.WebhookPublisher(pool, target, Settings(), 5.0)  # type: ignore[arg-type]
     await publisher.publish("evdl_1", {}, b"{}")
     clock[0] = T0 + 61
     await publisher.publish("evdl_2", {}, b"{}")
