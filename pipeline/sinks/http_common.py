@@ -46,7 +46,9 @@ class SessionPool:
         """Why the outbound policy refuses `url` before any connection (an IP-literal host
         it refuses, or plain http when https-only), or None: a name's addresses are checked
         by the session's resolver when it connects."""
-        policy = self._policy_for(settings)
+        self.session(settings)  # the policy of the session the publisher will use
+        policy = self._policy
+        assert policy is not None
         if not policy.permits_scheme(url.scheme):
             return "plain http is refused: the outbound policy is https-only"
         host = url.raw_host or ""
@@ -56,20 +58,14 @@ class SessionPool:
             return None
         return None if policy.permits(host) else f"{host} is an address the outbound policy refuses"
 
-    def _policy_for(self, settings: Settings) -> AddressPolicy:
-        if self._policy is None:
-            self._policy = AddressPolicy(
-                settings.outbound_allowlist, https_only=settings.https_only
-            )
-        return self._policy
-
     def session(self, settings: Settings) -> aiohttp.ClientSession:
         """The shared session, (re)opened if it was closed. Refused addresses never connect:
         its resolver checks names; IP literals and the scheme are the publisher's to check
         with `refusal()`, once per URL (a trace hook on every request cost more than the
         rest of the request's own Python)."""
         if self._session is None or self._session.closed:
-            policy = self._policy_for(settings)
+            policy = AddressPolicy(settings.outbound_allowlist, https_only=settings.https_only)
+            self._policy = policy
             connector = aiohttp.TCPConnector(
                 resolver=PolicyResolver(policy),
                 limit=settings.sink_max_in_flight,

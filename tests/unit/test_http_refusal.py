@@ -22,6 +22,20 @@ from pipeline.sinks.http_common import SessionPool
         ("https://8.8.8.8/h", True, False),
     ],
 )
-def test_refused_urls(url: str, https_only: bool, refused: bool) -> None:
+async def test_refused_urls(url: str, https_only: bool, refused: bool) -> None:
     settings = Settings(outbound_allowlist=["127.0.0.1/32"], https_only=https_only)
-    assert (SessionPool().refusal(settings, URL(url)) is not None) is refused
+    pool = SessionPool()
+    try:
+        assert (pool.refusal(settings, URL(url)) is not None) is refused
+    finally:
+        await pool.aclose()
+
+
+async def test_the_policy_is_the_open_sessions_and_a_reopened_one_takes_new_settings() -> None:
+    pool, url = SessionPool(), URL("http://127.0.0.1:9/h")
+    try:
+        assert pool.refusal(Settings(outbound_allowlist=["127.0.0.1/32"]), url) is None
+        await pool.aclose()
+        assert pool.refusal(Settings(), url) is not None  # loopback: refused by default
+    finally:
+        await pool.aclose()
