@@ -5,9 +5,8 @@ by default, in the order below), writes bench/results/<scenario>.json (a quick r
 bench/results/quick/<scenario>.json), prints the table, and stops everything it started,
 on Ctrl-C and on errors too.
 
-Scenarios: ingest, fanout, latency, cost, memory, light, failure, retry, hot, dead, router. `--quick`
-makes every count smaller and finishes in about 4.5 minutes on a 2-core machine (dead
-alone holds a fixed rate for 2 x 30 s); `--profile` records the worker and the API with
+Scenarios: ingest, fanout, latency, cost, memory, light, failure, retry, hot, dead,
+router. `--quick` makes every count smaller; `--profile` records the worker and the API with
 py-spy during each scenario it runs (figures measured under the profiler are not written
 to bench/results/, only the profile summaries are).
 """

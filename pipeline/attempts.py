@@ -18,7 +18,8 @@ from aiokafka.errors import (
     UnknownProducerId,
 )
 
-from pipeline import ids, metrics
+from pipeline import delivery_record, ids, metrics
+from pipeline.outcome_log import OutcomeTally
 from pipeline.retry import DeadLetter, Retry
 from pipeline.sinks.base import DeliveryError, DeliveryResult
 from pipeline.timeutil import now_iso
@@ -52,7 +53,11 @@ def version_of(destination: dict[str, Any]) -> str:
 
 
 class AttemptRecorder:
-    """Every write is awaited (acks=all) before the runner marks a delivery finished."""
+    """Every write is awaited (acks=all) before the runner marks a delivery finished.
+
+    Each outcome is logged at DEBUG with the delivery's ids, and counted in `tally`, which
+    logs one INFO summary per interval (pipeline/outcome_log.py).
+    """
 
     def __init__(
         self,
@@ -62,8 +67,10 @@ class AttemptRecorder:
         give_up_s: float,
         send_backoff_s: float = SEND_BACKOFF_S,
         renew: Callable[[], Awaitable[AIOKafkaProducer]] | None = None,
+        tally: OutcomeTally | None = None,
     ) -> None:
         self._producer = producer
+        self.tally = tally if tally is not None else OutcomeTally()
         self._renew = renew  # a started producer in place of one whose state was lost
         self._renewing = asyncio.Lock()
         self._due_header = due_header
@@ -79,7 +86,9 @@ class AttemptRecorder:
         """Record that the delivery will never be attempted (its destination was deleted or
         disabled): a final `canceled` outcome, so its status does not stay `pending`."""
         await self._attempt(delivery, "canceled", 0.0, None, None, reason, None)
-        log.info("delivery canceled: %s", reason, extra=_extra(delivery, outcome="canceled"))
+        self.tally.count("canceled")
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("delivery canceled: %s", reason, extra=_extra(delivery, outcome="canceled"))
 
     async def success(
         self, delivery: dict[str, Any], result: DeliveryResult, latency_ms: float
@@ -95,7 +104,9 @@ class AttemptRecorder:
             None,
             None,
         )
-        log.info("delivered", extra=_extra(delivery, outcome="success"))
+        self.tally.count("delivered")
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("delivered", extra=_extra(delivery, outcome="success"))
 
     async def failure(
         self,
@@ -119,15 +130,18 @@ class AttemptRecorder:
             str(exc),
             following,
         )
+        self.tally.count("failed")
+        if not log.isEnabledFor(logging.DEBUG):
+            return
         if isinstance(step, DeadLetter):
-            log.info(
+            log.debug(
                 "delivery failed: %s; dead-lettered (%s)",
                 exc,
                 step.reason,
                 extra=_extra(delivery, outcome="failed"),
             )
         else:
-            log.info(
+            log.debug(
                 "delivery failed: %s; retry tier %d",
                 exc,
                 step.tier,
@@ -145,10 +159,11 @@ class AttemptRecorder:
             record.pop("skipped", None)
         await self._send(
             step.topic,
-            orjson.dumps(record),
+            delivery_record.encode(record),
             _key(delivery),
             headers=[(self._due_header, str(step.due_ms).encode())],
         )
+        self.tally.count("retried")
 
     def skipped_again(self, delivery: dict[str, Any], step: Retry | DeadLetter) -> None:
         """A turn skipped while the circuit stays open, after the first (whose attempt
@@ -163,10 +178,11 @@ class AttemptRecorder:
         record = {**delivery, "due_at": step.due_ms}
         await self._send(
             step.topic,
-            orjson.dumps(record),
+            delivery_record.encode(record),
             _key(delivery),
             headers=[(self._due_header, str(step.due_ms).encode())],
         )
+        self.tally.count("retried")
         log.debug(
             "delivery deferred (%s) to retry tier %d",
             reason,
@@ -177,7 +193,8 @@ class AttemptRecorder:
     async def dead_letter(self, delivery: dict[str, Any], reason: str) -> None:
         """Park the delivery in the DLQ."""
         record = {**delivery, "dead_letter_reason": reason, "dead_lettered_at": now_iso()}
-        await self._send(DLQ, orjson.dumps(record), _key(delivery))
+        await self._send(DLQ, delivery_record.encode(record), _key(delivery))
+        self.tally.count("dead_lettered")
 
     async def verified(self, destination: dict[str, Any]) -> None:
         """Append a `verified` change once per destination (generation) and process."""

@@ -16,11 +16,10 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
-import orjson
 from aiokafka import TopicPartition
 from aiokafka.structs import ConsumerRecord
 
-from pipeline import metrics, policy
+from pipeline import delivery_record, metrics, policy
 from pipeline.attempts import AttemptRecorder, RecorderUnavailable
 from pipeline.ids import ref_of_delivery
 from pipeline.lanes import Job, Lanes
@@ -83,7 +82,7 @@ class Dispatcher:
     def arrived(self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes]) -> None:
         """A due delivery: decide at once whether it may join its destination's lane."""
         try:
-            delivery = orjson.loads(record.value)
+            delivery = delivery_record.decode(record.value)
             destination = self._view.get(delivery["tenant"], delivery["destination_id"])
             job = Job(tp, record.offset, delivery, destination or {}, ref_of_delivery(delivery))
         except Exception as exc:  # a malformed record: nothing to attempt or record
@@ -166,8 +165,8 @@ class Dispatcher:
         result: DeliveryResult | None = None
         error: DeliveryError | None = None
         try:
-            body = orjson.dumps(delivery["event"])
             publisher = await self._publishers.get(destination)
+            body = delivery[delivery_record.BODY]
             result = await publisher.publish(delivery["id"], delivery["event"], body)
         except DeliveryError as exc:
             error = exc

@@ -1,4 +1,10 @@
-"""Object ids: a type prefix plus a ULID (`evt_`, `evtd_`, `evdl_`, `evat_`)."""
+"""Object ids: a type prefix plus a ULID (`evt_`, `evtd_`, `evdl_`, `evat_`).
+
+ULIDs are made and read here rather than through the `ulid` package, whose pure-Python
+base32 showed in the delivery path's profile (two ids per delivery): the same encoding
+(Crockford's base32, 48 bits of milliseconds then 80 of randomness, monotonic within a
+millisecond), by table lookups. tests/unit/test_ids.py holds it to the package's output.
+"""
 
 from __future__ import annotations
 
@@ -8,14 +14,37 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from ulid import ULID
-
 EVENT = "evt_"
 DESTINATION = "evtd_"
 DELIVERY = "evdl_"
 ATTEMPT = "evat_"
 CHANGE = "chg_"
-CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # ULID's base32 digits
+
+
+CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+# Every pair of characters, by the 10 bits it encodes: a ULID's 130 bits are 13 pairs.
+_PAIRS = tuple(high + low for high in CROCKFORD for low in CROCKFORD)
+_PAIR_SHIFTS = tuple(range(120, -1, -10))
+# Crockford's digits (either case) as the digits int(…, 32) reads.
+_TO_INT_DIGITS = str.maketrans(
+    CROCKFORD + CROCKFORD.lower(), "0123456789abcdefghijklmnopqrstuv" * 2
+)
+_ULID_CHARS = frozenset(CROCKFORD + CROCKFORD.lower())
+ULID_CHARS = 26
+
+
+def ulid_text(value: bytes) -> str:
+    """The 26 characters of a 16-byte ULID (130 bits, the first two zero)."""
+    number = int.from_bytes(value, "big")
+    return "".join([_PAIRS[(number >> shift) & 1023] for shift in _PAIR_SHIFTS])
+
+
+def ulid_timestamp(text: str) -> bytes:
+    """The 6 timestamp bytes of a ULID's text; ValueError if it is no ULID (26 characters
+    of Crockford's base32 in either case, the first at most 7)."""
+    if len(text) != ULID_CHARS or not _ULID_CHARS.issuperset(text) or text[0] > "7":
+        raise ValueError("not a ULID")
+    return int(text[:10].translate(_TO_INT_DIGITS), 32).to_bytes(6, "big")
 
 
 def new_id(prefix: str) -> str:
@@ -33,8 +62,7 @@ class _MonotonicUlids:
     so the digits of the millisecond and of the high 40 bits are kept between calls.
     """
 
-    # Crockford's base32, two digits (10 bits) per entry.
-    _PAIRS = tuple(a + b for a in CROCKFORD for b in CROCKFORD)
+    _PAIRS = _PAIRS
     _MAX_RANDOMNESS = (1 << 80) - 1
     _LOW_MASK = (1 << 40) - 1
 
@@ -81,10 +109,10 @@ def derived_id(prefix: str, parent_id: str, *parts: str) -> str:
     """
     digest = hashlib.sha256("\x1f".join((parent_id, *parts)).encode()).digest()
     try:
-        timestamp = ULID.from_str(parent_id.split("_", 1)[-1]).bytes[:6]
+        timestamp = ulid_timestamp(parent_id.split("_", 1)[-1])
     except ValueError:  # a publisher-chosen event id need not be a ULID
         timestamp = digest[10:16]
-    return f"{prefix}{ULID.from_bytes(timestamp + digest[:10])}"
+    return prefix + ulid_text(timestamp + digest[:10])
 
 
 # Destination ids are scoped per tenant: the same `evtd_…` may name one destination in each

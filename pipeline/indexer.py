@@ -20,7 +20,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import CommitFailedError, IllegalStateError
 
-from pipeline import metrics
+from pipeline import delivery_record, metrics
 from pipeline.db import DATABASE_ERRORS
 from pipeline.retention import sweep
 from pipeline.settings import Settings
@@ -126,8 +126,8 @@ Row = tuple[Any, ...]
 def _delivery_row(value: bytes) -> Row:
     """The row a `deliveries` record makes: (id, tenant, event id, event type, destination
     id, created at, destination generation). Batch.add calls it; it is the only reader of
-    that record's format here."""
-    record = orjson.loads(value)
+    that record's format here, and reads only the record's head (pipeline.delivery_record)."""
+    record = delivery_record.head(value)
     event = record["event"]
     return (
         record["id"],

@@ -3,8 +3,9 @@
 One JSON object per line on stderr: `timestamp` (UTC, ISO 8601), `level`, `logger`,
 `message`, `service` (api, worker, …), and the context a call passed with `extra=` when
 present: event_id, destination_id, delivery_id, attempt, tier, outcome, request_id, topic,
-offset. Only those names are copied from a record: an `extra=` field that is not on the
-list never reaches the output, so a credential passed by mistake is not printed either.
+offset, counts (the delivery summary's). Only those names are copied from a record: an
+`extra=` field that is not on the list never reaches the output, so a credential passed by
+mistake is not printed either.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ CONTEXT_FIELDS = (
     "request_id",
     "topic",
     "offset",
+    "counts",
 )
 
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import base64
-import hashlib
 import hmac
+import math
 import os
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -39,12 +39,32 @@ def valid_secret(secret: object) -> bool:
 
 def sign(secrets: Iterable[str], message_id: str, timestamp_s: int, body: bytes) -> str:
     """The webhook-signature header value: one `v1,…` per secret, space separated."""
+    return _signature((secret_bytes(secret) for secret in secrets), message_id, timestamp_s, body)
+
+
+def _signature(keys: Iterable[bytes], message_id: str, timestamp_s: int, body: bytes) -> str:
     signed = f"{message_id}.{timestamp_s}.".encode() + body
     parts = []
-    for secret in secrets:
-        digest = hmac.new(secret_bytes(secret), signed, hashlib.sha256).digest()
+    for key in keys:
+        digest = hmac.digest(key, signed, "sha256")  # one call into OpenSSL
         parts.append("v1," + base64.b64encode(digest).decode())
     return " ".join(parts)
+
+
+class SigningKeys:
+    """A destination's signing secrets, decoded once. The webhook publisher (opened once
+    per version of the destination's record, and kept in the bounded PublisherCache) makes
+    one when it opens and signs every delivery with it; which keys sign is still decided
+    at each send, so an overlap ends on time in a publisher opened long before."""
+
+    def __init__(self, credentials: Mapping[str, Any]) -> None:
+        # (HMAC key, signs until), the current secret first (it never stops).
+        self._keys = [(secret_bytes(s), until_s) for s, until_s in _timed_secrets(credentials)]
+
+    def sign(self, message_id: str, timestamp_s: int, body: bytes, now_s: float) -> str:
+        """The webhook-signature header value for a message sent at `now_s`."""
+        keys = (key for key, until_s in self._keys if until_s > now_s)
+        return _signature(keys, message_id, timestamp_s, body)
 
 
 def previous_secrets(credentials: Mapping[str, Any]) -> list[tuple[str, float]]:
@@ -61,10 +81,14 @@ def previous_secrets(credentials: Mapping[str, Any]) -> list[tuple[str, float]]:
 
 def signing_secrets(credentials: Mapping[str, Any], now_s: float) -> list[str]:
     """The secrets that sign a message sent at `now_s`: the current one, then every earlier
-    one whose overlap has not ended. Asked at each send, so an overlap ends on time even in
-    a publisher opened long before."""
-    current = [str(credentials["secret"])] if credentials.get("secret") else []
-    return current + [s for s, until_s in previous_secrets(credentials) if until_s > now_s]
+    one whose overlap has not ended."""
+    return [s for s, until_s in _timed_secrets(credentials) if until_s > now_s]
+
+
+def _timed_secrets(credentials: Mapping[str, Any]) -> list[tuple[str, float]]:
+    """(secret, signs until) of every secret, the current one first (until forever)."""
+    current = [(str(credentials["secret"]), math.inf)] if credentials.get("secret") else []
+    return current + previous_secrets(credentials)
 
 
 def rotated(

@@ -80,7 +80,7 @@ cat <<BANNER
 BANNER
 
 tail -n0 -F .data/logs/worker.log .data/logs/api.log 2>/dev/null \
-  | grep --line-buffered -E "WARNING|ERROR|CRITICAL|delivered|delivery failed|delivery canceled" &
+  | grep --line-buffered -E "WARNING|ERROR|CRITICAL|delivery summary" &
 children+=($!)
 
 # Stay in the foreground until Ctrl-C or until the API or the worker dies. `wait` (unlike a

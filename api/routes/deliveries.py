@@ -25,7 +25,7 @@ from api.index import (
     present_event,
 )
 from api.responses import json_response, principal_of, synced_view
-from pipeline import ids
+from pipeline import delivery_record, ids
 from pipeline.timeutil import now_iso
 from pipeline.topics import DELIVERIES
 
@@ -150,9 +150,10 @@ async def retry(request: web.Request) -> web.Response:
     )
     if event is None:
         raise ApiError(422, "event_expired", "The event is past its retention.")
-    record = {
+    envelope = present_event(event)
+    head = {
         "id": delivery["id"],
-        "event": present_event(event),
+        "event": {k: envelope[k] for k in delivery_record.EVENT_HEAD_KEYS},
         "tenant": principal.tenant,
         "destination_id": delivery["destination_id"],
         "destination_generation": destination.get("generation"),
@@ -170,7 +171,9 @@ async def retry(request: web.Request) -> web.Response:
         raise _not_retryable({**delivery, "status": "retrying"})
     key = ids.scoped(principal.tenant, destination_id).encode()
     try:
-        await request.app[PRODUCER].send_and_wait(DELIVERIES, orjson.dumps(record), key=key)
+        await request.app[PRODUCER].send_and_wait(
+            DELIVERIES, delivery_record.frame(head, orjson.dumps(envelope)), key=key
+        )
     except KafkaError as exc:
         await chains.release(pool, taken)
         raise unavailable("The event broker is unreachable; nothing was queued.") from exc

@@ -12,7 +12,7 @@ import faust
 import orjson
 from faust.types import TableT
 
-from pipeline import ids
+from pipeline import delivery_record, ids
 from pipeline.agents.take import take_ready
 from pipeline.dedupe import Sightings, marker_key
 from pipeline.supervision import exit_process
@@ -65,12 +65,17 @@ def deliveries_for(
     # A replay skips the destinations whose delivery of the event is still being attempted.
     skip = set(event.get("skip_destinations") or ())
     matches = [d for d in matches if d["id"] not in skip]
-    out = []
+    out: list[tuple[bytes, bytes]] = []
+    if not matches:
+        return out
+    # The request body, encoded once for every destination (the runner sends it as is).
+    body = orjson.dumps(envelope)
+    event_head = {k: envelope[k] for k in delivery_record.EVENT_HEAD_KEYS}
     routed_at = now_iso()
     for destination in matches:
-        delivery = {
+        head = {
             "id": delivery_id(event, destination),
-            "event": envelope,
+            "event": event_head,
             "tenant": tenant,
             "destination_id": destination["id"],
             "destination_generation": destination.get("generation"),
@@ -79,7 +84,7 @@ def deliveries_for(
             "routed_at": routed_at,
         }
         key = ids.scoped(tenant, destination["id"]).encode()
-        out.append((key, orjson.dumps(delivery)))
+        out.append((key, delivery_record.frame(head, body)))
     return out
 
 

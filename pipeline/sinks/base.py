@@ -108,7 +108,9 @@ class Publisher(Protocol):
     """Sends deliveries to one destination. Created by Sink.open, reused until closed."""
 
     async def publish(self, delivery_id: str, event: dict[str, Any], body: bytes) -> DeliveryResult:
-        """Deliver one event (`body` is its serialized envelope); raise a DeliveryError."""
+        """Deliver one event; raise a DeliveryError. `body` is its serialized envelope, the
+        bytes to send as they are; `event` holds the envelope's `id`, `type` and
+        `created_at` (its `data` only in `body`)."""
 
     async def close(self) -> None:
         """Release what the publisher holds. Called once the destination changes or goes;

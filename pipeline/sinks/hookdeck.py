@@ -25,7 +25,9 @@ from typing import Any
 
 import aiohttp
 from multidict import CIMultiDictProxy
+from yarl import URL
 
+from pipeline.outbound import AddressRefused
 from pipeline.settings import Settings
 from pipeline.sinks.base import (
     Config,
@@ -69,13 +71,14 @@ def signature(token: str, body: bytes) -> str:
 class HookdeckPublisher:
     """Posts to one Hookdeck source through the sink's shared connection pool."""
 
-    def __init__(self, session: aiohttp.ClientSession, target: Target, settings: Settings) -> None:
-        self._session = session
+    def __init__(self, pool: SessionPool, target: Target, settings: Settings) -> None:
+        self._session = pool.session(settings)
         self._token: str = target.credentials.get("token") or ""
         identifier = source_id(self._token)
         if identifier is None:  # validated on create; a stored record is never like this
             raise PermanentError(f"hookdeck.token {EXPECTED_FORM}")
-        self._url = f"{settings.hookdeck_base_url.rstrip('/')}/{identifier}"
+        self._url = URL(f"{settings.hookdeck_base_url.rstrip('/')}/{identifier}")
+        self._refusal = pool.refusal(settings, self._url)  # once: the URL never changes
         self._timeout = aiohttp.ClientTimeout(total=settings.delivery_timeout_s)
 
     async def publish(self, delivery_id: str, event: dict[str, Any], body: bytes) -> DeliveryResult:
@@ -87,6 +90,8 @@ class HookdeckPublisher:
             "x-hookdeck-signature": signature(self._token, body),
         }
         with transport_errors("Hookdeck"):
+            if self._refusal is not None:
+                raise AddressRefused(self._refusal)
             async with self._session.post(
                 self._url, data=body, headers=headers, timeout=self._timeout, allow_redirects=False
             ) as resp:
@@ -138,7 +143,7 @@ class HookdeckSink:
 
     async def open(self, target: Target, settings: Settings) -> Publisher:
         """A publisher on the shared pool (no network I/O here)."""
-        return HookdeckPublisher(self._pool.session(settings), target, settings)
+        return HookdeckPublisher(self._pool, target, settings)
 
     async def aclose(self) -> None:
         """Close the pool."""

@@ -2,11 +2,13 @@
 
 HTTP sinks (webhook, hookdeck) share the pool construction below, which applies the
 outbound address policy to every request: to resolved names through the connector's
-resolver, and to IP-literal hosts (which aiohttp never hands to a resolver) before the
-request starts. SDKs that open their own sockets
-(AMQP, Kafka, gRPC, Service Bus) cannot take that resolver: their sinks resolve each host
-once with `checked_addresses()` and make the SDK dial one of the checked addresses
-(pinned.py), so the SDK never resolves the name a second time.
+resolver, and to IP-literal hosts (which aiohttp never hands to a resolver) and the scheme
+through `SessionPool.refusal()`, which a publisher asks once for its fixed URL when it
+opens (its requests never follow redirects) and raises before each request it refuses.
+SDKs that open their own sockets (AMQP, Kafka, gRPC, Service Bus) cannot take that
+resolver: their sinks resolve each host once with `checked_addresses()` and make the SDK
+dial one of the checked addresses (pinned.py), so the SDK never resolves the name a second
+time.
 
 `transport_errors()` maps what aiohttp and the socket raise onto the sink exceptions, and
 `read_head()` reads the start of a response body without ever reading the whole of it.
@@ -24,9 +26,9 @@ import ssl
 import time
 from collections.abc import Iterator
 from email.utils import parsedate_to_datetime
-from types import SimpleNamespace
 
 import aiohttp
+from yarl import URL
 
 from pipeline.outbound import AddressPolicy, AddressRefused, PolicyResolver
 from pipeline.settings import Settings
@@ -38,11 +40,32 @@ class SessionPool:
 
     def __init__(self) -> None:
         self._session: aiohttp.ClientSession | None = None
+        self._policy: AddressPolicy | None = None
+
+    def refusal(self, settings: Settings, url: URL) -> str | None:
+        """Why the outbound policy refuses `url` before any connection (an IP-literal host
+        it refuses, or plain http when https-only), or None: a name's addresses are checked
+        by the session's resolver when it connects."""
+        self.session(settings)  # the policy of the session the publisher will use
+        policy = self._policy
+        assert policy is not None
+        if not policy.permits_scheme(url.scheme):
+            return "plain http is refused: the outbound policy is https-only"
+        host = url.raw_host or ""
+        try:
+            ipaddress.ip_address(host.split("%", 1)[0])
+        except ValueError:
+            return None
+        return None if policy.permits(host) else f"{host} is an address the outbound policy refuses"
 
     def session(self, settings: Settings) -> aiohttp.ClientSession:
-        """The shared session, (re)opened if it was closed; refused addresses never connect."""
+        """The shared session, (re)opened if it was closed. Refused addresses never connect:
+        its resolver checks names; IP literals and the scheme are the publisher's to check
+        with `refusal()`, once per URL (a trace hook on every request cost more than the
+        rest of the request's own Python)."""
         if self._session is None or self._session.closed:
             policy = AddressPolicy(settings.outbound_allowlist, https_only=settings.https_only)
+            self._policy = policy
             connector = aiohttp.TCPConnector(
                 resolver=PolicyResolver(policy),
                 limit=settings.sink_max_in_flight,
@@ -50,11 +73,7 @@ class SessionPool:
                 ttl_dns_cache=60,
                 enable_cleanup_closed=True,
             )
-            self._session = aiohttp.ClientSession(
-                connector=connector,
-                auto_decompress=False,
-                trace_configs=[_literal_address_check(policy)],
-            )
+            self._session = aiohttp.ClientSession(connector=connector, auto_decompress=False)
         return self._session
 
     async def aclose(self) -> None:
@@ -62,30 +81,6 @@ class SessionPool:
         if self._session is not None:
             await self._session.close()
             self._session = None
-
-
-def _literal_address_check(policy: AddressPolicy) -> aiohttp.TraceConfig:
-    """Refuse a URL whose host is an IP literal the policy refuses (no resolver sees it),
-    or whose scheme it refuses (plain http when https-only)."""
-
-    async def on_request_start(
-        session: aiohttp.ClientSession,
-        context: SimpleNamespace,
-        params: aiohttp.TraceRequestStartParams,
-    ) -> None:
-        if not policy.permits_scheme(params.url.scheme):
-            raise AddressRefused("plain http is refused: the outbound policy is https-only")
-        host = params.url.raw_host or ""
-        try:
-            ipaddress.ip_address(host.split("%", 1)[0])
-        except ValueError:
-            return  # a name: the resolver checks what it resolves to
-        if not policy.permits(host):
-            raise AddressRefused(f"{host} is an address the outbound policy refuses")
-
-    trace = aiohttp.TraceConfig()
-    trace.on_request_start.append(on_request_start)
-    return trace
 
 
 async def read_head(response: aiohttp.ClientResponse, limit_bytes: int) -> str:

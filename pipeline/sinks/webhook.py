@@ -6,9 +6,11 @@ import time
 from typing import Any
 
 import aiohttp
+from yarl import URL
 
+from pipeline.outbound import AddressRefused
 from pipeline.settings import Settings
-from pipeline.signing import SECRET_PREFIX, sign, signing_secrets, valid_secret
+from pipeline.signing import SECRET_PREFIX, SigningKeys, valid_secret
 from pipeline.sinks.base import (
     Config,
     Credentials,
@@ -29,26 +31,33 @@ USER_AGENT = "Herald-Webhooks/0.1"
 class WebhookPublisher:
     """Posts to one webhook URL through the sink's shared connection pool."""
 
-    def __init__(self, session: aiohttp.ClientSession, target: Target, timeout_s: float) -> None:
-        self._session = session
-        self._url = target.config["url"]
-        self._headers = _header_values(target)
-        self._credentials = target.credentials
+    def __init__(
+        self, pool: SessionPool, target: Target, settings: Settings, timeout_s: float
+    ) -> None:
+        self._session = pool.session(settings)
+        # Parsed and checked against the outbound policy once, not per request.
+        self._url = URL(target.config["url"])
+        self._refusal = pool.refusal(settings, self._url)
+        self._headers = {
+            **_header_values(target),
+            "content-type": "application/json",
+            "user-agent": USER_AGENT,
+        }
+        self._keys = SigningKeys(target.credentials)
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
 
     async def publish(self, delivery_id: str, event: dict[str, Any], body: bytes) -> DeliveryResult:
-        timestamp_s = int(time.time())
+        now_s = time.time()
+        timestamp_s = int(now_s)
         headers = {
             **self._headers,
-            "content-type": "application/json",
-            "user-agent": USER_AGENT,
             "webhook-id": delivery_id,
             "webhook-timestamp": str(timestamp_s),
-            "webhook-signature": sign(
-                signing_secrets(self._credentials, time.time()), delivery_id, timestamp_s, body
-            ),
+            "webhook-signature": self._keys.sign(delivery_id, timestamp_s, body, now_s),
         }
         with transport_errors("the receiver"):
+            if self._refusal is not None:
+                raise AddressRefused(self._refusal)
             async with self._session.post(
                 self._url, data=body, headers=headers, timeout=self._timeout, allow_redirects=False
             ) as resp:
@@ -122,11 +131,8 @@ class WebhookSink:
                 )
         return config, credentials
 
-    def _session_for(self, settings: Settings) -> aiohttp.ClientSession:
-        return self._pool.session(settings)
-
     async def open(self, target: Target, settings: Settings) -> Publisher:
-        return WebhookPublisher(self._session_for(settings), target, settings.delivery_timeout_s)
+        return WebhookPublisher(self._pool, target, settings, settings.delivery_timeout_s)
 
     async def aclose(self) -> None:
         await self._pool.aclose()

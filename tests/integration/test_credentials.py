@@ -12,10 +12,12 @@ import secrets
 from collections.abc import AsyncIterator
 from typing import Any
 
+import orjson
 import pytest
 from standardwebhooks.webhooks import Webhook
 
 from pipeline.crypto import Sealer
+from pipeline.timeutil import now_iso
 from tests.integration.api_client import Api
 from tests.integration.conftest import ENCRYPTION_KEY, Services, Stack
 from tests.integration.test_secrets_at_rest import _sealed
@@ -53,6 +55,16 @@ async def _test_delivery(api: Api, receiver: Receiver, destination_id: str) -> A
     return await eventually(arrived, what="the test delivery")
 
 
+def _summary_since(logs: str, since: str) -> bool:
+    """Whether the logs hold a delivery summary line with a timestamp at or after `since`."""
+    for line in logs.splitlines():
+        if '"counts"' in line:
+            entry = orjson.loads(line)
+            if "counts" in entry and entry["timestamp"] >= since:
+                return True
+    return False
+
+
 async def test_a_header_that_could_split_the_request_is_a_400(api: Api, made: list[str]) -> None:
     injected = {"url": "https://e.example/h", "custom_headers": {"X-Test": "a\r\nInjected: yes"}}
     status, body = await api.call("POST", D, {"name": "x", "events": ["a.b"], "webhook": injected})
@@ -86,15 +98,20 @@ async def test_header_values_are_sent_but_never_shown(
     assert status == 200, patched
     assert patched["webhook"]["custom_headers"] == ["Authorization", "X-Team"]
     request = await _test_delivery(api, receiver, created["id"])
+    answered = now_iso()
     assert (request.path, request.headers["Authorization"]) == ("/p", token)
     assert request.headers["X-Team"] == "core"
 
     def logs() -> str:
         return "\n".join(p.read_text(errors="replace") for p in stack.logs.glob("*.log"))
 
-    # The worker logs the outcome after the receiver answered: wait for that line, so the
-    # scan reads logs that saw this delivery.
-    await eventually(lambda: created["id"] in logs(), what="the delivery's log line")
+    # The worker's summary of the outcomes it recorded comes after the receiver answered:
+    # wait for one logged since, so the scan reads logs that saw this delivery's outcome.
+    await eventually(
+        lambda: _summary_since(logs(), answered),
+        timeout_s=30,
+        what="a delivery summary line after the delivery",
+    )
     assert token.split()[1] not in logs()
 
 

@@ -17,7 +17,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from pipeline import ids
+from pipeline import delivery_record, ids
 from pipeline.outcomes import UNEXPECTED_ERROR
 from pipeline.settings import Settings
 from pipeline.timeutil import now_iso
@@ -65,7 +65,8 @@ async def _delivery_offset(
             batches = await consumer.getmany(timeout_ms=200)
             for tp, records in batches.items():
                 for record in records:
-                    if orjson.loads(record.value or b"{}").get("destination_id") == destination_id:
+                    head = delivery_record.head(record.value) if record.value else {}
+                    if head.get("destination_id") == destination_id:
                         return tp, record.offset
             return None
 

@@ -16,6 +16,7 @@ from aiokafka.errors import (
     OutOfOrderSequenceNumber,
 )
 
+from pipeline import delivery_record
 from pipeline.attempts import AttemptRecorder, RecorderUnavailable
 from pipeline.offsets import PartitionTracker
 from pipeline.outcomes import UNEXPECTED_ERROR, Outcomes, unexpected
@@ -46,7 +47,12 @@ class Producer:
         if self.failures:
             self.failures -= 1
             raise self.error("broker gone")
-        self.sent.append((topic, orjson.loads(value), headers))
+        decoded = (
+            delivery_record.decode(value)
+            if value[:1] == delivery_record.VERSION
+            else orjson.loads(value)
+        )
+        self.sent.append((topic, decoded, headers))
 
     def topics(self) -> list[str]:
         return [topic for topic, _, _ in self.sent]
@@ -64,13 +70,14 @@ def _recorder(producer: Producer) -> AttemptRecorder:
 
 
 def _delivery(attempt: int = 0) -> dict[str, Any]:
-    event = {"id": "evt_1", "object": "event", "type": "a.b", "data": {}, "created_at": "x"}
+    """A delivery as the runner decodes it: the record's head, and its body."""
     return {
         "id": "evdl_1",
-        "event": event,
+        "event": {"id": "evt_1", "type": "a.b", "created_at": "x"},
         "tenant": "t",
         "destination_id": "evtd_1",
         "attempt": attempt,
+        delivery_record.BODY: b'{"id":"evt_1","type":"a.b","data":{},"created_at":"x"}',
     }
 
 
@@ -355,7 +362,7 @@ async def test_a_delivery_finishes_unless_its_outcome_cannot_be_recorded(
     tp = TopicPartition("deliveries", 0)
     runner._trackers[tp].add(7)
     record = ConsumerRecord(
-        "deliveries", 0, 7, 0, 0, b"evtd_1", orjson.dumps(_delivery()), None, 0, 0, []
+        "deliveries", 0, 7, 0, 0, b"evtd_1", delivery_record.encode(_delivery()), None, 0, 0, []
     )
     runner._dispatcher.arrived(tp, record)
     await _drained(runner._dispatcher.tasks)

@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
+from pipeline import delivery_record
 from pipeline.attempts import AttemptRecorder
 from pipeline.dispatch import Dispatcher
 from pipeline.ids import ref_of_delivery
@@ -29,7 +30,7 @@ class Producer:
         self.acked = asyncio.Event()
 
     async def send_and_wait(self, topic: str, value: bytes, *, key: bytes, headers: Any) -> None:
-        self.sent.append((topic, orjson.loads(value)))
+        self.sent.append((topic, _decoded(value)))
         if not self.auto:
             await self.acked.wait()
 
@@ -37,13 +38,23 @@ class Producer:
         return [topic for topic, _ in self.sent]
 
 
+def _decoded(value: bytes) -> dict[str, Any]:
+    """What a fake producer was given: a delivery record (retry tiers, DLQ) or JSON."""
+    if value[:1] == delivery_record.VERSION:
+        return delivery_record.decode(value)
+    decoded: dict[str, Any] = orjson.loads(value)
+    return decoded
+
+
 class Publisher:
     def __init__(self, error: Exception | None = None) -> None:
         self.error = error
         self.calls = 0
+        self.published: list[tuple[str, Any, bytes]] = []
 
     async def publish(self, delivery_id: str, event: Any, body: bytes) -> DeliveryResult:
         self.calls += 1
+        self.published.append((delivery_id, event, body))
         if self.error is not None:
             raise self.error
         return DeliveryResult(response_status=200)
@@ -79,18 +90,22 @@ DESTINATION = {
 }
 
 
+def _envelope(offset: int) -> dict[str, Any]:
+    return {"id": f"evt_{offset}", "type": "a.b", "data": {"n": offset}, "created_at": "x"}
+
+
 def _record(offset: int, attempt: int = 0) -> ConsumerRecord[bytes, bytes]:
-    delivery = {
+    envelope = _envelope(offset)
+    head = {
         "id": f"evdl_{offset}",
-        "event": {"id": f"evt_{offset}", "type": "a.b", "data": {}, "created_at": "x"},
+        "event": {k: envelope[k] for k in delivery_record.EVENT_HEAD_KEYS},
         "tenant": "t",
         "destination_id": "evtd_1",
         "destination_generation": "g1",
         "attempt": attempt,
     }
-    return ConsumerRecord(
-        "deliveries", 0, offset, 0, 0, b"t/evtd_1", orjson.dumps(delivery), None, 0, 0, []
-    )
+    value = delivery_record.frame(head, orjson.dumps(envelope))
+    return ConsumerRecord("deliveries", 0, offset, 0, 0, b"t/evtd_1", value, None, 0, 0, [])
 
 
 def _dispatcher(
@@ -200,7 +215,7 @@ async def test_a_slow_lane_beyond_its_wait_bound_is_put_off_without_using_a_retr
     dispatcher, finished = _dispatcher(
         producer, publisher, sink_initial_in_flight_per_destination=2, sink_max_queue_wait_s=1
     )
-    ref = ref_of_delivery(orjson.loads(_record(0).value))
+    ref = ref_of_delivery(delivery_record.decode(_record(0).value))
     for offset in range(2):
         dispatcher.arrived(TP, _record(offset))
     await _until(lambda: publisher.calls == 2)
@@ -224,11 +239,11 @@ async def test_only_the_first_skip_in_a_row_and_the_dead_letter_reach_the_attemp
     dispatcher.arrived(TP, _record(0))  # fails for real: opens the circuit
     await _drained(dispatcher)
     producer.sent.clear()
-    retried = orjson.loads(_record(1, attempt=1).value)
+    retried = delivery_record.decode(_record(1, attempt=1).value)
     again = {**retried, "skipped": True}
     last = {**retried, "attempt": 3, "skipped": True}
     for offset, delivery in ((1, retried), (2, again), (3, last)):
-        value = orjson.dumps(delivery)
+        value = delivery_record.encode(delivery)
         record = ConsumerRecord("deliveries", 0, offset, 0, 0, b"k", value, None, 0, 0, [])
         dispatcher.arrived(TP, record)
     await _drained(dispatcher)
@@ -247,3 +262,33 @@ async def test_a_record_missing_fields_never_stops_the_consume_loop() -> None:
     dispatcher.arrived(TP, record)  # raises nothing
     await _drained(dispatcher)
     assert finished == [4] and publisher.calls == 0
+
+
+async def test_the_sink_gets_the_routed_body_as_is_and_a_json_record_still_delivers() -> None:
+    """The body the router encoded goes out byte for byte; a record written before the
+    framed format (one JSON object, the event whole) is delivered with the same body."""
+    producer, publisher = Producer(), Publisher()
+    dispatcher, finished = _dispatcher(producer, publisher)
+    dispatcher.arrived(TP, _record(0))
+    legacy = {
+        **delivery_record.decode(_record(1).value),
+        "event": {**_envelope(1), "object": "event"},
+    }
+    del legacy[delivery_record.BODY]
+    value = orjson.dumps(legacy)
+    dispatcher.arrived(TP, ConsumerRecord("deliveries", 0, 1, 0, 0, b"k", value, None, 0, 0, []))
+    await _drained(dispatcher)
+    assert sorted(finished) == [0, 1]
+    assert [(d, e, b) for d, e, b in publisher.published] == [
+        ("evdl_0", {"id": "evt_0", "type": "a.b", "created_at": "x"}, orjson.dumps(_envelope(0))),
+        (
+            "evdl_1",
+            {"id": "evt_1", "type": "a.b", "created_at": "x"},
+            orjson.dumps(legacy["event"]),
+        ),
+    ]
+    attempts = [r for t, r in producer.sent if t == ATTEMPTS]
+    assert [(a["event_id"], a["outcome"]) for a in attempts] == [
+        ("evt_0", "success"),
+        ("evt_1", "success"),
+    ]

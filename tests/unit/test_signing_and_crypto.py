@@ -14,8 +14,10 @@ from hypothesis import strategies as st
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from pipeline.crypto import CryptoError, Sealer, generate_key
+from pipeline.settings import Settings
 from pipeline.signing import (
     MAX_PREVIOUS_SECRETS,
+    SigningKeys,
     generate_secret,
     rotated,
     sign,
@@ -126,6 +128,17 @@ def test_rotating_twice_in_a_day_keeps_every_secret_for_its_own_24_hours() -> No
     assert "previous_secret" not in twice
 
 
+def test_keys_decoded_once_sign_like_the_secrets_and_drop_an_overlap_on_time() -> None:
+    first, second, third = generate_secret(), generate_secret(), generate_secret()
+    twice = rotated(rotated({"secret": first}, second, T0), third, T0 + 3600)
+    keys = SigningKeys(twice)  # made once, when the publisher opens
+    for now_s in (T0 + 7200, T0 + DAY + 1, T0 + 3600 + DAY + 1):
+        expected = sign(signing_secrets(twice, now_s), "evdl_1", int(now_s), b'{"a":1}')
+        assert keys.sign("evdl_1", int(now_s), b'{"a":1}', now_s) == expected
+    assert keys.sign("m", 1, b"x", T0 + 3600 + DAY + 1).count("v1,") == 1
+    assert SigningKeys({}).sign("m", 1, b"x", T0) == ""
+
+
 def test_a_record_from_before_the_list_still_signs_with_its_previous_secret() -> None:
     old, new, newer = generate_secret(), generate_secret(), generate_secret()
     legacy = {"secret": new, "previous_secret": old, "previous_until": T0 + 10}
@@ -178,7 +191,8 @@ async def test_a_cached_publisher_stops_signing_with_a_secret_once_its_overlap_e
     credentials = rotated({"secret": old}, new, T0 - DAY + 60)  # old ends in 60 s
     session = _Session()
     target = Target("evtd_1", {"url": "https://example.com/h"}, credentials)
-    publisher = webhook.WebhookPublisher(session, target, 5.0)  # type: ignore[arg-type]
+    pool = SimpleNamespace(session=lambda settings: session, refusal=lambda settings, url: None)
+    publisher = webhook.WebhookPublisher(pool, target, Settings(), 5.0)  # type: ignore[arg-type]
     await publisher.publish("evdl_1", {}, b"{}")
     clock[0] = T0 + 61
     await publisher.publish("evdl_2", {}, b"{}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipeline import ids
+from pipeline import delivery_record, ids
 from pipeline.agents.router import deliveries_for, delivery_id
 from pipeline.destinations import ACTIVE, INACTIVE, PENDING, fold
 
@@ -83,12 +83,10 @@ class _View:
 
 
 def test_a_delivery_carries_tenant_and_generation_and_is_keyed_by_both_ids() -> None:
-    import orjson
-
     view = _View([DESTINATION, {**DESTINATION, "tenant": "b", "generation": "chg_2"}])
     event = {**EVENT, "object": "event", "type": "a.b", "data": {}}
     [(key, value)] = deliveries_for(event, view)  # type: ignore[arg-type]
-    delivery = orjson.loads(value)
+    delivery = delivery_record.decode(value)
     assert key == b"a/evtd_x"
     assert delivery["tenant"] == "a" and delivery["destination_generation"] == "chg_1"
     # Sent to one destination (a test event, a replay): only the tenant's own.
