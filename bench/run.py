@@ -5,7 +5,7 @@ by default, in the order below), writes bench/results/<scenario>.json (a quick r
 bench/results/quick/<scenario>.json), prints the table, and stops everything it started,
 on Ctrl-C and on errors too.
 
-Scenarios: ingest, fanout, latency, cost, failure, retry, hot, dead. `--quick` makes every
+Scenarios: ingest, fanout, latency, cost, failure, retry, hot, dead, scale. `--quick` makes every
 count smaller and finishes in about 4.5 minutes on a 2-core machine (dead alone holds a
 fixed rate for 2 x 30 s); `--profile` records the
 worker and the API with py-spy during each scenario it runs (figures measured under the

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from bench.context import Bench, Outcome
-from bench.scenarios import dead, failure, fanout, hot, ingest, latency
+from bench.scenarios import dead, failure, fanout, hot, ingest, latency, scale
 
 Scenario = Callable[[Bench], Awaitable[Outcome]]
 
@@ -20,4 +20,7 @@ SCENARIOS: dict[str, Scenario] = {
     # destinations afterwards; both run last so no other scenario meets their destinations.
     "hot": hot.run,
     "dead": dead.run,
+    # Issue 14: one delivering process against two; it replaces the worker processes for
+    # its own layouts and starts the all-roles worker again afterwards.
+    "scale": scale.run,
 }
