@@ -258,17 +258,18 @@ class Stack:
         """The running worker processes: `worker`, then any `deliver-N`."""
         return [n for n in self.processes if n == "worker" or n.startswith("deliver-")]
 
-    def start_workers(self, delivering: int, env: dict[str, str] | None = None) -> None:
+    def start_workers(self, delivering: int, deliver_env: dict[str, str] | None = None) -> None:
         """Start the worker processes: with `delivering` 0, one of every role; else a
-        router and index process and `delivering` deliver processes. `env`: extra settings."""
+        router and index process and `delivering` deliver processes, which get the extra
+        settings `deliver_env`."""
         if delivering == 0:
-            self._spawn("worker", [str(HERALD), "worker"], self.ports.worker, "/readyz", env)
+            self._spawn("worker", [str(HERALD), "worker"], self.ports.worker, "/readyz")
             return
         command = [str(HERALD), "worker", "--role"]
-        self._spawn("worker", [*command, "router,index"], self.ports.worker, "/readyz", env)
+        self._spawn("worker", [*command, "router,index"], self.ports.worker, "/readyz")
         for n in range(1, delivering + 1):
             port = self.ports.worker + n
-            own = {**(env or {}), "HERALD_WORKER_PORT": str(port)}
+            own = {**(deliver_env or {}), "HERALD_WORKER_PORT": str(port)}
             self._spawn(f"deliver-{n}", [*command, "deliver"], port, "/readyz", own)
 
     def stop_workers(self) -> None:
