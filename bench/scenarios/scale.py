@@ -5,8 +5,8 @@ as `make run` starts them with HERALD_WORKERS=K — the deliver processes are st
 (SIGSTOP) while the loader publishes the events and the router routes them, then continued
 (SIGCONT). From then until the last delivery arrives, only delivery runs (with the router
 process indexing the attempts), so the rate is the delivering processes' own, not the
-router's or the loader's, which has finished. Twelve destinations of one type spread the
-deliveries over the partitions, so each deliver process has its share.
+router's or the loader's, which has finished. One destination of the type per `deliveries`
+partition (ids chosen by their partition), so each deliver process has its even share.
 
 The machine's cores are shared by everything in that window: the deliver processes, the
 receiver (its own process), the router and index process, Kafka and PostgreSQL; the
@@ -22,12 +22,19 @@ import signal
 import time
 from typing import Any
 
+from aiokafka.partitioner import murmur2
+
 from bench.cluster import DestinationSpec
 from bench.context import Bench, BenchError, Outcome, Row
 from bench.scenarios.fanout import PUBLISH_BATCH, PUBLISH_CONCURRENCY
-from pipeline.topics import DELIVERIES
+from bench.stack import TENANT
+from pipeline import ids
+from pipeline.settings import Settings
+from pipeline.topics import DELIVERIES, load_specs
 
-SUBSCRIBERS = 12
+_SPECS = {s.name: s.partitions for s in load_specs(Settings().topics_file)}
+PARTITIONS = _SPECS[DELIVERIES]
+SUBSCRIBERS = PARTITIONS  # one destination per `deliveries` partition
 GROUP = "scale"
 EVENT_TYPE = "scale.go"
 LAYOUTS = (1, 2)
@@ -50,7 +57,10 @@ async def run(bench: Bench) -> Outcome:
     events = bench.size(500, 5_000)
     outcome = Outcome("scale")
     outcome.settings = {"events": events, "subscribers": SUBSCRIBERS, "layouts": LAYOUTS}
-    specs = [DestinationSpec("ok", GROUP, k, (EVENT_TYPE,)) for k in range(SUBSCRIBERS)]
+    specs = [
+        DestinationSpec("ok", GROUP, k, (EVENT_TYPE,), destination_id=destination_id)
+        for k, destination_id in enumerate(one_id_per_partition())
+    ]
     await bench.create_destinations(specs, "scale destinations")
     try:
         for delivering in LAYOUTS:
@@ -70,6 +80,20 @@ async def run(bench: Bench) -> Outcome:
         Row("scale", "2 delivering processes / 1", ratio, "x", GOAL_RATIO, "goal: at least 1.6")
     )
     return outcome
+
+
+def one_id_per_partition() -> list[str]:
+    """Destination ids whose deliveries land one in each `deliveries` partition (the
+    producer's partitioner: murmur2 of `tenant/destination id`)."""
+    found: dict[int, str] = {}
+    stamp = time.time_ns()
+    n = 0
+    while len(found) < PARTITIONS:
+        candidate = f"{ids.DESTINATION}scale{stamp}_{n}"
+        key = ids.scoped(TENANT, candidate).encode()
+        found.setdefault((murmur2(key) & 0x7FFFFFFF) % PARTITIONS, candidate)
+        n += 1
+    return [found[p] for p in range(PARTITIONS)]
 
 
 def _layout(bench: Bench, delivering: int) -> None:
