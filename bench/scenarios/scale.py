@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import time
 from typing import Any
@@ -27,15 +28,16 @@ from aiokafka.partitioner import murmur2
 from bench.cluster import DestinationSpec
 from bench.context import Bench, BenchError, Outcome, Row
 from bench.scenarios.fanout import PUBLISH_BATCH, PUBLISH_CONCURRENCY
-from bench.stack import TENANT
+from bench.stack import BENCH_SETTINGS, TENANT
 from pipeline import ids
 from pipeline.settings import Settings
-from pipeline.topics import DELIVERIES, load_specs
+from pipeline.topics import DELIVERIES, load_specs, retry_topic
 
 _SPECS = {s.name: s.partitions for s in load_specs(Settings().topics_file)}
 PARTITIONS = _SPECS[DELIVERIES]
 SUBSCRIBERS = PARTITIONS  # one destination per `deliveries` partition
 GROUP = "scale"
+ASSIGNED = re.compile(r"delivery runner assigned (\d+) partitions")
 EVENT_TYPE = "scale.go"
 LAYOUTS = (1, 2)
 # Stopped deliver processes send no heartbeats: they must not be dropped from their group
@@ -66,6 +68,7 @@ async def run(bench: Bench) -> Outcome:
         for delivering in LAYOUTS:
             await asyncio.to_thread(_layout, bench, delivering)
             await bench.sync_worker()
+            await _wait_group_settled(bench, timeout_s=120)
             await bench.settle()
             result = await _measure(bench, events, delivering)
             outcome.figures[f"deliver_{delivering}"] = result
@@ -100,6 +103,26 @@ def _layout(bench: Bench, delivering: int) -> None:
     """Replace the worker processes by `delivering` deliver processes (0: one all-roles)."""
     bench.stack.stop_workers()
     bench.stack.start_workers(delivering, DELIVER_ENV)
+
+
+async def _wait_group_settled(bench: Bench, timeout_s: float) -> None:
+    """Until the deliver processes hold every partition of the sinks group between them,
+    each some: a rebalance must not fall in the measured window, where a stopped member
+    would hold it up."""
+    tiers = int(BENCH_SETTINGS["HERALD_MAX_RETRIES"])
+    total = PARTITIONS + tiers * _SPECS[retry_topic(1)]
+    names = [n for n in bench.stack.worker_names() if n.startswith("deliver-")]
+    deadline = time.monotonic() + timeout_s
+    while True:
+        last = []
+        for name in names:
+            counts = ASSIGNED.findall((bench.stack.logs / f"{name}.log").read_text())
+            last.append(int(counts[-1]) if counts else 0)
+        if sum(last) == total and all(last):
+            return
+        if time.monotonic() >= deadline:
+            raise BenchError(f"the sinks group did not settle: {last} of {total} partitions")
+        await asyncio.sleep(0.5)
 
 
 async def _measure(bench: Bench, events: int, delivering: int) -> dict[str, Any]:
