@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from pipeline.logs import configure as configure_logging
+from pipeline.roles import ALL, ROLES, Roles, parse_roles
 from pipeline.settings import Settings
 
 
@@ -28,17 +29,17 @@ def _api(settings: Settings) -> int:
     return 0
 
 
-def _worker(settings: Settings) -> int:
+def _worker(settings: Settings, roles: Roles) -> int:
     import asyncio
 
     import uvloop
 
-    from pipeline.app import run_worker
+    from pipeline.worker import run_worker
 
     # Before the Faust app exists: mode's Worker takes the loop the policy makes. uvloop cut
     # the worker's CPU per delivery by about a tenth in the benchmarks (README, Performance).
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    run_worker(settings)
+    run_worker(settings, roles)
     return 0
 
 
@@ -48,6 +49,8 @@ def _topics_apply(settings: Settings) -> int:
     report = apply(settings.kafka_bootstrap, load_specs(settings.topics_file))
     for name in report.created:
         print(f"created      {name}")
+    for name in report.raised:
+        print(f"raised       {name} (more partitions)")
     for name in report.reconfigured:
         print(f"reconfigured {name}")
     print(f"unchanged    {len(report.unchanged)} topics")
@@ -63,12 +66,27 @@ def _keygen(_: Settings) -> int:
     return 0
 
 
+def _roles(text: str) -> Roles:
+    try:
+        return parse_roles(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """The command line: `herald api|worker|topics apply|keygen`."""
+    """The command line: `herald api|worker [--role R]|topics apply|keygen`."""
     parser = argparse.ArgumentParser(prog="herald", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("api", help="run the HTTP API")
-    commands.add_parser("worker", help="run a pipeline worker (agents and sinks)")
+    worker = commands.add_parser("worker", help="run a pipeline worker (agents and sinks)")
+    worker.add_argument(
+        "--role",
+        dest="roles",
+        type=_roles,
+        default=frozenset(ROLES),
+        metavar="ROLES",
+        help=f"{ALL} (the default) or a comma list of {', '.join(ROLES)} (pipeline/roles.py)",
+    )
     topics = commands.add_parser("topics", help="manage Kafka topics")
     topics.add_argument("action", choices=["apply"])
     commands.add_parser("keygen", help="print a new encryption key for HERALD_ENCRYPTION_KEYS")
@@ -81,7 +99,9 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings()
     # JSON lines for every command; the worker hands the same config to Faust.
     configure_logging(settings.log_level, service=args.command)
-    handler = {"api": _api, "worker": _worker, "topics": _topics_apply, "keygen": _keygen}
+    if args.command == "worker":
+        return _worker(settings, args.roles)
+    handler = {"api": _api, "topics": _topics_apply, "keygen": _keygen}
     return handler[args.command](settings)
 
 

@@ -48,6 +48,7 @@ class DestinationSpec:
     index: int
     events: tuple[str, ...]
     url: str | None = None  # somewhere else than the receiver (a port nobody listens on)
+    destination_id: str | None = None  # chosen (e.g. for its partition); else a new id
 
 
 class Cluster:
@@ -104,7 +105,7 @@ class Cluster:
         for start in range(0, len(specs), SEND_CHUNK):
             futures = []
             for spec in specs[start : start + SEND_CHUNK]:
-                destination_id = ids.new_id(ids.DESTINATION)
+                destination_id = spec.destination_id or ids.new_id(ids.DESTINATION)
                 created.append(destination_id)
                 futures.append(await self._change(destination_id, "create", self._fields(spec)))
                 futures.append(await self._change(destination_id, "verified"))

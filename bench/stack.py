@@ -1,5 +1,9 @@
 """The real stack for the benchmarks: Kafka, PostgreSQL, the worker, the API and the receiver.
 
+The worker is one process of every role (`worker`), or, after `start_workers(k)` with k ≥ 1,
+a router and index process (`worker`, on the worker port) beside k delivering processes
+(`deliver-1` ... on the ports after it), as `make run` starts them on a machine of k cores.
+
 Everything listens on 127.0.0.1 on the usual ports plus an offset (300 unless
 HERALD_BENCH_PORT_OFFSET says otherwise), so it runs beside `make run` and the tests, and
 keeps its data under .data/bench/. Kafka starts from an empty log dir and the `herald`
@@ -149,6 +153,7 @@ class Stack:
         self.encryption_key = generate_key()
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self._services_started: list[str] = []
+        self._logged: set[str] = set()
         self._pids_file = self.data / "pids.json"
 
     # -- addresses -----------------------------------------------------------------------
@@ -232,7 +237,7 @@ class Stack:
             stdout=subprocess.DEVNULL,
         )
         self._create_ceiling_topic()
-        self._spawn("worker", [str(HERALD), "worker"], self.ports.worker, "/readyz")
+        self.start_workers(0)
         self._spawn("api", [str(HERALD), "api"], self.ports.api, "/readyz")
         self._spawn(
             "receiver",
@@ -248,6 +253,29 @@ class Stack:
             self.ports.receiver,
             "/stats",
         )
+
+    def worker_names(self) -> list[str]:
+        """The running worker processes: `worker`, then any `deliver-N`."""
+        return [n for n in self.processes if n == "worker" or n.startswith("deliver-")]
+
+    def start_workers(self, delivering: int, deliver_env: dict[str, str] | None = None) -> None:
+        """Start the worker processes: with `delivering` 0, one of every role; else a
+        router and index process and `delivering` deliver processes, which get the extra
+        settings `deliver_env`."""
+        if delivering == 0:
+            self._spawn("worker", [str(HERALD), "worker"], self.ports.worker, "/readyz")
+            return
+        command = [str(HERALD), "worker", "--role"]
+        self._spawn("worker", [*command, "router,index"], self.ports.worker, "/readyz")
+        for n in range(1, delivering + 1):
+            port = self.ports.worker + n
+            own = {**(deliver_env or {}), "HERALD_WORKER_PORT": str(port)}
+            self._spawn(f"deliver-{n}", [*command, "deliver"], port, "/readyz", own)
+
+    def stop_workers(self) -> None:
+        """Stop every worker process (SIGTERM: they commit and leave their groups)."""
+        for name in reversed(self.worker_names()):
+            self._terminate(name)
 
     def _script(self, *args: str) -> None:
         subprocess.run(
@@ -267,13 +295,22 @@ class Stack:
         finally:
             admin.close()
 
-    def _spawn(self, name: str, command: list[str], port: int, ready_path: str) -> None:
+    def _spawn(
+        self,
+        name: str,
+        command: list[str],
+        port: int,
+        ready_path: str,
+        env: dict[str, str] | None = None,
+    ) -> None:
         log = self.logs / f"{name}.log"
-        with log.open("wb") as out:
+        # A process started again in this run (a new worker layout) appends to its log.
+        with log.open("ab" if name in self._logged else "wb") as out:
+            self._logged.add(name)
             process = subprocess.Popen(
                 command,
                 cwd=ROOT,
-                env=self.herald_env(),
+                env={**self.herald_env(), **(env or {})},
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
@@ -302,18 +339,22 @@ class Stack:
 
     # -- stop ----------------------------------------------------------------------------
 
+    def _terminate(self, name: str) -> None:
+        process = self.processes.pop(name, None)
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+
     def stop(self) -> None:
         """Stop everything this stack started, in reverse order; safe to call twice."""
-        for name in ("receiver", "api", "worker"):
-            process = self.processes.pop(name, None)
-            if process is None or process.poll() is not None:
-                continue
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
+        for name in ("receiver", "api"):
+            self._terminate(name)
+        self.stop_workers()
         self._pids_file.unlink(missing_ok=True)
         while self._services_started:
             script = self._services_started.pop()

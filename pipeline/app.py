@@ -1,4 +1,5 @@
-"""The worker: one Faust app (fold and router agents) plus the delivery runner and /metrics."""
+"""The router role's Faust app (fold and router agents); the process's other role services
+run beside the agents (pipeline/worker.py)."""
 
 from __future__ import annotations
 
@@ -6,8 +7,8 @@ import faust
 
 from pipeline import faust_kafka
 from pipeline.agents import fold, router
-from pipeline.logs import logging_config
 from pipeline.partitioning import CachedPartitioner
+from pipeline.roles import ROLES, Roles
 from pipeline.settings import Settings
 from pipeline.topics import (
     DELIVERIES,
@@ -21,8 +22,8 @@ from pipeline.view import DestinationView
 from pipeline.worker import bind_worker_services
 
 
-def create_app(settings: Settings) -> faust.App:
-    """Build the worker's Faust app with its agents and services."""
+def create_app(settings: Settings, roles: Roles = frozenset(ROLES)) -> faust.App:
+    """Build the worker's Faust app with its agents and the services of `roles`."""
     specs = {s.name: s for s in load_specs(settings.topics_file)}
     settings.worker_data_dir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
@@ -93,18 +94,5 @@ def create_app(settings: Settings) -> faust.App:
         seen,
         settings.broker_give_up_s,
     )
-    app.service(bind_worker_services(settings, view))
+    app.service(bind_worker_services(settings, roles, view))
     return app
-
-
-def run_worker(settings: Settings) -> None:
-    """Run the worker in the foreground until interrupted."""
-    app = create_app(settings)
-    # Faust (mode) replaces the root logger's handlers when it starts: give it ours.
-    worker = faust.Worker(
-        app,
-        loglevel=settings.log_level,
-        logging_config=logging_config(settings.log_level, service="worker"),
-        quiet=True,
-    )
-    worker.execute_from_commandline()

@@ -57,6 +57,17 @@ def _due_ms(record: ConsumerRecord[bytes, bytes]) -> int:
     return 0
 
 
+def sink_group_id(settings: Settings) -> str:
+    """The consumer group of every delivering process's runner (the metrics sampler, in
+    the router's process, reads its lag too)."""
+    return f"{settings.app_id}-sinks"
+
+
+def sink_topics(settings: Settings) -> list[str]:
+    """The topics the runner consumes: `deliveries` and every retry tier."""
+    return [DELIVERIES] + [retry_topic(n) for n in range(1, settings.max_retries + 1)]
+
+
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
     def __init__(self, runner: DeliveryRunner) -> None:
         self._runner = runner
@@ -80,7 +91,7 @@ class DeliveryRunner:
         publishers: PublisherCache,
     ) -> None:
         self._settings = settings
-        self._topics = [DELIVERIES] + [retry_topic(n) for n in range(1, settings.max_retries + 1)]
+        self._topics = sink_topics(settings)
         # Retry topic → tier label, for the backlog gauges.
         self._tier_labels = {
             retry_topic(n): metrics.tier_label(n) for n in range(1, settings.max_retries + 1)
@@ -101,7 +112,7 @@ class DeliveryRunner:
     @property
     def group_id(self) -> str:
         """The consumer group of every worker's runner."""
-        return f"{self._settings.app_id}-sinks"
+        return sink_group_id(self._settings)
 
     @property
     def topics(self) -> list[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -36,6 +37,10 @@ class Settings(BaseSettings):
     # Faust's working directory (it keeps nothing durable there: tables are in memory and
     # recovered from Kafka). Relative paths are relative to the working directory.
     worker_data_dir: Path = Path(".data/worker")
+
+    # Delivering processes `make run` starts (scripts/run.sh): 1 runs one worker of every
+    # role; N > 1 runs a router and index worker beside N deliver workers.
+    workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
 
     api_host: str = "127.0.0.1"
     api_port: int = 8080

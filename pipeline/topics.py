@@ -1,4 +1,5 @@
-"""topics.yaml → topic specs, and `apply`: create what is missing, report what differs."""
+"""topics.yaml → topic specs, and `apply`: create what is missing, raise partition counts
+where that is safe, set configs, report what it cannot fix."""
 
 from __future__ import annotations
 
@@ -15,6 +16,13 @@ DELIVERIES = "deliveries"
 ATTEMPTS = "delivery-attempts"
 DLQ = "deliveries.dlq"
 EVENT_IDS = "event-ids"
+
+# Pairs joined by partition (a table and the stream it is kept beside): equal counts always.
+CO_PARTITIONED = ((EVENTS, EVENT_IDS), (DESTINATION_CHANGES, DESTINATIONS))
+# Never given more partitions by `apply`: the fold agent reads a destination's current record
+# from the partition its changes hash to, so a change hashed to a new partition would fold
+# onto nothing, and the old record would stay in the compacted topic beside the new one.
+NOT_RAISED = frozenset({DESTINATION_CHANGES, DESTINATIONS})
 
 
 def retry_topic(tier: int) -> str:
@@ -67,9 +75,42 @@ class ApplyReport:
     """What `apply` did, and what it found but could not fix."""
 
     created: list[str] = field(default_factory=list)
+    raised: list[str] = field(default_factory=list)
     reconfigured: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
     drift: list[str] = field(default_factory=list)
+
+
+def plan_partitions(
+    specs: list[TopicSpec], current: dict[str, int]
+) -> tuple[dict[str, int], list[str]]:
+    """Which existing topics to give more partitions (name → new count), and the partition
+    differences `apply` cannot fix. Pure. `current`: the broker's counts (missing topics
+    absent). A topic is never shrunk (Kafka cannot); one of NOT_RAISED is never raised;
+    a co-partitioned pair is raised only together, so its counts stay equal."""
+    raise_to: dict[str, int] = {}
+    drift: dict[str, str] = {}
+    for spec in specs:
+        count = current.get(spec.name)
+        if count is None or count == spec.partitions:
+            continue
+        if count > spec.partitions:
+            drift[spec.name] = "Kafka cannot take partitions away"
+        elif spec.name in NOT_RAISED:
+            drift[spec.name] = "its records would move partition (README: Scaling out)"
+        else:
+            raise_to[spec.name] = spec.partitions
+    for pair in CO_PARTITIONED:
+        if any(name in drift for name in pair):
+            for name in pair:
+                if raise_to.pop(name, None) is not None:
+                    drift[name] = "co-partitioned with a topic that cannot be changed"
+    wanted = {s.name: s.partitions for s in specs}
+    problems = [
+        f"{name}: has {current[name]} partitions, topics.yaml says {wanted[name]}: {why}"
+        for name, why in drift.items()
+    ]
+    return raise_to, problems
 
 
 def apply(bootstrap: str, specs: list[TopicSpec]) -> ApplyReport:
@@ -101,19 +142,19 @@ def apply(bootstrap: str, specs: list[TopicSpec]) -> ApplyReport:
         described = admin.describe_configs(
             [ConfigResource(ConfigResourceType.TOPIC, s.name) for s in present]
         )["topic"]
+        counts = {s.name: len(existing[s.name]["partitions"]) for s in present}
+        raise_to, report.drift = plan_partitions(specs, counts)
+        if raise_to:
+            admin.create_partitions(raise_to)
+            report.raised += sorted(raise_to)
         to_alter = []
         for spec in present:
-            partitions = len(existing[spec.name]["partitions"])
-            if partitions != spec.partitions:
-                report.drift.append(
-                    f"{spec.name}: has {partitions} partitions, topics.yaml says {spec.partitions}"
-                )
             current = {k: str(v["value"]) for k, v in described.get(spec.name, {}).items()}
             changed = {k: v for k, v in spec.config.items() if current.get(k) != v}
             if changed:
                 to_alter.append(ConfigResource(ConfigResourceType.TOPIC, spec.name, changed))
                 report.reconfigured.append(spec.name)
-            elif partitions == spec.partitions:
+            elif counts[spec.name] == spec.partitions:
                 report.unchanged.append(spec.name)
         if to_alter:
             admin.alter_configs(to_alter)

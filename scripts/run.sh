@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# `make run`: the whole stack in the foreground — Kafka, PostgreSQL, RabbitMQ, the worker
+# `make run`: the whole stack in the foreground — Kafka, PostgreSQL, RabbitMQ, the workers
 # and the API on 127.0.0.1:8080. Ctrl-C stops everything this script started.
 # Data lives under .data/ and survives a restart.
+# HERALD_WORKERS (default: the core count) delivering processes: with 1, one worker runs every
+# role; with N > 1, a router and index worker on HERALD_WORKER_PORT (8081) and N deliver
+# workers on the ports after it (8082, ...). README, Scaling out.
 SERVICE=herald
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$HERALD_ROOT"
@@ -26,13 +29,27 @@ export HERALD_DEV_API_KEY="${HERALD_DEV_API_KEY:-sk_test_dev}"
 export HERALD_OUTBOUND_ALLOWLIST="${HERALD_OUTBOUND_ALLOWLIST:-[\"127.0.0.1/32\"]}"
 API_PORT=${HERALD_API_PORT:-8080}
 WORKER_PORT=${HERALD_WORKER_PORT:-8081}
+WORKERS=$(.venv/bin/python -c 'from pipeline.settings import Settings; print(Settings().workers)')
+
+# One entry per worker process: its name (and log file), its roles, its port.
+worker_names=() worker_roles=() worker_ports=()
+if ((WORKERS == 1)); then
+  worker_names=(worker) worker_roles=(all) worker_ports=("$WORKER_PORT")
+else
+  worker_names=(router) worker_roles=(router,index) worker_ports=("$WORKER_PORT")
+  for ((n = 1; n <= WORKERS; n++)); do
+    worker_names+=("deliver-$n") worker_roles+=(deliver) worker_ports+=($((WORKER_PORT + n)))
+  done
+fi
+worker_pids=() worker_started=()
 
 children=()
 shutdown() {
   trap - INT TERM EXIT
   log "stopping"
-  for pid in "${children[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "${children[@]}"; do wait "$pid" 2>/dev/null || true; done
+  local pids=("${worker_pids[@]}" "${children[@]}")
+  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
   scripts/rabbitmq.sh stop || true
   scripts/postgres.sh stop || true
   scripts/kafka/kafka.sh stop || true
@@ -48,21 +65,35 @@ scripts/postgres.sh start
 scripts/rabbitmq.sh start
 .venv/bin/herald topics apply
 
+# start_worker N: start worker process N of the lists above (again, after it exited).
+start_worker() {
+  HERALD_WORKER_PORT=${worker_ports[$1]} .venv/bin/herald worker --role "${worker_roles[$1]}" \
+    >>".data/logs/${worker_names[$1]}.log" 2>&1 &
+  worker_pids[$1]=$!
+  worker_started[$1]=$SECONDS
+}
+
 mkdir -p .data/logs
-.venv/bin/herald worker >>.data/logs/worker.log 2>&1 &
-children+=($!)
+for n in "${!worker_names[@]}"; do start_worker "$n"; done
 .venv/bin/herald api >>.data/logs/api.log 2>&1 &
 children+=($!)
+api_pid=$!
 
 ready() { curl -fsS "http://127.0.0.1:$1/readyz" >/dev/null; }
-wait_for "the worker" 120 ready "$WORKER_PORT" || exit 1
+for n in "${!worker_names[@]}"; do
+  wait_for "the ${worker_names[$n]} worker" 120 ready "${worker_ports[$n]}" || exit 1
+done
 wait_for "the API" 60 ready "$API_PORT" || exit 1
+metrics_urls="http://127.0.0.1:$API_PORT/metrics"
+for n in "${!worker_names[@]}"; do
+  metrics_urls+=$'\n'"               http://127.0.0.1:${worker_ports[$n]}/metrics  (${worker_names[$n]}: ${worker_roles[$n]})"
+done
 
 cat <<BANNER
 
   Herald is running.
     API        http://127.0.0.1:$API_PORT
-    metrics    http://127.0.0.1:$API_PORT/metrics  and  http://127.0.0.1:$WORKER_PORT/metrics
+    metrics    $metrics_urls
     dev key    $HERALD_DEV_API_KEY   (tenant "dev", role manage)
     Kafka      $HERALD_KAFKA_BOOTSTRAP    PostgreSQL  $HERALD_DATABASE_URL
     RabbitMQ   amqp://guest:guest@127.0.0.1:${HERALD_RABBITMQ_PORT:-5672}/   logs: .data/logs/
@@ -79,28 +110,30 @@ cat <<BANNER
   Ctrl-C stops everything.
 BANNER
 
-tail -n0 -F .data/logs/worker.log .data/logs/api.log 2>/dev/null \
+worker_logs=("${worker_names[@]/#/.data/logs/}")
+tail -n0 -F .data/logs/api.log "${worker_logs[@]/%/.log}" 2>/dev/null \
   | grep --line-buffered -E "WARNING|ERROR|CRITICAL|delivery summary" &
 children+=($!)
 
-# Stay in the foreground until Ctrl-C or until the API or the worker dies. `wait` (unlike a
+# Stay in the foreground until Ctrl-C or until the API or a worker dies. `wait` (unlike a
 # foreground sleep) returns as soon as a trapped signal arrives. A worker that exits
-# non-zero after running a while (75: the broker would not take its deliveries; 1: a
-# consume loop could not go on) is restarted, as a production supervisor would; one that
-# fails within its first 30 s (a bad setting) is not, so the error stays on screen.
-worker_started=$SECONDS
-while kill -0 "${children[1]}" 2>/dev/null; do
-  if ! kill -0 "${children[0]}" 2>/dev/null; then
-    status=0
-    wait "${children[0]}" || status=$?
-    (( status != 0 && SECONDS - worker_started >= 30 )) || break
-    log "the worker exited ($status); restarting it"
-    .venv/bin/herald worker >>.data/logs/worker.log 2>&1 &
-    children[0]=$!
-    worker_started=$SECONDS
-  fi
-  sleep 1 &
-  wait $! || true
-done
+# non-zero after running a while (75: the broker would not take its records; 1: a consume
+# loop could not go on) is restarted, as a production supervisor would; one that fails
+# within its first 30 s (a bad setting) is not, so the error stays on screen.
+supervise() {
+  while kill -0 "$api_pid" 2>/dev/null; do
+    for n in "${!worker_pids[@]}"; do
+      kill -0 "${worker_pids[$n]}" 2>/dev/null && continue
+      local status=0
+      wait "${worker_pids[$n]}" || status=$?
+      ((status != 0 && SECONDS - worker_started[$n] >= 30)) || return
+      log "the ${worker_names[$n]} worker exited ($status); restarting it"
+      start_worker "$n"
+    done
+    sleep 1 &
+    wait $! || true
+  done
+}
+supervise
 log "a Herald process exited; see .data/logs/"
 exit 1

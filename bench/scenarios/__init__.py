@@ -5,7 +5,18 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from bench.context import Bench, Outcome
-from bench.scenarios import dead, failure, fanout, hot, ingest, latency, light, memory, router
+from bench.scenarios import (
+    dead,
+    failure,
+    fanout,
+    hot,
+    ingest,
+    latency,
+    light,
+    memory,
+    router,
+    scale,
+)
 
 Scenario = Callable[[Bench], Awaitable[Outcome]]
 
@@ -24,4 +35,7 @@ SCENARIOS: dict[str, Scenario] = {
     "dead": dead.run,
     # Issue 14: the router by itself (it stops the stack's worker while it runs).
     "router": router.run,
+    # Issue 14: one delivering process against two; it replaces the worker processes for
+    # its own layouts and starts the all-roles worker again afterwards.
+    "scale": scale.run,
 }

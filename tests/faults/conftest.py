@@ -32,7 +32,9 @@ class Herald:
     base_port: int
     logs: Path
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
-    roles: dict[str, tuple[str, int]] = field(default_factory=dict)  # name → (role, offset)
+    # name → (command, offset, its arguments)
+    roles: dict[str, tuple[str, int, tuple[str, ...]]] = field(default_factory=dict)
+    extra_env: dict[str, str] = field(default_factory=dict)  # a scenario's own settings
 
     def env(self, port: int) -> dict[str, str]:
         return herald_env(
@@ -44,20 +46,22 @@ class Herald:
             HERALD_MAX_RETRIES="5",
             HERALD_AUTO_DISABLE_AFTER_DEAD_LETTERS="0",
             HERALD_CONSUMER_SESSION_TIMEOUT_S="6",
+            **self.extra_env,
         )
 
-    def start(self, name: str, role: str, offset: int) -> str:
+    def start(self, name: str, role: str, offset: int, *args: str) -> str:
+        """Start `herald <role> <args>` on base_port + offset; its URL once it is ready."""
         port = self.base_port + offset
-        log = self.logs / f"{self.app_id}-{name}.log"
+        log = self.log(name)
         with log.open("ab") as out:
             process = subprocess.Popen(
-                [str(ROOT / ".venv/bin/herald"), role],
+                [str(ROOT / ".venv/bin/herald"), role, *args],
                 env=self.env(port),
                 stdout=out,
                 stderr=subprocess.STDOUT,
             )
         self.processes[name] = process
-        self.roles[name] = (role, offset)
+        self.roles[name] = (role, offset, args)
         _wait_ready(process, port, log, timeout_s=120)
         return f"http://127.0.0.1:{port}"
 
@@ -68,9 +72,13 @@ class Herald:
         exited = [n for n, p in self.processes.items() if (p.poll() or 0) > 0]
         for name in exited:
             del self.processes[name]
-            role, offset = self.roles[name]
-            self.start(name, role, offset)
+            role, offset, args = self.roles[name]
+            self.start(name, role, offset, *args)
         return exited
+
+    def log(self, name: str) -> Path:
+        """The log file of process `name`."""
+        return self.logs / f"{self.app_id}-{name}.log"
 
     def kill(self, name: str) -> None:
         process = self.processes.pop(name)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import subprocess
+import time
 
 from pipeline.settings import Settings
 from pipeline.topics import DESTINATIONS, apply, load_specs
@@ -51,3 +52,14 @@ def test_cli_exit_code(services: Services) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "unchanged" in result.stdout
+
+
+def test_apply_raises_partitions_and_never_shrinks(services: Services) -> None:
+    name = f"herald-test-raise-{time.time_ns()}"
+    spec = dataclasses.replace(load_specs(Settings().topics_file)[0], name=name, partitions=2)
+    assert apply(services.kafka_bootstrap, [spec]).created == [name]
+    report = apply(services.kafka_bootstrap, [dataclasses.replace(spec, partitions=4)])
+    assert (report.raised, report.drift) == ([name], [])
+    assert apply(services.kafka_bootstrap, [dataclasses.replace(spec, partitions=4)]).unchanged
+    shrink = apply(services.kafka_bootstrap, [spec])
+    assert shrink.raised == [] and "cannot take partitions away" in shrink.drift[0]

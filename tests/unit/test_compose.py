@@ -25,17 +25,19 @@ from pydantic import SecretStr
 
 import api.cli
 from pipeline.health import health_routes
+from pipeline.roles import parse_roles
 from pipeline.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 PREFIX: str = Settings.model_config["env_prefix"] or ""
-HERALD_SERVICES = ("topics", "worker", "api")
+WORKER_SERVICES = ("router", "deliver", "index")  # one per role, each scaled with --scale
+HERALD_SERVICES = ("topics", *WORKER_SERVICES, "api")
 # Settings defaults encryption_keys to "", but the api and the worker refuse to start without a
 # key (pipeline.crypto.Sealer), so compose must always hand them one.
 REQUIRED_AT_RUNTIME: dict[str, set[str]] = {
     "api": {"encryption_keys"},
-    "worker": {"encryption_keys"},
+    **{name: {"encryption_keys"} for name in WORKER_SERVICES},
 }
 PROMETHEUS_DEFAULT_CONFIG = "/etc/prometheus/prometheus.yml"
 PROMETHEUS_PORT = 9090  # Prometheus' default listen address is :9090
@@ -294,10 +296,21 @@ def test_api_publishes_its_port(monkeypatch: pytest.MonkeyPatch) -> None:
     assert (str(port), port) in _ports(_service("api"))
 
 
-def test_workers_can_be_scaled() -> None:
-    worker = _service("worker")
+@pytest.mark.parametrize("name", WORKER_SERVICES)
+def test_workers_can_be_scaled(name: str) -> None:
+    worker = _service(name)
     assert "container_name" not in worker
     assert not [published for published, _ in _ports(worker) if published], "fixed host port"
+
+
+def test_each_worker_service_runs_its_role() -> None:
+    parser = api.cli.build_parser()
+    for name in WORKER_SERVICES:
+        args = parser.parse_args(_command(_service(name)))
+        assert (args.command, args.roles) == ("worker", parse_roles(name)), name
+    # Only the index role needs PostgreSQL before it starts.
+    assert "postgres" in _depends_on(_service("index"))
+    assert "postgres" not in _depends_on(_service("deliver"))
 
 
 def test_start_order() -> None:
@@ -388,14 +401,13 @@ def test_prometheus_scrapes_the_api_and_every_worker(monkeypatch: pytest.MonkeyP
     config = yaml.safe_load(_prometheus_config_path().read_text())
     targets = _scrape_targets(config)
     api_port = _settings("api", monkeypatch).api_port
-    worker_port = _settings("worker", monkeypatch).worker_port
     assert api_port == Settings.model_fields["api_port"].default
-    assert worker_port == Settings.model_fields["worker_port"].default
-    assert {("api", api_port, METRICS_PATH), ("worker", worker_port, METRICS_PATH)} <= {
-        target[:3] for target in targets
-    }
-    # A static worker:port would scrape one replica; a DNS lookup finds them all.
-    assert ("worker", worker_port, METRICS_PATH, "dns") in targets
+    assert ("api", api_port, METRICS_PATH) in {target[:3] for target in targets}
+    for name in WORKER_SERVICES:
+        worker_port = _settings(name, monkeypatch).worker_port
+        assert worker_port == Settings.model_fields["worker_port"].default
+        # A static worker:port would scrape one replica; a DNS lookup finds them all.
+        assert (name, worker_port, METRICS_PATH, "dns") in targets
     for host, *_ in targets:
         assert host == "localhost" or host in _services(), f"{host} is no compose service"
 
