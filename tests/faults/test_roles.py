@@ -20,6 +20,7 @@ from pipeline.settings import Settings
 from pipeline.topics import DELIVERIES, load_specs
 from tests.faults.conftest import RESULTS, Herald
 from tests.faults.test_crashes import BATCH, Client, Counting
+from tests.faults.test_crashes import close_clients as close_clients  # autouse: closes Client
 from tests.faults.test_crashes import counting as counting
 from tests.support import eventually
 
