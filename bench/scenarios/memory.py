@@ -45,17 +45,20 @@ async def run(bench: Bench) -> Outcome:
         baseline = baseline or rss
         outcome.figures[f"destinations_{size}"] = {"rss_bytes": rss}
         for name, value in rss.items():
-            per_destination = value / size
-            growth = (value - baseline[name]) / (size - sizes[0]) if size > sizes[0] else None
+            if size == sizes[0]:  # the process's own size, not a cost per destination
+                outcome.rows.append(
+                    Row("memory", f"{name}, {size:,} destinations", round(value / MIB), "MiB RSS")
+                )
+                continue
+            growth = (value - baseline[name]) / (size - sizes[0])
             outcome.rows.append(
                 Row(
                     "memory",
                     f"{name}, {size:,} destinations",
-                    round(per_destination),
+                    round(value / size),
                     "RSS bytes/destination",
                     CEILING_BYTES_PER_DESTINATION,
-                    f"RSS {value / MIB:.0f} MiB"
-                    + (f"; {growth:.0f} bytes/destination above 10" if growth else ""),
+                    f"RSS {value / MIB:.0f} MiB; {growth:.0f} bytes/destination above {sizes[0]}",
                 )
             )
     if not outcome.rows:
