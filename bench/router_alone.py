@@ -3,10 +3,11 @@
     python -m bench.router_alone router
     python -m bench.router_alone ceiling --bootstrap HOST:PORT --count N [--produce TOPIC]
 
-`router` runs Herald's worker with its Faust agents (fold and router) and the destination
-view, but without the delivery runner, the indexer, the sampler or the worker's HTTP
-server (it reads the same HERALD_* settings as `herald worker`): the scenario's figures
-are then the router's own CPU, not the delivery or indexing of what it routed.
+`router` runs a worker process of the router role alone (`herald worker --role router`:
+Faust's agents, fold and router, the destination view, the sampler and the worker's HTTP
+server), without the delivery runner or the indexer (it reads the same HERALD_* settings as
+`herald worker`): the scenario's figures are then the router's own CPU, not the delivery or
+indexing of what it routed.
 
 `ceiling` is a bare aiokafka loop over the same `events` records: `getmany()` batches,
 orjson-decoded (the router needs the fields of each), and with `--produce` one record
@@ -24,40 +25,22 @@ import sys
 import time
 from typing import Any
 
-import mode
 import orjson
 import uvloop
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from pipeline.roles import ROUTER
 from pipeline.settings import Settings
 from pipeline.topics import EVENTS, load_specs
-from pipeline.view import DestinationView
+from pipeline.worker import run_worker
 
 FETCH_MAX_RECORDS = 2000
 
 
-def _view_only(settings: Settings, view: DestinationView) -> type[mode.Service]:
-    """In place of pipeline.worker.bind_worker_services: a service that only runs the view
-    (the router waits for it to be ready)."""
-
-    class ViewOnly(mode.Service):
-        async def on_start(self) -> None:
-            await view.start()
-            await view.ready.wait()
-
-        async def on_stop(self) -> None:
-            await view.stop()
-
-    return ViewOnly
-
-
 def run_router() -> None:
-    """Run the worker's Faust app with the view as its only service."""
-    from pipeline import app
-
+    """Run a worker process of the router role alone (pipeline/worker.py `run_worker`)."""
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    app.bind_worker_services = _view_only  # type: ignore[attr-defined,assignment,unused-ignore]
-    app.run_worker(Settings())
+    run_worker(Settings(), frozenset({ROUTER}))
 
 
 async def _ceiling(bootstrap: str, count: int, produce: str | None) -> dict[str, Any]:

@@ -1,10 +1,15 @@
-"""The worker's Faust consumer rewinds stream partitions that have no committed offset."""
+"""The worker's Faust consumer rewinds stream partitions that have no committed offset, reads
+no stream partition while rebalancing, and hands records over without a task each."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
+from types import SimpleNamespace
 from typing import Any
 
 from aiokafka import TopicPartition
+from faust import App
 from faust.types import TP
 
 from pipeline.app import create_app
@@ -81,3 +86,49 @@ async def test_no_stream_partition_is_fetched_while_rebalancing(tmp_path: Any) -
 
     assert thread.asked == [{changelog}, {events, changelog}]
     assert thread.asked[-1] is not active  # a copy: Faust updates its set in place
+
+
+async def _fetched(tp: TP, offsets: list[int]) -> AsyncIterator[tuple[TP, Any]]:
+    for offset in offsets:
+        yield tp, SimpleNamespace(offset=offset)
+
+
+def _recording_consumer(app: App) -> tuple[Consumer, list[tuple[int, asyncio.Task[Any] | None]]]:
+    """The app's consumer with a callback that records each offset and the task it ran in."""
+    consumer = app.consumer
+    assert isinstance(consumer, Consumer)
+    consumer._thread.thread_loop.close()
+    handed: list[tuple[int, asyncio.Task[Any] | None]] = []
+
+    async def callback(message: Any) -> None:
+        handed.append((message.offset, asyncio.current_task()))
+
+    consumer.callback = callback
+    return consumer, handed
+
+
+async def test_records_are_handed_over_in_the_fetch_loop_itself(tmp_path: Any) -> None:
+    app = create_app(Settings(worker_data_dir=tmp_path))
+    consumer, handed = _recording_consumer(app)
+    app.flow_control.resume()  # as after the first assignment
+    tp = TP("events", 0)
+
+    await consumer._hand_over(_fetched(tp, [3, 4, 5]))
+    await consumer._hand_over(_fetched(tp, [4, 6]))  # 4 was read already: dropped
+
+    assert handed == [(offset, asyncio.current_task()) for offset in (3, 4, 5, 6)]
+    assert consumer._read_offset[tp] == 6
+
+
+async def test_a_hand_over_that_could_wait_is_raced_against_a_rebalance(tmp_path: Any) -> None:
+    app = create_app(Settings(worker_data_dir=tmp_path))
+    consumer, handed = _recording_consumer(app)
+    tp = TP("events", 0)
+
+    # Flow control suspended (before the first assignment, or during a rebalance): the
+    # conductor would wait, so the hand-over runs in a task of its own, as Faust does it.
+    await consumer._hand_over(_fetched(tp, [0]))
+
+    assert [offset for offset, _ in handed] == [0]
+    assert handed[0][1] is not asyncio.current_task()
+    assert consumer._read_offset[tp] == 0
