@@ -68,7 +68,7 @@ class Ports:
         return cls(9092 + offset, 25432 + offset, 8080 + offset, 8081 + offset, 9000 + offset)
 
 
-def _ready(port: int, path: str) -> bool:
+def ready(port: int, path: str) -> bool:
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
     try:
         connection.request("GET", path)
@@ -322,7 +322,7 @@ class Stack:
             if process.poll() is not None:
                 tail = log.read_text(errors="replace")[-3000:]
                 raise RuntimeError(f"{name} exited ({process.returncode}):\n{tail}")
-            if _ready(port, ready_path):
+            if ready(port, ready_path):
                 return
             time.sleep(0.2)
         raise RuntimeError(f"{name} not ready on 127.0.0.1:{port} after 120 s; see {log}")

@@ -35,12 +35,14 @@ from bench.context import Bench, BenchError, Outcome, Row
 from bench.profile import Profiler
 from bench.progress import progress
 from bench.stack import CEILING_TOPIC, HERALD, PYTHON, ROOT, TENANT, cpu_seconds
+from bench.stack import ready as stack_ready
 from pipeline.timeutil import now_iso
 from pipeline.topics import DELIVERIES, DESTINATIONS, EVENTS
 
 NONE_TYPE = "router.none"
 ONE_TYPE = "router.one"
 GROUP = "router"
+WORKER_READY_S = 600.0
 APP_GROUP = "herald"  # the Faust app id: the router's consumer group
 PAD = "x" * 150  # about 350-byte events, as the other scenarios
 POLL_S = 0.1
@@ -81,7 +83,18 @@ async def run(bench: Bench) -> Outcome:
             _stop(router)
         _start_worker(bench)
     _rows(outcome)
+    # The scenarios after this one talk to the worker at once (hot reads its metrics first).
+    await _worker_ready(bench, WORKER_READY_S)
     return outcome
+
+
+async def _worker_ready(bench: Bench, timeout_s: float) -> None:
+    """Wait until the restarted worker answers /readyz (it first recovers its tables)."""
+    deadline = time.monotonic() + timeout_s
+    while not await asyncio.to_thread(stack_ready, bench.stack.ports.worker, "/readyz"):
+        if time.monotonic() > deadline:
+            raise BenchError(f"the worker was not ready again within {timeout_s:.0f} s")
+        await asyncio.sleep(0.5)
 
 
 def _rows(outcome: Outcome) -> None:
