@@ -1,12 +1,14 @@
-"""One look-up in flight at a time, shared by every caller that arrived before it was sent.
+"""Look-ups shared by every caller that arrived before they were sent, a few in flight.
 
 A publish stamps its events with the `destinations` end offsets (DestinationView.stamp), and
 the stamp must come from a look-up sent after the publish began: a change that returned
 before then is in the topic, so a later look-up sees it. Under load, one look-up per request
-would put as many ListOffsets requests in flight as there are requests. Instead, at most one
-is in flight; callers arriving meanwhile all wait for the next one, sent as soon as the one
-in flight returns. No caller gets the answer of a look-up sent before it arrived, and each
-waits at most for the rest of the current look-up plus one more.
+would put as many ListOffsets requests in flight as there are requests. Instead, the callers
+of one event-loop iteration share one look-up, and at most `max_in_flight` are in flight;
+callers arriving when that many are all wait for the next one, sent as soon as one returns.
+No caller gets the answer of a look-up sent before it arrived. With one in flight a caller
+also waits for the rest of the current look-up, which at a fixed number of concurrent
+publishes costs throughput: a few in flight keep the broker's load bounded without that.
 """
 
 from __future__ import annotations
@@ -21,12 +23,13 @@ T = TypeVar("T")
 
 class SharedLookup(Generic[T]):
     """`get()` answers from a call of `fetch` started after `get()` was called; concurrent
-    callers share calls, at most one of which is in flight."""
+    callers share calls, at most `max_in_flight` of which are in flight."""
 
-    def __init__(self, fetch: Callable[[], Awaitable[T]]) -> None:
+    def __init__(self, fetch: Callable[[], Awaitable[T]], max_in_flight: int = 1) -> None:
         self._fetch = fetch
+        self._max_in_flight = max_in_flight
         self._next: asyncio.Future[T] | None = None  # what callers arriving now will get
-        self._task: asyncio.Task[None] | None = None  # the call in flight, if any
+        self._tasks: set[asyncio.Task[None]] = set()  # the calls in flight
         self._scheduled = False  # a call is about to start (call_soon)
 
     async def get(self) -> T:
@@ -36,23 +39,25 @@ class SharedLookup(Generic[T]):
             self._next = loop.create_future()
             # An unretrieved error (every caller cancelled) is not logged as lost.
             self._next.add_done_callback(_retrieve)
-            if self._task is None and not self._scheduled:
+            if len(self._tasks) < self._max_in_flight and not self._scheduled:
                 # Started on the next loop iteration: callers of this one share it too.
                 self._scheduled = True
                 loop.call_soon(self._start)
         return await asyncio.shield(self._next)
 
     def close(self) -> None:
-        """Cancel the call in flight (at shutdown); its waiters get CancelledError."""
-        if self._task is not None:
-            self._task.cancel()
+        """Cancel the calls in flight (at shutdown); their waiters get CancelledError."""
+        for task in self._tasks:
+            task.cancel()
 
     def _start(self) -> None:
         self._scheduled = False
         future, self._next = self._next, None
         if future is None:
             return
-        self._task = asyncio.get_running_loop().create_task(self._call(future))
+        task = asyncio.get_running_loop().create_task(self._call(future))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _call(self, future: asyncio.Future[T]) -> None:
         try:
@@ -66,9 +71,8 @@ class SharedLookup(Generic[T]):
             future.set_exception(exc)
         else:
             future.set_result(result)
-        self._task = None
-        if self._next is not None:
-            self._start()  # the callers that arrived while this call was in flight
+        if self._next is not None and not self._scheduled:
+            self._start()  # the callers that arrived while every slot was taken
 
 
 def _retrieve(future: asyncio.Future[T]) -> None:

@@ -32,6 +32,11 @@ from pipeline.topics import DESTINATIONS
 
 log = logging.getLogger(__name__)
 
+# End-offset look-ups for stamps in flight at once (pipeline/stamps.py): one would make every
+# publish also wait for the rest of the look-up before its own; a few keep that wait short
+# and the broker's ListOffsets requests bounded.
+STAMP_LOOKUPS_IN_FLIGHT = 4
+
 Offsets = dict[int, int]
 # How long one turn of the follow loop waits for records. A record ends the wait at once;
 # the timeout only paces the idle turns (and how soon a position that moved without a
@@ -70,7 +75,7 @@ class DestinationView:
         self._positions: Offsets = {}
         self._progress = asyncio.Event()
         self._change_waiters: dict[str, asyncio.Future[dict[str, Any]]] = {}
-        self._stamps = SharedLookup(self.end_offsets)
+        self._stamps = SharedLookup(self.end_offsets, STAMP_LOOKUPS_IN_FLIGHT)
         self.ready = asyncio.Event()
 
     async def start(self) -> None:

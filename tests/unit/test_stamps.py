@@ -124,3 +124,26 @@ async def test_a_cancelled_caller_does_not_cancel_the_look_up_others_wait_for() 
     assert await staying == 1
     with pytest.raises(asyncio.CancelledError):
         await leaving
+
+
+async def test_a_few_look_ups_in_flight_and_no_more() -> None:
+    broker = _Broker()
+    lookup = SharedLookup(broker.fetch, max_in_flight=2)
+    first = asyncio.create_task(lookup.get())
+    await _spin()
+    # A caller of a later iteration gets a look-up of its own while a slot is free...
+    second = asyncio.create_task(lookup.get())
+    await _spin()
+    assert broker.started == 2
+    # ...and callers arriving with both slots taken share the next, sent when one returns.
+    later = [asyncio.create_task(lookup.get()) for _ in range(30)]
+    await _spin()
+    assert broker.started == 2
+    await broker.finish_one()
+    assert await first == 1
+    assert broker.started == 3
+    await broker.finish_one()
+    await broker.finish_one()
+    assert await second == 2
+    assert set(await asyncio.gather(*later)) == {3}
+    assert broker.most_in_flight == 2
