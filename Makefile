@@ -43,9 +43,10 @@ test-faults: setup
 
 # Benchmarks (see bench/run.py): the real stack on ports shifted by 300, load from a
 # separate process, results in bench/results/<scenario>.json and a table on stdout.
-# `make bench-quick` takes about 4.5 minutes (the flow-control scenarios hot and dead, and
-# latency's one-destination rates, are 2 of them); `make bench` is the full run (about 20,
-# plus about 25 for those: dead holds 100 events/s for 10 minutes twice).
+# `make bench-quick` takes about 7 minutes (the flow-control scenarios hot and dead, and
+# latency's one-destination rates, are 2 of them; light, router, scale and memory about 3);
+# `make bench` is the full run (about 20, plus about 25 for hot and dead: dead holds 100
+# events/s for 10 minutes twice; and about 15 for memory's 100,000 destinations).
 BENCH_STAMP := $(VENV)/.bench-installed
 
 $(BENCH_STAMP): $(STAMP)

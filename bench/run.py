@@ -39,7 +39,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m bench.run", description=__doc__.splitlines()[0]
     )
     parser.add_argument("scenarios", nargs="*", metavar="scenario", help=", ".join(SCENARIOS))
-    parser.add_argument("--quick", action="store_true", help="small counts: about 4.5 minutes")
+    parser.add_argument("--quick", action="store_true", help="small counts: about 7 minutes")
     parser.add_argument("--profile", action="store_true", help="py-spy the worker and the API")
     parser.add_argument(
         "--port-offset",
