@@ -78,6 +78,27 @@ class Bench:
         """Loader arguments that POST to the API with the bench key."""
         return ["http", "--url", f"{self.stack.api_url}{path}", "--header", _auth_header()]
 
+    def rate_load_args(
+        self, rate_events_per_s: float, duration_s: float, type_pattern: str
+    ) -> list[str]:
+        """Loader arguments for single-event publishes at a fixed rate (open loop, 64 in
+        flight at most) for `duration_s`."""
+        return [
+            *self.api_load_args("/v2/events"),
+            "--shape",
+            "event",
+            "--rate",
+            str(rate_events_per_s),
+            "--count",
+            str(int(rate_events_per_s * duration_s)),
+            "--concurrency",
+            "64",
+            "--duration-s",
+            str(duration_s),
+            "--type-pattern",
+            type_pattern,
+        ]
+
     async def load(
         self, args: list[str], label: str, total: int, timeout_s: float, module: str = "bench.load"
     ) -> Any:

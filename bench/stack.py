@@ -91,6 +91,19 @@ def rss_bytes(pid: int) -> int:
     return 0
 
 
+def terminate(process: subprocess.Popen[bytes]) -> None:
+    """Stop a process of the stack: SIGTERM (it commits and leaves its groups), then
+    SIGKILL if it has not gone within 30 s."""
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=10)
+
+
 CLOCK_TICKS_PER_S = os.sysconf("SC_CLK_TCK")
 
 
@@ -341,14 +354,8 @@ class Stack:
 
     def _terminate(self, name: str) -> None:
         process = self.processes.pop(name, None)
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+        if process is not None:
+            terminate(process)
 
     def stop(self) -> None:
         """Stop everything this stack started, in reverse order; safe to call twice."""

@@ -139,21 +139,7 @@ async def _hold(
     await bench.settle()
     await bench.reset(HEALTHY_GROUP)
     requests = int(RATE_EVENTS_PER_S * duration_s)
-    args = [
-        *bench.api_load_args("/v2/events"),
-        "--shape",
-        "event",
-        "--rate",
-        str(RATE_EVENTS_PER_S),
-        "--count",
-        str(requests),
-        "--concurrency",
-        "64",
-        "--duration-s",
-        str(duration_s),
-        "--type-pattern",
-        EVENT_TYPE,
-    ]
+    args = bench.rate_load_args(RATE_EVENTS_PER_S, duration_s, EVENT_TYPE)
     before = await _snapshot(bench, topics)
     metrics_before = await bench.worker_metrics()
     cpu_before = bench.stack.cpu()

@@ -46,21 +46,7 @@ async def _light(bench: Bench, duration_s: float) -> dict[str, Any]:
     await bench.settle()
     await bench.reset(GROUP)
     requests = int(RATE_EVENTS_PER_S * duration_s)
-    args = [
-        *bench.api_load_args("/v2/events"),
-        "--shape",
-        "event",
-        "--rate",
-        str(RATE_EVENTS_PER_S),
-        "--count",
-        str(requests),
-        "--concurrency",
-        "64",
-        "--duration-s",
-        str(duration_s),
-        "--type-pattern",
-        EVENT_TYPE,
-    ]
+    args = bench.rate_load_args(RATE_EVENTS_PER_S, duration_s, EVENT_TYPE)
     before = bench.stack.cpu()
     load = await bench.load(args, "light: 100 events/s", requests, duration_s + 90)
     published = int(load["events_ok"])

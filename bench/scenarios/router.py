@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import subprocess
 import time
 from typing import Any
@@ -34,7 +33,7 @@ from bench.cluster import DestinationSpec
 from bench.context import Bench, BenchError, Outcome, Row
 from bench.profile import Profiler
 from bench.progress import progress
-from bench.stack import CEILING_TOPIC, HERALD, PYTHON, ROOT, TENANT, cpu_seconds
+from bench.stack import CEILING_TOPIC, HERALD, PYTHON, ROOT, TENANT, cpu_seconds, terminate
 from bench.stack import ready as stack_ready
 from pipeline.timeutil import now_iso
 from pipeline.topics import DELIVERIES, DESTINATIONS, EVENTS
@@ -73,14 +72,14 @@ async def run(bench: Bench) -> Outcome:
             if case == "one":
                 await bench.cluster.delete_destinations([destination])
                 await bench.cluster.wait_folded(timeout_s=60)
-            _stop(router)
+            terminate(router)
             router = None
         total = sum((await bench.cluster.end_offsets(EVENTS)).values())
         outcome.figures["ceiling_consume"] = await _ceiling(bench, total, produce=False)
         outcome.figures["ceiling_consume_produce"] = await _ceiling(bench, total, produce=True)
     finally:
         if router is not None:
-            _stop(router)
+            terminate(router)
         _start_worker(bench)
     _rows(outcome)
     # The scenarios after this one talk to the worker at once (hot reads its metrics first).
@@ -204,7 +203,7 @@ def _profiler(bench: Bench, router: subprocess.Popen[bytes], case: str) -> Profi
 
 def _stop_worker(bench: Bench) -> None:
     worker = bench.stack.processes.pop("worker")
-    _stop(worker)
+    terminate(worker)
 
 
 def _start_worker(bench: Bench) -> None:
@@ -234,14 +233,3 @@ def _start_router(bench: Bench) -> subprocess.Popen[bytes]:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is not None:
-        return
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(timeout=10)
