@@ -13,6 +13,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import (
     InvalidProducerEpoch,
     KafkaError,
+    KafkaTimeoutError,
     OutOfOrderSequenceNumber,
     ProducerClosed,
     UnknownProducerId,
@@ -301,7 +302,13 @@ class AttemptRecorder:
                     continue
                 now = time.monotonic()
                 deadline = now + self._give_up_s if deadline is None else deadline
-                if not exc.retriable or now >= deadline:
+                # A send that timed out (the broker restarting) is worth another try within
+                # give_up_s: giving up stops the worker, and its successor redoes everything
+                # since the last commit. If the first copy did land, a second attempt record
+                # (same id) is dropped by the index, and a second retry record makes one more
+                # attempt: far fewer repeats than a restart.
+                retriable = exc.retriable or isinstance(exc, KafkaTimeoutError)
+                if not retriable or now >= deadline:
                     raise RecorderUnavailable(f"{topic}: {type(exc).__name__}") from exc
                 log.warning("writing to %s failed (%s); trying again", topic, type(exc).__name__)
             await asyncio.sleep(delay_s)

@@ -13,6 +13,7 @@ from aiokafka.errors import (
     CommitFailedError,
     KafkaConnectionError,
     KafkaError,
+    KafkaTimeoutError,
     OutOfOrderSequenceNumber,
 )
 
@@ -230,6 +231,10 @@ async def test_the_recorder_retries_a_refused_write_then_gives_up() -> None:
     with pytest.raises(RecorderUnavailable):
         await _recorder(producer).dead_letter(_delivery(), "x")
     assert producer.failures == 4
+    # A send that timed out (a broker restarting) is tried again, not a reason to stop.
+    producer = Producer(failures=3, error=KafkaTimeoutError)
+    await _recorder(producer).dead_letter(_delivery(), "x")
+    assert producer.topics() == ["deliveries.dlq"]
 
 
 async def test_a_producer_whose_state_the_broker_lost_is_replaced_once() -> None:
