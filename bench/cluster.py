@@ -18,6 +18,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from bench.stack import BENCH_SETTINGS, TENANT, Stack
 from pipeline import ids
 from pipeline.crypto import Sealer
 from pipeline.settings import Settings
@@ -76,6 +77,17 @@ class Cluster:
             "herald-indexer": [EVENTS, DELIVERIES, ATTEMPTS],
         }
         self._partitions = partitions
+
+    @classmethod
+    def of(cls, stack: Stack) -> Cluster:
+        """The cluster of a bench stack: its broker, key, tenant, receiver and retries."""
+        return cls(
+            stack.kafka_bootstrap,
+            stack.encryption_key,
+            TENANT,
+            stack.receiver_url,
+            int(BENCH_SETTINGS["HERALD_MAX_RETRIES"]),
+        )
 
     async def start(self) -> None:
         """Connect the three clients."""

@@ -21,19 +21,13 @@ from bench.cluster import Cluster
 from bench.context import Bench
 from bench.profile import Profiler, summarize
 from bench.scenarios.ingest import _publish
-from bench.stack import BENCH_SETTINGS, DEFAULT_PORT_OFFSET, ROOT, TENANT, Stack, cpu_seconds
+from bench.stack import DEFAULT_PORT_OFFSET, ROOT, Stack, cpu_seconds
 
 OUT = ROOT / "bench" / "results" / "profile-ingest"
 
 
 async def _run(stack: Stack, batch: int, seconds: float) -> tuple[dict[str, object], Path]:
-    cluster = Cluster(
-        stack.kafka_bootstrap,
-        stack.encryption_key,
-        TENANT,
-        stack.receiver_url,
-        int(BENCH_SETTINGS["HERALD_MAX_RETRIES"]),
-    )
+    cluster = Cluster.of(stack)
     await cluster.start()
     try:
         async with aiohttp.ClientSession() as http:

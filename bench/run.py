@@ -31,7 +31,7 @@ from bench.cluster import Cluster
 from bench.context import Bench, Row
 from bench.profile import Profiler
 from bench.scenarios import SCENARIOS
-from bench.stack import BENCH_SETTINGS, DEFAULT_PORT_OFFSET, ROOT, TENANT, Stack
+from bench.stack import DEFAULT_PORT_OFFSET, ROOT, Stack
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -93,13 +93,7 @@ async def _scenario(
 
 
 async def _run(stack: Stack, args: argparse.Namespace) -> tuple[list[Row], list[str]]:
-    cluster = Cluster(
-        stack.kafka_bootstrap,
-        stack.encryption_key,
-        TENANT,
-        stack.receiver_url,
-        int(BENCH_SETTINGS["HERALD_MAX_RETRIES"]),
-    )
+    cluster = Cluster.of(stack)
     await cluster.start()
     rows: list[Row] = []
     failed: list[str] = []
