@@ -223,6 +223,18 @@ def test_every_endpoint_of_the_contract_is_in_the_spec() -> None:
         ("post", "/v2/event-deliveries/{delivery_id}/retry"),
         *(("get", path) for path in PUBLIC_PATHS),
     }
+    tenant = "/v2/tenants/{tenant_id}"
+    expected |= {  # issue 15: the tenants API
+        ("post", "/v2/tenants"),
+        ("get", "/v2/tenants"),
+        ("get", tenant),
+        ("patch", tenant),
+        ("delete", tenant),
+        ("post", f"{tenant}/api-keys"),
+        ("get", f"{tenant}/api-keys"),
+        ("delete", f"{tenant}/api-keys/{{key_id}}"),
+        ("post", f"{tenant}/portal-sessions"),
+    }
     assert {(method, path) for path, method, _ in operations()} == expected
 
 
