@@ -73,7 +73,7 @@ def _theme(errors: FieldErrors, raw: Any) -> dict[str, str] | None:
     theme: dict[str, str] = {}
     color = raw.get("primary_color")
     if color is not None:
-        if isinstance(color, str) and PRIMARY_COLOR.match(color):
+        if isinstance(color, str) and PRIMARY_COLOR.fullmatch(color):
             theme["primary_color"] = color
         else:
             errors.add("theme.primary_color", "must be a color like '#1a2b3c'.")

@@ -124,6 +124,7 @@ async def test_a_minted_key_works_and_lists_without_its_secret(
     [shown] = listed["data"]
     assert shown["id"] == minted["id"] and "key" not in shown and "key_sha256" not in shown
     assert key not in str(listed) and shown["revoked_at"] is None
+    assert key not in (stack.logs / "api.log").read_text()
 
 
 async def test_a_publish_key_may_only_publish(platform: Api, stack: Stack) -> None:

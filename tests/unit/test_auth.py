@@ -24,6 +24,7 @@ from api.auth import (
 from api.errors import ApiError, RequestValidationError
 from api.openapi import build_spec
 from api.portal_sessions import AUDIENCE, ISSUER, PortalTokens, SessionRequest, parse_request
+from api.tenants import tenant_fields
 from pipeline.crypto import generate_key
 from pipeline.settings import ApiKey, Settings
 
@@ -224,6 +225,7 @@ def test_the_token_carries_the_fixed_claims() -> None:
         ({"return_url": "javascript:alert(1)"}, "return_url"),
         ({"return_url": "/relative"}, "return_url"),
         ({"theme": {"primary_color": "red"}}, "theme.primary_color"),
+        ({"theme": {"primary_color": "#aabbcc\n"}}, "theme.primary_color"),
         ({"theme": {"logo_url": "ftp://x.test/l.png"}}, "theme.logo_url"),
         ({"theme": {"name": ""}}, "theme.name"),
         ({"theme": {"font": "x"}}, "theme.font"),
@@ -278,3 +280,10 @@ def test_session_urls_are_printable_ascii(url: str) -> None:
         with pytest.raises(RequestValidationError) as caught:
             parse_request(body, settings())
         assert field in caught.value.errors
+
+
+@pytest.mark.parametrize("tenant_id", ["has space", "x" * 65, "a/b", "abc\n", "", 7])
+def test_bad_tenant_ids(tenant_id: Any) -> None:
+    with pytest.raises(RequestValidationError) as caught:
+        tenant_fields({"id": tenant_id, "name": "n"}, create=True)
+    assert list(caught.value.errors) == ["id"]
