@@ -257,7 +257,7 @@ ANY_JSON = st.recursive(
 )
 
 
-@settings(max_examples=1000)
+@settings(max_examples=500)
 @given(FILTERS, st.data())
 def test_the_compiled_matcher_agrees_with_the_reference(
     document: dict[str, Any], data: st.DataObject
@@ -267,7 +267,7 @@ def test_the_compiled_matcher_agrees_with_the_reference(
     assert compiled(document).matches(event) == reference(document, event)
 
 
-@settings(max_examples=1000)
+@settings(max_examples=500)
 @given(ANY_JSON, st.data())
 def test_any_document_is_refused_by_path_or_agrees_with_the_reference(
     document: Any, data: st.DataObject
