@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from api.errors import RequestValidationError
 from api.validation import create_destination, update_destination
 from pipeline import filters
-from pipeline.destinations import fold
+from pipeline.destinations import Route, Versions, fold
 from pipeline.filters import MISSING, compiled, problems
 from pipeline.metrics import FILTER_EVALUATIONS
 from pipeline.settings import Settings
@@ -421,3 +421,19 @@ def test_a_stored_filter_that_does_not_compile_matches_nothing_and_counts_an_err
     before = _count("error")
     assert view.match("t", "order.updated", None, ORDER_EVENT) == []
     assert _count("error") == before + 1
+
+
+def test_a_change_routing_does_not_read_keeps_the_filtered_entry() -> None:
+    record = create("d1", events=("order.*",))
+    filtered = fold(record, change("update", 2, fields={"filter": {"data": {"a": 1}}}))
+    versions = Versions(0)
+    versions.add(1, record, b"")
+    versions.add(2, filtered, b"")
+    versions.add(3, fold(filtered, change("update", 3, fields={"name": "x"})), b"")
+    same = fold(filtered, change("update", 4, fields={"filter": {"data": {"a": 1}}}))
+    versions.add(4, same, b"")
+    assert [versions.as_of({0: o}) is not None for o in (1, 2, 5)] == [False, True, True]
+    assert len(versions._history) == 4  # the create's entry and the filter's, no more
+    assert isinstance(versions.routing, Route)
+    assert versions.routing.filter is compiled({"data": {"a": 1}})
+    assert versions.patterns() == {"order.*"}
