@@ -37,7 +37,7 @@ from pipeline.topics import (
 SEND_CHUNK = 5_000
 # Records the fold agent writes to `destinations` per change: a create or verified folds into
 # one record; a delete into the deleted marker and then a tombstone.
-FOLDED_RECORDS = {"create": 1, "verified": 1, "delete": 2}
+FOLDED_RECORDS = {"create": 1, "verified": 1, "update": 1, "delete": 2}
 
 
 @dataclass(frozen=True)
@@ -126,6 +126,13 @@ class Cluster:
                 on_progress(len(created))
         return created
 
+    async def update_destinations(
+        self, destination_ids: Sequence[str], fields: dict[str, object]
+    ) -> None:
+        """Append an update change per destination setting `fields` (as a PATCH would)."""
+        futures = [await self._change(d, "update", fields, seal=False) for d in destination_ids]
+        await asyncio.gather(*futures)
+
     async def delete_destinations(self, destination_ids: Sequence[str]) -> None:
         """Append a delete change per destination."""
         futures = [await self._change(d, "delete") for d in destination_ids]
@@ -145,10 +152,17 @@ class Cluster:
         }
 
     async def _change(
-        self, destination_id: str, op: str, fields: dict[str, object] | None = None
+        self,
+        destination_id: str,
+        op: str,
+        fields: dict[str, object] | None = None,
+        seal: bool = True,
     ) -> Awaitable[object]:
+        """Append one change; `seal` gives the fields new credentials (a create's)."""
         change: dict[str, object] = {"change_id": ids.new_id(ids.CHANGE), "op": op, "at": now_iso()}
-        if fields is not None:
+        if fields is not None and not seal:
+            change["fields"] = fields
+        elif fields is not None:
             sealed = self._sealer.seal({"secret": generate_secret()}, destination_id)
             change["fields"] = {**fields, "sealed": sealed}
         self._folded_expected += FOLDED_RECORDS[op]

@@ -310,6 +310,8 @@ def compiled(document: Any) -> Filter:
     found = _COMPILED.get(source)
     if found is None:
         test, errors = _compile(document, "filter")
+        if errors:
+            log.warning("a stored content filter does not compile, it matches no event: %s", errors)
         found = _COMPILED[source] = Filter(source, None if errors else test)
     return found
 
