@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.structs import OffsetAndMetadata
 
 from bench.stack import BENCH_SETTINGS, TENANT, Stack
 from pipeline import ids
@@ -226,6 +227,25 @@ class Cluster:
         """Records of `topic` below `group`'s committed offsets, summed over its partitions."""
         offsets = await self._admin.list_consumer_group_offsets(group)
         return sum(m.offset for tp, m in offsets.items() if tp.topic == topic and m.offset > 0)
+
+    async def skip_to_end(self, group: str, topics: Sequence[str]) -> None:
+        """Commit `group`'s offsets on `topics` at their ends, so that the group's next
+        member starts after everything written so far. Only while the group has no member
+        (the broker refuses a commit from outside a live group)."""
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self._bootstrap, group_id=group, enable_auto_commit=False
+        )
+        await consumer.start()
+        try:
+            ends = {
+                tp: OffsetAndMetadata(offset, "")
+                for topic in topics
+                for tp, offset in (await self.end_offsets(topic)).items()
+            }
+            consumer.assign(list(ends))  # aiokafka commits only assigned partitions
+            await consumer.commit(ends)
+        finally:
+            await consumer.stop()
 
     async def produce(
         self,
