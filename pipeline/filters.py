@@ -31,6 +31,7 @@ Bounds: at most MAX_DEPTH levels of nesting, MAX_NODES keys and values, MAX_BYTE
 from __future__ import annotations
 
 import logging
+import operator
 import weakref
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -46,8 +47,11 @@ MAX_NODES = 100
 MAX_BYTES = 4096
 ENVELOPE_FIELDS = frozenset({"type", "data", "metadata"})
 LOGICAL = frozenset({"$and", "$or", "$not"})
-ORDERING = frozenset({"$gt", "$gte", "$lt", "$lte"})
-OPERATORS = LOGICAL | ORDERING | {"$eq", "$neq", "$in", "$nin", "$exist", "$startsWith"}
+OPERATORS = (
+    LOGICAL
+    | {"$eq", "$neq", "$gt", "$gte", "$lt", "$lte"}
+    | {"$in", "$nin", "$exist", "$startsWith"}
+)
 OUTCOMES = ("matched", "filtered_out", "error")
 
 Test = Callable[[Any], bool]
@@ -118,14 +122,18 @@ def _one_of(operands: Iterable[Any]) -> Test:
     return check
 
 
-def _ordered(operator: str, operand: Any) -> Test:
+_COMPARISONS: dict[str, Callable[[Any, Any], bool]] = {
+    "$gt": operator.gt,
+    "$gte": operator.ge,
+    "$lt": operator.lt,
+    "$lte": operator.le,
+}
+
+
+def _ordered(name: str, operand: Any) -> Test:
+    """Ordering within one kind: two numbers, or two strings by code point."""
     kinds = (str,) if type(operand) is str else _NUMBER
-    compare: Callable[[Any, Any], bool] = {
-        "$gt": lambda a, b: a > b,
-        "$gte": lambda a, b: a >= b,
-        "$lt": lambda a, b: a < b,
-        "$lte": lambda a, b: a <= b,
-    }[operator]
+    compare = _COMPARISONS[name]
     return lambda value: type(value) in kinds and compare(value, operand)
 
 
@@ -174,7 +182,7 @@ class _Compiler:
                     self.problem(where, "must be type, data, metadata, $and, $or or $not.")
                 )
             elif name.startswith("$"):
-                on_value.append(self.operator(name, operand, where))
+                on_value.append(self.comparison(name, operand, where))
             else:
                 on_fields.append(self.field(name, operand, where, depth))
         if on_fields and not top:
@@ -208,7 +216,7 @@ class _Compiler:
             return _all(tests)
         return lambda value: any(test(value) for test in tests)
 
-    def operator(self, name: str, operand: Any, path: str) -> Test:
+    def comparison(self, name: str, operand: Any, path: str) -> Test:
         self.nodes += 1
         if name not in OPERATORS:
             return self.problem(path, f"is not an operator: use one of {', '.join(_NAMES)}.")
