@@ -91,6 +91,7 @@ class Destinations:
                 "events": fields["events"],
                 "metadata": fields["metadata"],
                 "rate_limit": fields["rate_limit"],
+                "filter": fields["filter"],
                 "config": fields["config"],
                 "sealed": self._seal(credentials, destination_id),
                 "routes_from": routes_from,

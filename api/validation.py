@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 
 from api.errors import RequestValidationError
+from pipeline import filters
 from pipeline.settings import Settings
 from pipeline.sinks import load_sink
 from pipeline.sinks.fields import FieldErrors, string_map
@@ -31,7 +32,7 @@ KNOWN_TYPES = (
     "webhook", "aws_sqs", "aws_kinesis", "aws_s3", "aws_eventbridge", "gcp_pubsub",
     "rabbitmq", "azure_servicebus", "hookdeck", "kafka",
 )  # fmt: skip
-COMMON_FIELDS = {"name", "description", "type", "events", "metadata", "rate_limit"}
+COMMON_FIELDS = {"name", "description", "type", "events", "metadata", "rate_limit", "filter"}
 
 
 def _raise_if_any(errors: FieldErrors) -> None:
@@ -108,6 +109,16 @@ def _rate_limit(errors: FieldErrors, value: Any) -> int | None:
     return value
 
 
+def _filter(errors: FieldErrors, value: Any) -> dict[str, Any] | None:
+    """A content filter (pipeline/filters.py), or None: none given, or null to remove it."""
+    if value is None:
+        return None
+    found = filters.problems(value)
+    for path, message in found:
+        errors.add(path, message)
+    return None if found else value
+
+
 Check = Callable[[FieldErrors, dict[str, Any]], Any]
 COMMON_CHECKS: dict[str, Check] = {
     "name": lambda e, b: _text(e, b, "name", required=True, max_length=MAX_NAME),
@@ -117,6 +128,7 @@ COMMON_CHECKS: dict[str, Check] = {
     "events": lambda e, b: event_patterns(e, b.get("events")),
     "metadata": lambda e, b: _metadata(e, b.get("metadata")) or {},
     "rate_limit": lambda e, b: _rate_limit(e, b.get("rate_limit")),
+    "filter": lambda e, b: _filter(e, b.get("filter")),
 }
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.structs import OffsetAndMetadata
 
 from bench.stack import BENCH_SETTINGS, TENANT, Stack
 from pipeline import ids
@@ -37,7 +38,7 @@ from pipeline.topics import (
 SEND_CHUNK = 5_000
 # Records the fold agent writes to `destinations` per change: a create or verified folds into
 # one record; a delete into the deleted marker and then a tombstone.
-FOLDED_RECORDS = {"create": 1, "verified": 1, "delete": 2}
+FOLDED_RECORDS = {"create": 1, "verified": 1, "update": 1, "delete": 2}
 
 
 @dataclass(frozen=True)
@@ -126,6 +127,13 @@ class Cluster:
                 on_progress(len(created))
         return created
 
+    async def update_destinations(
+        self, destination_ids: Sequence[str], fields: dict[str, object]
+    ) -> None:
+        """Append an update change per destination setting `fields` (as a PATCH would)."""
+        futures = [await self._change(d, "update", fields, seal=False) for d in destination_ids]
+        await asyncio.gather(*futures)
+
     async def delete_destinations(self, destination_ids: Sequence[str]) -> None:
         """Append a delete change per destination."""
         futures = [await self._change(d, "delete") for d in destination_ids]
@@ -145,10 +153,17 @@ class Cluster:
         }
 
     async def _change(
-        self, destination_id: str, op: str, fields: dict[str, object] | None = None
+        self,
+        destination_id: str,
+        op: str,
+        fields: dict[str, object] | None = None,
+        seal: bool = True,
     ) -> Awaitable[object]:
+        """Append one change; `seal` gives the fields new credentials (a create's)."""
         change: dict[str, object] = {"change_id": ids.new_id(ids.CHANGE), "op": op, "at": now_iso()}
-        if fields is not None:
+        if fields is not None and not seal:
+            change["fields"] = fields
+        elif fields is not None:
             sealed = self._sealer.seal({"secret": generate_secret()}, destination_id)
             change["fields"] = {**fields, "sealed": sealed}
         self._folded_expected += FOLDED_RECORDS[op]
@@ -212,6 +227,25 @@ class Cluster:
         """Records of `topic` below `group`'s committed offsets, summed over its partitions."""
         offsets = await self._admin.list_consumer_group_offsets(group)
         return sum(m.offset for tp, m in offsets.items() if tp.topic == topic and m.offset > 0)
+
+    async def skip_to_end(self, group: str, topics: Sequence[str]) -> None:
+        """Commit `group`'s offsets on `topics` at their ends, so that the group's next
+        member starts after everything written so far. Only while the group has no member
+        (the broker refuses a commit from outside a live group)."""
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self._bootstrap, group_id=group, enable_auto_commit=False
+        )
+        await consumer.start()
+        try:
+            ends = {
+                tp: OffsetAndMetadata(offset, "")
+                for topic in topics
+                for tp, offset in (await self.end_offsets(topic)).items()
+            }
+            consumer.assign(list(ends))  # aiokafka commits only assigned partitions
+            await consumer.commit(ends)
+        finally:
+            await consumer.stop()
 
     async def produce(
         self,

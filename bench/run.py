@@ -6,9 +6,9 @@ bench/results/quick/<scenario>.json), prints the table, and stops everything it 
 on Ctrl-C and on errors too.
 
 Scenarios: ingest, fanout, latency, cost, memory, light, failure, retry, hot, dead,
-scale, router. `--quick` makes every count smaller; `--profile` records the worker and the API with
-py-spy during each scenario it runs (figures measured under the profiler are not written
-to bench/results/, only the profile summaries are).
+scale, router, filters. `--quick` makes every count smaller; `--profile` records the worker
+and the API with py-spy during each scenario it runs (figures measured under the profiler are
+not written to bench/results/, only the profile summaries are).
 """
 
 from __future__ import annotations

@@ -23,10 +23,12 @@ under the same id is a new generation: deliveries, and the worker's `verified` a
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import orjson
+
+from pipeline.filters import Filter, compiled
 
 PENDING = "pending_verification"
 ACTIVE = "active"
@@ -46,6 +48,7 @@ WRITABLE = frozenset(
         "metadata",
         "rate_limit",
         "routes_from",
+        "filter",
     }
 )
 
@@ -177,17 +180,48 @@ def subscribed(patterns: Iterable[str], event_type: str) -> bool:
 
 MAX_VERSIONS = 16
 
+
+class Route:
+    """How a version with a content filter routes: its patterns (iterating a Route gives
+    them, as iterating a plain tuple of patterns does) and its compiled filter."""
+
+    __slots__ = ("filter", "patterns")
+
+    def __init__(self, patterns: tuple[str, ...], content_filter: Filter) -> None:
+        self.patterns = patterns
+        self.filter = content_filter
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.patterns)
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, Route)
+            and other.patterns == self.patterns
+            and other.filter == self.filter
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.patterns, self.filter))
+
+
 # How one version of a destination routes: the event patterns it takes while routable
-# (pending or active), or None while it takes no events (inactive, or not created yet).
-Routing = tuple[str, ...] | None
+# (pending or active), with its filter if it has one, or None while it takes no events
+# (inactive, or not created yet). Most destinations have no filter: a plain tuple keeps
+# them as small as before.
+Routing = tuple[str, ...] | Route | None
 
 
 def routing_of(record: dict[str, Any]) -> Routing:
     """What routing reads of a record; the patterns are interned, as many destinations
-    subscribe to the same few."""
+    subscribe to the same few. A filter is compiled here, once per version read."""
     if record.get("status") not in ROUTABLE:
         return None
-    return tuple(sys.intern(str(p)) for p in record.get("events") or ())
+    patterns = tuple(sys.intern(str(p)) for p in record.get("events") or ())
+    document = record.get("filter")
+    if document is None:
+        return patterns
+    return Route(patterns, compiled(document))
 
 
 class Versions:

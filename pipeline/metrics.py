@@ -74,6 +74,16 @@ KAFKA_PRODUCE_ERRORS = Counter(
     ["topic"],
 )
 
+# -- worker: routing ----------------------------------------------------------------------
+
+FILTER_EVALUATIONS = Counter(
+    "herald_filter_evaluations",
+    "Content filters the router evaluated (one per event and filtered destination the event's "
+    "type matched), by outcome: matched (delivered), filtered_out (no delivery), error (the "
+    "filter could not be evaluated: no delivery).",
+    ["outcome"],
+)
+
 # -- worker: deliveries -------------------------------------------------------------------
 
 DELIVERY_ATTEMPTS = Counter(

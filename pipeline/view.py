@@ -25,7 +25,8 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
-from pipeline.destinations import MatchIndex, Versions, subscribed
+from pipeline.destinations import MatchIndex, Route, Versions, subscribed
+from pipeline.filters import Tally
 from pipeline.ids import scoped, unscoped
 from pipeline.stamps import SharedLookup
 from pipeline.topics import DESTINATIONS
@@ -182,14 +183,21 @@ class DestinationView:
         return {label: count for label, count in self._counts.items() if count}
 
     def match(
-        self, tenant: str, event_type: str, stamp: Offsets | None = None
+        self,
+        tenant: str,
+        event_type: str,
+        stamp: Offsets | None = None,
+        event: dict[str, Any] | None = None,
     ) -> list[dict[str, Any]]:
         """Routable (active or pending) destinations of `tenant` subscribed to `event_type`,
-        as they were at `stamp` (the event's publish time) if given, else as they are now.
+        as they were at `stamp` (the event's publish time) if given, else as they are now;
+        with `event` (the router's parsed event), less those whose content filter, as it was
+        at the stamp, leaves the event out (pipeline/filters.py).
 
         Which destinations match follows the stamp; the records returned are the current
         ones (what a delivery names of them, id and generation, never changes)."""
         found = []
+        tally: Tally | None = None
         for key in self._index.match(tenant, event_type):
             versions = self._versions.get(key)
             if versions is None:
@@ -197,10 +205,17 @@ class DestinationView:
             # The id and generation a delivery names are the same in every version: the
             # latest record stands for the version in force at the stamp.
             routing = versions.as_of(stamp) if stamp else versions.routing
-            if routing is not None and subscribed(routing, event_type):
-                record = self._record(key)
-                if record is not None:
-                    found.append(record)
+            if routing is None or not subscribed(routing, event_type):
+                continue
+            if event is not None and type(routing) is Route:
+                tally = tally or Tally()
+                if not tally.passes(routing.filter, event):
+                    continue
+            record = self._record(key)
+            if record is not None:
+                found.append(record)
+        if tally is not None:
+            tally.flush()
         return found
 
     @property

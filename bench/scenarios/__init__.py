@@ -9,6 +9,7 @@ from bench.scenarios import (
     dead,
     failure,
     fanout,
+    filters,
     hot,
     ingest,
     latency,
@@ -40,4 +41,7 @@ SCENARIOS: dict[str, Scenario] = {
     # backlog (its deliveries, the event-ids table to recover) that the restarted worker
     # works through for minutes; `scale` after it crawled.
     "router": router.run,
+    # Issue 16: the router alone again, with 10,000 destinations, 10% of them filtered. After
+    # `router`, for the same reason: it leaves a backlog for the restarted worker.
+    "filters": filters.run,
 }

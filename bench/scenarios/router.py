@@ -25,6 +25,7 @@ import asyncio
 import os
 import subprocess
 import time
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -57,15 +58,15 @@ async def run(bench: Bench) -> Outcome:
         [DestinationSpec("ok", GROUP, 0, (ONE_TYPE,))], label="router destination"
     )
     await bench.settle()
-    _stop_worker(bench)
+    stop_worker(bench)
     router: subprocess.Popen[bytes] | None = None
     try:
         for case, event_type in (("none", NONE_TYPE), ("one", ONE_TYPE)):
-            await _preload(bench, case, event_type, count)
-            router = _start_router(bench)
+            await preload(bench, case, count, lambda n, t=event_type: t)
+            router = start_router(bench)
             profiler = _profiler(bench, router, case)
             try:
-                outcome.figures[case] = await _measure(bench, router, count)
+                outcome.figures[case] = await measure(bench, router, count)
             finally:
                 if profiler is not None:
                     profiler.stop()
@@ -80,14 +81,14 @@ async def run(bench: Bench) -> Outcome:
     finally:
         if router is not None:
             terminate(router)
-        _start_worker(bench)
+        start_worker(bench)
     _rows(outcome)
     # The scenarios after this one talk to the worker at once (hot reads its metrics first).
-    await _worker_ready(bench, WORKER_READY_S)
+    await worker_ready(bench, WORKER_READY_S)
     return outcome
 
 
-async def _worker_ready(bench: Bench, timeout_s: float) -> None:
+async def worker_ready(bench: Bench, timeout_s: float) -> None:
     """Wait until the restarted worker answers /readyz (it first recovers its tables)."""
     deadline = time.monotonic() + timeout_s
     while not await asyncio.to_thread(stack_ready, bench.stack.ports.worker, "/readyz"):
@@ -117,8 +118,20 @@ def _rows(outcome: Outcome) -> None:
         )
 
 
-async def _preload(bench: Bench, case: str, event_type: str, count: int) -> None:
-    """`count` events of `event_type` in `events`, as the API writes them."""
+def padded(n: int) -> dict[str, Any]:
+    """The `data` of event `n` (of the same size as the other scenarios')."""
+    return {"n": n, "pad": PAD}
+
+
+async def preload(
+    bench: Bench,
+    case: str,
+    count: int,
+    type_of: Callable[[int], str],
+    data_of: Callable[[int], dict[str, Any]] = padded,
+) -> None:
+    """`count` events in `events`, as the API writes them: event n of `type_of(n)` with
+    `data_of(n)` (scenario `filters` shapes its events so)."""
     ends = await bench.cluster.end_offsets(DESTINATIONS)
     stamp = {str(tp.partition): offset for tp, offset in ends.items()}
     created_at = now_iso()
@@ -128,8 +141,8 @@ async def _preload(bench: Bench, case: str, event_type: str, count: int) -> None
         event = {
             "id": event_id,
             "object": "event",
-            "type": event_type,
-            "data": {"n": n, "pad": PAD},
+            "type": type_of(n),
+            "data": data_of(n),
             "created_at": created_at,
             "tenant": TENANT,
             "deduplicate": True,
@@ -140,7 +153,7 @@ async def _preload(bench: Bench, case: str, event_type: str, count: int) -> None
         await bench.cluster.produce(EVENTS, records, bar.update_to)
 
 
-async def _measure(bench: Bench, router: subprocess.Popen[bytes], count: int) -> dict[str, Any]:
+async def measure(bench: Bench, router: subprocess.Popen[bytes], count: int) -> dict[str, Any]:
     """Follow the router's committed offsets from its first commit until no lag."""
     cluster = bench.cluster
     end = sum((await cluster.end_offsets(EVENTS)).values())
@@ -201,12 +214,13 @@ def _profiler(bench: Bench, router: subprocess.Popen[bytes], case: str) -> Profi
     return profiler
 
 
-def _stop_worker(bench: Bench) -> None:
+def stop_worker(bench: Bench) -> None:
+    """Stop the stack's worker, so that a router started alone is the only one routing."""
     worker = bench.stack.processes.pop("worker")
     terminate(worker)
 
 
-def _start_worker(bench: Bench) -> None:
+def start_worker(bench: Bench) -> None:
     """The stack's worker again, not waited for: it first recovers the `event-ids` table
     (every event here had a publisher id), which takes minutes on a busy machine; the next
     scenario's warm-up waits for it, and the stack stops it as usual."""
@@ -222,7 +236,8 @@ def _start_worker(bench: Bench) -> None:
         )
 
 
-def _start_router(bench: Bench) -> subprocess.Popen[bytes]:
+def start_router(bench: Bench) -> subprocess.Popen[bytes]:
+    """A router by itself (bench/router_alone.py), routing from the group's committed offsets."""
     log = bench.stack.logs / "router.log"
     with log.open("ab") as out:
         return subprocess.Popen(

@@ -57,11 +57,12 @@ def deliveries_for(
     tenant = event["tenant"]
     envelope = {k: event[k] for k in ENVELOPE_KEYS}
     only = event.get("destination_id")
-    if only is not None:
+    if only is not None:  # a test event, or a replay to one destination: whatever its filter
         record = view.get(tenant, only)
         matches = [record] if record is not None else []
     else:
-        matches = view.match(tenant, event["type"], stamp)
+        # The event is parsed already: content filters read its `type` and `data` as is.
+        matches = view.match(tenant, event["type"], stamp, event)
     # A replay skips the destinations whose delivery of the event is still being attempted.
     skip = set(event.get("skip_destinations") or ())
     matches = [d for d in matches if d["id"] not in skip]

@@ -78,7 +78,9 @@ class _View:
         found = [r for r in self._records if (r["tenant"], r["id"]) == (tenant, destination_id)]
         return found[0] if found else None
 
-    def match(self, tenant: str, event_type: str, stamp: Any) -> list[dict[str, Any]]:
+    def match(
+        self, tenant: str, event_type: str, stamp: Any, event: Any = None
+    ) -> list[dict[str, Any]]:
         return [r for r in self._records if r["tenant"] == tenant]
 
 
