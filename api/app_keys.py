@@ -9,6 +9,7 @@ from aiokafka import AIOKafkaProducer
 from api.auth import KeyRing
 from api.destinations import Destinations
 from api.ratelimit import RateLimiter
+from api.recovery import Recoveries
 from pipeline.crypto import Sealer
 from pipeline.settings import Settings
 from pipeline.view import DestinationView
@@ -21,3 +22,4 @@ VIEW = web.AppKey("view", DestinationView)
 DB = web.AppKey("db", asyncpg.Pool)
 DESTINATIONS = web.AppKey("destinations", Destinations)
 RATE_LIMITER = web.AppKey("rate_limiter", RateLimiter)
+RECOVERIES = web.AppKey("recoveries", Recoveries)

@@ -158,3 +158,8 @@ class Settings(BaseSettings):
     # the records that arrive while a request is in flight go together in the next one.
     router_linger_ms: int = Field(default=0, ge=0)
     api_linger_ms: int = Field(default=0, ge=0)
+
+    # A recovery job (POST /v2/event-destinations/{id}/recover) is leased to the API process
+    # running it for this long, renewed after each page; once it lapses (the process stopped
+    # or died) any API process takes the job over, checking every third of it.
+    recovery_lease_s: float = Field(default=30.0, gt=0)
