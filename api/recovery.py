@@ -126,13 +126,13 @@ def _timestamp(
         if not isinstance(raw, str) or len(raw) > 64:
             raise ValueError(raw)
         value = datetime.fromisoformat(raw.replace("Z", "+00:00").replace("z", "+00:00"))
-    except ValueError:
+        if value.tzinfo is None:
+            errors[field] = ["must have a UTC offset (Z or ±hh:mm), as RFC 3339 requires."]
+            return None
+        return value.astimezone(UTC)  # year 1 at +01:00 is before year 1 in UTC: overflow
+    except (ValueError, OverflowError):
         errors[field] = ["must be an RFC 3339 timestamp, e.g. 2026-12-01T10:00:00Z."]
         return None
-    if value.tzinfo is None:
-        errors[field] = ["must have a UTC offset (Z or ±hh:mm), as RFC 3339 requires."]
-        return None
-    return value
 
 
 def present(row: asyncpg.Record, progress: asyncpg.Record) -> dict[str, Any]:
@@ -225,11 +225,19 @@ class Recoveries:
         task.add_done_callback(self._tasks.discard)
 
     async def stop(self) -> None:
-        """Cancel the jobs this process runs and the resume loop."""
+        """Cancel the jobs this process runs and the resume loop, and let their leases lapse
+        now, so another API process takes the jobs over at its next check."""
         for task in list(self._tasks):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        with contextlib.suppress(*DATABASE_ERRORS):
+            async with self._pool.acquire() as connection:
+                await connection.execute(
+                    "update recoveries set lease_until = now()"
+                    " where owner = $1 and status = 'running'",
+                    self._owner,
+                )
 
     async def _resume_lapsed(self) -> None:
         """Every third of a lease: take over a running job whose lease lapsed (its process

@@ -33,6 +33,8 @@ def _errors(body: Any) -> dict[str, list[str]]:
         ({"since": "2026-13-01T10:00:00Z"}, "since"),
         ({"since": 5}, "since"),
         ({"since": "x" * 100}, "since"),
+        ({"since": "0001-01-01T00:00:00+01:00"}, "since"),  # before year 1 in UTC
+        ({"since": "2026-12-01T10:00:00Z", "until": "9999-12-31T23:59:59-01:00"}, "until"),
         ({"since": "2026-12-01T10:00:00Z", "until": "2026-12-01T10:00:00Z"}, "since"),
         ({"since": "2026-11-01T09:59:59Z", "until": "2026-12-01T10:00:00Z"}, "until"),
         ({"since": "2026-12-01T10:00:00Z", "until": "soon"}, "until"),
