@@ -64,7 +64,12 @@ async def scan(bootstrap: str, filters: Filters) -> AsyncIterator[dict[str, Any]
     """Every matching dead letter now in the topic (from `since`), partition by partition
     up to the end offsets read at the start; records that do not decode are passed over."""
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, client_id="herald-dlq"
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        # Where a partition without an explicit seek starts: never at its end (the default),
+        # which a reset racing the seek could otherwise leave it at, reading nothing.
+        auto_offset_reset="earliest",
+        client_id="herald-dlq",
     )
     await consumer.start()
     try:
