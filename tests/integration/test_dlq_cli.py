@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 from pipeline import ids
@@ -77,6 +79,15 @@ async def test_list_show_and_redrive_dead_letters_of_one_destination(
     assert destination["id"] not in out
     status, out = await _herald(services, "list", "--tenant", "other", "--type", other_type)
     assert out.strip() == "0 dead letters"
+    # --since by the time a record was dead-lettered (its broker timestamp).
+    hour_s = 3600
+    for offset_s, count in ((-hour_s, 1), (hour_s, 0)):
+        since = datetime.fromtimestamp(time.time() + offset_s, UTC).isoformat()
+        args = ("list", "--destination", destination["id"], "--since", since)
+        status, out = await _herald(services, *args)
+        assert (status, out.strip().splitlines()[-1]) == (0, f"{count} dead letters"), out
+    status, out = await _herald(services, "list", "--since", "yesterday")
+    assert status == 2  # argparse's usage error, before anything is read
 
     status, out = await _herald(services, "show", str(delivery["id"]))
     assert status == 0, out
