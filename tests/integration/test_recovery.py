@@ -7,18 +7,31 @@ time with a delivered one between them."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import signal
+import subprocess
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import aiohttp
 import asyncpg
+import orjson
 import pytest
 
-from api.recovery import TAKE_ITEMS
+from api.recovery import PAGE_ITEMS, TAKE_ITEMS
 from pipeline import ids
 from pipeline.db import create_pool
 from tests.integration.api_client import Api
-from tests.integration.conftest import Services
+from tests.integration.conftest import (
+    API_PORT,
+    DEV_KEY,
+    ROOT,
+    TEST_DATA,
+    Services,
+    _wait_ready,
+    herald_env,
+)
 from tests.support import Receiver, eventually
 
 DESTINATIONS = "/v2/event-destinations"
@@ -53,7 +66,9 @@ async def _publish_until(
     return await _delivery(api, destination_id, event_id, status)
 
 
-async def _finished(api: Api, destination_id: str, recovery_id: str) -> dict[str, Any]:
+async def _finished(
+    api: Api, destination_id: str, recovery_id: str, timeout_s: float = 30
+) -> dict[str, Any]:
     async def done() -> dict[str, Any] | None:
         status, job = await api.call(
             "GET", f"{DESTINATIONS}/{destination_id}/recoveries/{recovery_id}"
@@ -61,7 +76,7 @@ async def _finished(api: Api, destination_id: str, recovery_id: str) -> dict[str
         assert status == 200, job
         return job if job["status"] != "running" else None
 
-    job: dict[str, Any] = await eventually(done, timeout_s=30, what="the recovery finished")
+    job: dict[str, Any] = await eventually(done, timeout_s=timeout_s, what="the recovery finished")
     return job
 
 
@@ -248,3 +263,107 @@ async def test_a_job_whose_process_went_away_is_resumed_by_the_api(
     await eventually(lambda: receiver.bodies("/resume"), what="the resumed delivery")
     assert [b["id"] for b in receiver.bodies("/resume")] == [event_id]
     await _delivery(api, destination["id"], event_id, "succeeded")
+
+
+SECOND_API_PORT = API_PORT + 5  # api + 2, 4, 6, 7 and 8 are other tests' extra APIs
+KILLED_JOB_ITEMS = 3000
+
+
+async def _failed_deliveries(pool: asyncpg.Pool, destination_id: str, generation: str) -> None:
+    """KILLED_JOB_ITEMS failed deliveries of the destination in the index, as if its receiver
+    had been down for a while (rows like the indexer's; far quicker than exhausting retries)."""
+    start = datetime.now(UTC) - timedelta(minutes=10)
+    tag = ids.new_id("x").lower()
+    events = [
+        ("dev", f"evt_{tag}_{n}", "recovery_check.bulk", orjson.dumps({"n": n}).decode(),
+         start + timedelta(milliseconds=n))
+        for n in range(KILLED_JOB_ITEMS)
+    ]  # fmt: skip
+    async with pool.acquire() as connection, connection.transaction():
+        await connection.executemany(
+            "insert into events (tenant, id, type, data, created_at)"
+            " values ($1, $2, $3, $4::jsonb, $5)",
+            events,
+        )
+        await connection.executemany(
+            "insert into deliveries (id, tenant, event_id, event_type, destination_id,"
+            " destination_generation, status, attempts, created_at, updated_at)"
+            " values ($1, 'dev', $2, $3, $4, $5, 'failed', 4, $6, now())",
+            [
+                (f"evdl_{tag}_{n}", e[1], e[2], destination_id, generation, e[4])
+                for n, e in enumerate(events)
+            ],
+        )
+
+
+@pytest.fixture
+def short_lease_api(services: Services) -> Iterator[subprocess.Popen[bytes]]:
+    """A second API process whose recovery leases last 2 s (the stack's: 30 s)."""
+    log = TEST_DATA / "logs" / "api-recovery-killed.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    env = herald_env(services, HERALD_API_PORT=str(SECOND_API_PORT), HERALD_RECOVERY_LEASE_S="2")
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [str(ROOT / ".venv/bin/herald"), "api"], env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+    try:
+        _wait_ready(process, SECOND_API_PORT, log, timeout_s=60)
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(timeout=30)
+
+
+async def test_a_job_whose_api_process_is_killed_is_finished_by_another(
+    api: Api,
+    receiver: Receiver,
+    pool: asyncpg.Pool,
+    short_lease_api: subprocess.Popen[bytes],
+) -> None:
+    """SIGKILL the API process running a recovery mid-way: the stack's API takes the job
+    over once its lease (2 s here) lapses, and every delivery is requeued; only the page in
+    flight at the kill may be sent twice."""
+    destination = await api.create_webhook(f"{receiver.url}/killed", ["recovery_check.*"])
+    first = await api.publish("recovery_check.seed")
+    seed = await _delivery(api, destination["id"], first, "succeeded")
+    async with pool.acquire() as connection:
+        generation = await connection.fetchval(
+            "select destination_generation from deliveries where tenant = 'dev' and id = $1",
+            seed["id"],
+        )
+    await _failed_deliveries(pool, destination["id"], generation)
+    path = f"{DESTINATIONS}/{destination['id']}"
+    headers = {"Authorization": f"Bearer {DEV_KEY}"}
+    async with aiohttp.ClientSession(
+        base_url=f"http://127.0.0.1:{SECOND_API_PORT}", headers=headers
+    ) as session:
+        since = (datetime.now(UTC) - timedelta(hours=1)).isoformat()
+        status, job = await Api(session).call("POST", f"{path}/recover", {"since": since})
+    assert (status, job["total"]) == (202, KILLED_JOB_ITEMS), job
+
+    async def under_way() -> dict[str, Any] | None:
+        _, now = await api.call("GET", f"{path}/recoveries/{job['id']}")
+        return now if now["requeued"] > 0 else None
+
+    at_kill = await eventually(under_way, interval_s=0.02, what="the recovery under way")
+    short_lease_api.send_signal(signal.SIGKILL)
+    await asyncio.to_thread(short_lease_api.wait, 30)
+    assert at_kill["requeued"] < KILLED_JOB_ITEMS, "finished before the kill: nothing tested"
+    finished = await _finished(api, destination["id"], job["id"], timeout_s=90)
+    assert (finished["status"], finished["requeued"]) == ("completed", KILLED_JOB_ITEMS)
+    expected = {f"{n}" for n in range(KILLED_JOB_ITEMS)}
+
+    def received() -> set[str]:
+        return {str(b["data"]["n"]) for b in receiver.bodies("/killed") if "n" in b["data"]}
+
+    await eventually(lambda: received() == expected, timeout_s=120, what="every delivery")
+    bodies = [b for b in receiver.bodies("/killed") if "n" in b["data"]]
+    assert len(bodies) - KILLED_JOB_ITEMS <= PAGE_ITEMS  # at most the page in flight again
+    took_s = (
+        datetime.fromisoformat(finished["updated_at"]) - datetime.fromisoformat(job["created_at"])
+    ).total_seconds()
+    print(
+        f"recovered {KILLED_JOB_ITEMS} in {took_s:.1f}s, killed at {at_kill['requeued']}"
+        f" requeued, {len(bodies) - KILLED_JOB_ITEMS} sent twice"
+    )
