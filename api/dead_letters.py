@@ -117,7 +117,8 @@ async def _seek(
 
 
 def line(record: dict[str, Any]) -> str:
-    """One dead letter on one line: when, tenant, destination, event type, delivery id, why."""
+    """One dead letter on one line: when, tenant, destination, event type, delivery id, why
+    (tabs between them)."""
     return "\t".join(
         str(field)
         for field in (
@@ -126,9 +127,18 @@ def line(record: dict[str, Any]) -> str:
             record.get("destination_id", "-"),
             record.get("event", {}).get("type", "-"),
             record.get("id", "-"),
-            record.get("dead_letter_reason", "-"),
+            _summary(record),
         )
     )
+
+
+def _summary(record: dict[str, Any]) -> str:
+    """Why it was dead-lettered, and the last attempt's error if the record has it (records
+    written before `last_error` existed have the reason alone), on one line."""
+    reason = str(record.get("dead_letter_reason", "-"))
+    last_error = record.get("last_error")
+    text = f"{reason}: {last_error}" if last_error else reason
+    return " ".join(text.split())
 
 
 async def _latest(bootstrap: str, filters: Filters, limit: int) -> list[dict[str, Any]]:

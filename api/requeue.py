@@ -21,7 +21,9 @@ from pipeline.timeutil import now_iso
 from pipeline.topics import DELIVERIES
 
 # What a dead letter's head carries that a new chain must not: where the last one ended.
-ENDED_CHAIN_KEYS = ("dead_letter_reason", "dead_lettered_at", "skipped", "manual_retry")
+ENDED_CHAIN_KEYS = (
+    "dead_letter_reason", "dead_lettered_at", "last_error", "skipped", "manual_retry",
+)  # fmt: skip
 
 
 def from_index(

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from api import requeue
+from api.dead_letters import line
 from api.errors import RequestValidationError
 from api.recovery import present, window
 from pipeline import delivery_record, policy
@@ -79,6 +80,7 @@ def test_a_requeued_dead_letter_starts_a_new_chain_through_the_circuit() -> None
         "id": "evdl_1", "tenant": "t", "destination_id": "evtd_1", "attempt": 4,
         "due_at": 123, "event": {"id": "evt_1", "type": "a.b", "created_at": "x"},
         "dead_letter_reason": "retries exhausted", "dead_lettered_at": "y", "skipped": True,
+        "last_error": "HTTP 500",
         "manual_retry": True, delivery_record.BODY: b'{"id": "evt_1"}',
     }  # fmt: skip
     head, body = requeue.from_dead_letter(dead)
@@ -91,3 +93,17 @@ def test_a_requeued_dead_letter_starts_a_new_chain_through_the_circuit() -> None
     recovered, _ = requeue.from_index(delivery, envelope, "t", "g", asked_now=False)
     retried, _ = requeue.from_index(delivery, envelope, "t", "g", asked_now=True)
     assert not policy.asked_for_now(recovered) and policy.asked_for_now(retried)
+
+
+def test_a_dead_letter_is_one_line_of_six_fields() -> None:
+    record = {
+        "dead_lettered_at": "2026-12-01T10:00:00.000Z", "tenant": "t", "destination_id": "evtd_1",
+        "event": {"type": "a.b"}, "id": "evdl_1", "dead_letter_reason": "permanent failure",
+        "last_error": "HTTP 400\tbad\nrequest",
+    }  # fmt: skip
+    assert line(record).split("\t") == [
+        "2026-12-01T10:00:00.000Z", "t", "evtd_1", "a.b", "evdl_1",
+        "permanent failure: HTTP 400 bad request",
+    ]  # fmt: skip
+    del record["last_error"]  # written before last_error existed
+    assert line(record).endswith("\tpermanent failure")
