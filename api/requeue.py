@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from pipeline import delivery_record, ids
+from pipeline import delivery_record, ids, policy
 from pipeline.timeutil import now_iso
 from pipeline.topics import DELIVERIES
 
@@ -49,6 +49,7 @@ def from_index(
         "attempt": 0,
         "due_at": None,
         "routed_at": now_iso(),
+        policy.RESTARTED: True,
     }
     if asked_now:
         head["manual_retry"] = True
@@ -61,7 +62,7 @@ def from_dead_letter(record: Mapping[str, Any]) -> tuple[dict[str, Any], bytes]:
     head = {
         k: v for k, v in record.items() if k not in ENDED_CHAIN_KEYS and k != delivery_record.BODY
     }
-    head.update(attempt=0, due_at=None, routed_at=now_iso())
+    head.update({"attempt": 0, "due_at": None, "routed_at": now_iso(), policy.RESTARTED: True})
     return head, bytes(record[delivery_record.BODY])
 
 
