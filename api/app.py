@@ -18,6 +18,7 @@ from api.app_keys import (
     PORTAL_TOKENS,
     PRODUCER,
     RATE_LIMITER,
+    RECOVERIES,
     SEALER,
     SETTINGS,
     TENANT_VIEW,
@@ -34,7 +35,8 @@ from api.errors import (
 from api.idempotency import idempotency
 from api.portal_sessions import PortalTokens
 from api.ratelimit import RateLimiter
-from api.routes import deliveries, destinations, docs, events, tenants
+from api.recovery import Recoveries
+from api.routes import deliveries, destinations, docs, events, recoveries, tenants
 from api.tenant_view import TenantView
 from api.tenants import Tenants
 from pipeline import ids, metrics
@@ -145,7 +147,9 @@ def create_app(settings: Settings) -> web.Application:
     app.add_routes(events.routes)
     app.add_routes(deliveries.routes)
     app.add_routes(docs.routes)
+    app.add_routes(recoveries.routes)
     app.cleanup_ctx.append(_database)
+    app.cleanup_ctx.append(_recoveries)
     app.add_routes(
         health_routes(
             {"kafka": lambda: _kafka_ready(app), "database": lambda: _database_ready(app)}
@@ -182,6 +186,16 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         await app[DB].close()
+
+
+async def _recoveries(app: web.Application) -> AsyncIterator[None]:
+    """Own the recovery jobs this process runs, and the loop that resumes lapsed ones."""
+    app[RECOVERIES] = Recoveries(app[SETTINGS], app[DB], app[PRODUCER], app[VIEW])
+    await app[RECOVERIES].start()
+    try:
+        yield
+    finally:
+        await app[RECOVERIES].stop()
 
 
 async def _kafka(app: web.Application) -> AsyncIterator[None]:

@@ -10,6 +10,7 @@ from api.auth import KeyRing
 from api.destinations import Destinations
 from api.portal_sessions import PortalTokens
 from api.ratelimit import RateLimiter
+from api.recovery import Recoveries
 from api.tenant_view import TenantView
 from api.tenants import Tenants
 from pipeline.crypto import Sealer
@@ -27,3 +28,4 @@ RATE_LIMITER = web.AppKey("rate_limiter", RateLimiter)
 TENANT_VIEW = web.AppKey("tenant_view", TenantView)
 TENANTS = web.AppKey("tenants", Tenants)
 PORTAL_TOKENS = web.AppKey("portal_tokens", PortalTokens)
+RECOVERIES = web.AppKey("recoveries", Recoveries)

@@ -59,15 +59,18 @@ def _pairs(destinations: Destinations) -> tuple[list[str], list[str]]:
 
 
 async def claim(
-    pool: asyncpg.Pool,
+    db: asyncpg.Pool | asyncpg.Connection,
     tenant: str,
     event_id: str,
     destinations: Destinations,
     statuses: tuple[str, ...],
 ) -> Claim:
-    """Claim the event's deliveries to `destinations` whose status is in `statuses`."""
-    rows = await fetch_all(pool, CLAIM, tenant, event_id, *_pairs(destinations), list(statuses))
-    return Claim(tenant, rows)
+    """Claim the event's deliveries to `destinations` whose status is in `statuses`; on a
+    connection, inside the caller's transaction (a recovery marks its item with it)."""
+    args = (tenant, event_id, *_pairs(destinations), list(statuses))
+    if isinstance(db, asyncpg.Pool):
+        return Claim(tenant, await fetch_all(db, CLAIM, *args))
+    return Claim(tenant, await db.fetch(CLAIM, *args))
 
 
 async def live(

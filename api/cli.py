@@ -1,10 +1,11 @@
-"""The `herald` command: api, worker, topics apply, keygen."""
+"""The `herald` command: api, worker, topics apply, keygen, dlq."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
+from api import dead_letters
 from pipeline.logs import configure as configure_logging
 from pipeline.roles import ALL, ROLES, Roles, parse_roles
 from pipeline.settings import Settings
@@ -74,7 +75,7 @@ def _roles(text: str) -> Roles:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The command line: `herald api|worker [--role R]|topics apply|keygen`."""
+    """The command line: `herald api|worker [--role R]|topics apply|keygen|dlq …`."""
     parser = argparse.ArgumentParser(prog="herald", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("api", help="run the HTTP API")
@@ -90,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     topics = commands.add_parser("topics", help="manage Kafka topics")
     topics.add_argument("action", choices=["apply"])
     commands.add_parser("keygen", help="print a new encryption key for HERALD_ENCRYPTION_KEYS")
+    dead_letters.add_parser(commands)
     return parser
 
 
@@ -101,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(settings.log_level, service=args.command)
     if args.command == "worker":
         return _worker(settings, args.roles)
+    if args.command == "dlq":
+        return dead_letters.run(settings, args)
     handler = {"api": _api, "topics": _topics_apply, "keygen": _keygen}
     return handler[args.command](settings)
 

@@ -29,6 +29,8 @@ from pipeline.topics import ATTEMPTS, DESTINATION_CHANGES, DLQ, EVENTS
 log = logging.getLogger(__name__)
 
 RESPONSE_BODY_CHARS = 1024
+# A dead letter's `last_error`: a summary, not the whole text.
+LAST_ERROR_CHARS = 200
 # A write the broker refuses with a retriable error (a broker restarting, a leader moving)
 # is tried again, SEND_BACKOFF_S apart and doubling up to SEND_BACKOFF_MAX_S, until
 # `give_up_s` after the first refusal; a fatal one (the producer's state is lost) at once.
@@ -191,9 +193,14 @@ class AttemptRecorder:
             extra=_extra(delivery, outcome="deferred", tier=step.tier),
         )
 
-    async def dead_letter(self, delivery: dict[str, Any], reason: str) -> None:
-        """Park the delivery in the DLQ."""
+    async def dead_letter(
+        self, delivery: dict[str, Any], reason: str, last_error: str | None = None
+    ) -> None:
+        """Park the delivery in the DLQ, with the last attempt's error as the attempt log
+        has it (shortened: `herald dlq` prints it as the line's summary)."""
         record = {**delivery, "dead_letter_reason": reason, "dead_lettered_at": now_iso()}
+        if last_error is not None:
+            record["last_error"] = last_error[:LAST_ERROR_CHARS]
         await self._send(DLQ, delivery_record.encode(record), _key(delivery))
         self.tally.count("dead_lettered")
 

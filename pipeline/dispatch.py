@@ -12,11 +12,13 @@ unfinished, and the worker stops (the next owner of the partition does it again)
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
 
 from aiokafka import TopicPartition
+from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
 
 from pipeline import delivery_record, metrics, policy
@@ -28,7 +30,7 @@ from pipeline.publishers import PublisherCache
 from pipeline.retry import Schedule
 from pipeline.settings import Settings
 from pipeline.sinks.base import DeliveryError, DeliveryResult
-from pipeline.view import DestinationView
+from pipeline.view import DestinationView, ViewTimeout
 
 log = logging.getLogger(__name__)
 
@@ -88,8 +90,9 @@ class Dispatcher:
         except Exception as exc:  # a malformed record: nothing to attempt or record
             self._skip_record(tp, record.offset, exc)
             return
-        if policy.routable(destination, delivery.get("destination_generation")) == DELETED:
-            # Perhaps only unknown to this view yet: catch up before deciding.
+        canceled = policy.routable(destination, delivery.get("destination_generation"))
+        if canceled == DELETED or (canceled is not None and policy.restarted(delivery)):
+            # Perhaps only unknown (or not yet enabled) in this view: catch up before deciding.
             self._spawn(self._arrived_after_sync(job))
             return
         try:
@@ -100,6 +103,9 @@ class Dispatcher:
     async def _arrived_after_sync(self, job: Job) -> None:
         delivery = job.delivery
         try:
+            if policy.restarted(delivery):  # the enable before it may not be read yet
+                with contextlib.suppress(ViewTimeout, KafkaError):
+                    await self._view.sync(self._settings.view_wait_timeout_s)
             destination = await self._view.generation_of(
                 delivery["tenant"],
                 delivery["destination_id"],

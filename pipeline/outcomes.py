@@ -91,7 +91,9 @@ class Outcomes:
         metrics.record_attempt(
             destination["type"], "failed", delivery["attempt"], latency_ms / 1000
         )
-        await self._follow(delivery, destination, decision.step, decision.disable)
+        await self._follow(
+            delivery, destination, decision.step, decision.disable, last_error=str(exc)
+        )
 
     async def skipped(
         self, delivery: dict[str, Any], destination: dict[str, Any], decision: Skip
@@ -132,11 +134,13 @@ class Outcomes:
         disable: str | None,
         *,
         skipped: bool = False,
+        last_error: str | None = None,
     ) -> None:
         """Queue the next retry, or park the delivery in the DLQ (counted toward disable
-        where the destination was at fault); then disable the destination if decided."""
+        where the destination was at fault; with the attempt's error, if one was made);
+        then disable the destination if decided."""
         if isinstance(step, DeadLetter):
-            await self._recorder.dead_letter(delivery, step.reason)
+            await self._recorder.dead_letter(delivery, step.reason, last_error)
             metrics.DEAD_LETTERS.labels(type=destination["type"]).inc()
             if step.counts_toward_disable:
                 self._count_dead_letter(destination)

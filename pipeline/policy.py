@@ -120,6 +120,18 @@ def asked_for_now(delivery: dict[str, Any]) -> bool:
     return bool(manual) and delivery["attempt"] == 0
 
 
+# The head flag of a delivery started again (a manual retry, a recovery, a redrive: the
+# records api/requeue.py writes).
+RESTARTED = "restarted"
+
+
+def restarted(delivery: dict[str, Any]) -> bool:
+    """A delivery started again, on its first go: it may follow an enable that this
+    worker's view of the destination has not read yet (the API waits only for its own), so
+    a destination that looks inactive or gone is looked up again before it is canceled."""
+    return bool(delivery.get(RESTARTED)) and delivery["attempt"] == 0
+
+
 def routable(destination: dict[str, Any] | None, generation: str | None) -> Cancel | None:
     """None if a delivery routed to `generation` may go to `destination` (its current
     record); otherwise why it is canceled."""

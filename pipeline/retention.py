@@ -57,6 +57,10 @@ async def sweep(
             await _delete_older(
                 connection, "idempotency_keys", float(IDEMPOTENCY_KEEP_S), batch_rows, report
             )
+            # Recovery jobs (with their items, by cascade) go with the deliveries they took.
+            await _delete_older(
+                connection, "recoveries", retention_days * 86400.0, batch_rows, report
+            )
         finally:
             await connection.execute("select pg_advisory_unlock($1)", SWEEP_LOCK)
     if any(map(sum, report.batches.values())):

@@ -178,3 +178,7 @@ class Settings(BaseSettings):
     portal_session_default_s: int = Field(default=3600, ge=60)
     # Where the API is reached from outside (portal session URLs are built on it).
     public_url: str = "http://127.0.0.1:8080"
+    # A recovery job (POST /v2/event-destinations/{id}/recover) is leased to the API process
+    # running it for this long, renewed after each page; once it lapses (the process stopped
+    # or died) any API process takes the job over, checking every third of it.
+    recovery_lease_s: float = Field(default=30.0, gt=0)

@@ -5,11 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import asyncpg
-import orjson
 from aiohttp import web
 from aiokafka.errors import KafkaError
 
-from api import chains
+from api import chains, requeue
 from api.app_keys import DB, DESTINATIONS, PRODUCER, VIEW
 from api.auth import PORTAL, Principal, requires
 from api.errors import ApiError, RequestValidationError, not_found, unavailable
@@ -25,9 +24,6 @@ from api.index import (
     present_event,
 )
 from api.responses import json_response, principal_of, synced_view
-from pipeline import delivery_record, ids
-from pipeline.timeutil import now_iso
-from pipeline.topics import DELIVERIES
 
 routes = web.RouteTableDef()
 COLUMNS = (
@@ -153,18 +149,13 @@ async def retry(request: web.Request) -> web.Response:
     )
     if event is None:
         raise ApiError(422, "event_expired", "The event is past its retention.")
-    envelope = present_event(event)
-    head = {
-        "id": delivery["id"],
-        "event": {k: envelope[k] for k in delivery_record.EVENT_HEAD_KEYS},
-        "tenant": principal.tenant,
-        "destination_id": delivery["destination_id"],
-        "destination_generation": destination.get("generation"),
-        "attempt": 0,
-        "due_at": None,
-        "routed_at": now_iso(),
-        "manual_retry": True,
-    }
+    record = requeue.from_index(
+        delivery,
+        present_event(event),
+        principal.tenant,
+        destination.get("generation"),
+        asked_now=True,
+    )
     pool, destination_id = request.app[DB], str(delivery["destination_id"])
     candidates = {destination_id: destination.get("generation")}
     taken = await chains.claim(
@@ -172,11 +163,8 @@ async def retry(request: web.Request) -> web.Response:
     )
     if delivery["id"] not in taken.previous:  # another call restarted it meanwhile
         raise _not_retryable({**delivery, "status": "retrying"})
-    key = ids.scoped(principal.tenant, destination_id).encode()
     try:
-        await request.app[PRODUCER].send_and_wait(
-            DELIVERIES, delivery_record.frame(head, orjson.dumps(envelope)), key=key
-        )
+        await requeue.send(request.app[PRODUCER], [record])
     except KafkaError as exc:
         await chains.release(pool, taken)
         raise unavailable("The event broker is unreachable; nothing was queued.") from exc

@@ -6,11 +6,12 @@ from typing import Any
 
 from aiohttp import web
 
-from api import validation
-from api.app_keys import DESTINATIONS, SETTINGS
+from api import recovery, validation
+from api.app_keys import DESTINATIONS, RECOVERIES, SETTINGS
 from api.auth import PORTAL, Principal, requires
 from api.body import read_json
 from api.responses import json_response, page_of, principal_of, synced_view
+from api.routes import recoveries
 from api.stable_ids import id_source
 
 routes = web.RouteTableDef()
@@ -115,11 +116,27 @@ async def delete(request: web.Request) -> web.Response:
 @routes.post(ITEM + "/enable")
 @requires(PORTAL)
 async def enable(request: web.Request) -> web.Response:
-    """Set active (or pending_verification if it never delivered successfully)."""
-    record = await request.app[DESTINATIONS].set_enabled(
-        await _manager(request), _id(request), True
-    )
-    return _respond(request, record)
+    """Set active (or pending_verification if it never delivered successfully); with
+    `recover_since` (and `recover_until`) in the body, then start a recovery of the
+    deliveries that failed in that window (shown under `recovery`)."""
+    principal = await _manager(request)
+    window = await _recover_window(request)  # a bad window is a 400 before any change
+    record = await request.app[DESTINATIONS].set_enabled(principal, _id(request), True)
+    if window is None:
+        return _respond(request, record)
+    job = await recoveries.start(request, principal, record, window)
+    return json_response({**present(record, request["request_id"]), "recovery": job})
+
+
+async def _recover_window(request: web.Request) -> recovery.Window | None:
+    """The recovery window an enable asks for, if its body gives one (a body is optional)."""
+    if not request.body_exists:
+        return None
+    body = await read_json(request)
+    if isinstance(body, dict) and not body:
+        return None
+    max_days = request.app[RECOVERIES].max_window_days
+    return recovery.window(body, "recover_since", "recover_until", max_days)
 
 
 @routes.post(ITEM + "/disable")

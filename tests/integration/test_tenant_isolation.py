@@ -46,6 +46,8 @@ class Case:
 
 D = "/v2/event-destinations/{destination}"
 T = "/v2/tenants/dev"  # the owner's tenant (configured, without a record)
+# A valid recovery window (an hour back from now): a refusal then comes from isolation alone.
+RECOVER_SINCE = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 3600))
 CASES: dict[tuple[str, str], Case] = {
     ("GET", "/v2/event-destinations"): Case("/v2/event-destinations?limit=100", "list"),
     # Creating and publishing act only in the caller's tenant; nothing of another's is named.
@@ -66,6 +68,12 @@ CASES: dict[tuple[str, str], Case] = {
     ),
     ("GET", "/v2/event-destinations/{destination_id}/event-deliveries"): Case(
         D + "/event-deliveries", "object"
+    ),
+    ("POST", "/v2/event-destinations/{destination_id}/recover"): Case(
+        D + "/recover", "object", {"since": RECOVER_SINCE}
+    ),
+    ("GET", "/v2/event-destinations/{destination_id}/recoveries/{recovery_id}"): Case(
+        D + "/recoveries/rcv_01JAAAAAAAAAAAAAAAAAAAAAAA", "object"
     ),
     ("GET", "/v2/events/{event_id}"): Case("/v2/events/{event}", "object"),
     ("POST", "/v2/events/{event_id}/replay"): Case("/v2/events/{event}/replay", "object"),

@@ -120,6 +120,14 @@ async def test_the_retry_record_carries_the_next_attempt_number_in_a_later_tier(
     assert headers == [("herald-due-ms", str(step.due_ms).encode())]
 
 
+async def test_a_dead_letter_carries_a_summary_of_the_last_error() -> None:
+    producer = Producer()
+    await _recorder(producer).dead_letter(_delivery(), "retries exhausted", "HTTP 503" * 100)
+    [(topic, record, _)] = producer.sent
+    assert topic == "deliveries.dlq" and record["dead_letter_reason"] == "retries exhausted"
+    assert record["last_error"] == ("HTTP 503" * 100)[:200]
+
+
 # -- C16: failures the event causes, and brand-new credentials --------------------------
 
 CASES = [

@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
-from pipeline import delivery_record
+from pipeline import delivery_record, policy
 from pipeline.attempts import AttemptRecorder
 from pipeline.dispatch import Dispatcher
 from pipeline.ids import ref_of_delivery
@@ -292,3 +292,35 @@ async def test_the_sink_gets_the_routed_body_as_is_and_a_json_record_still_deliv
         ("evt_0", "success"),
         ("evt_1", "success"),
     ]
+
+
+class CatchingUpView(View):
+    """A view that reads an enable (the destination active again) when it syncs."""
+
+    def __init__(self) -> None:
+        super().__init__({**DESTINATION, "status": "inactive"})
+        self.syncs = 0
+
+    async def sync(self, timeout_s: float) -> None:
+        self.syncs += 1
+        self.destination = DESTINATION
+
+
+async def test_a_restarted_delivery_to_a_destination_inactive_in_this_view_waits_for_it() -> None:
+    """A recovery right after an enable: this worker's view may not have read the enable."""
+    producer, publisher = Producer(), Publisher()
+    dispatcher, finished = _dispatcher(producer, publisher)
+    view = CatchingUpView()
+    dispatcher._view = view  # type: ignore[assignment]
+    restarted = delivery_record.decode(_record(0).value)
+    restarted[policy.RESTARTED] = True
+    value = delivery_record.encode(restarted)
+    dispatcher.arrived(TP, ConsumerRecord("deliveries", 0, 0, 0, 0, b"k", value, None, 0, 0, []))
+    await _drained(dispatcher)
+    assert (publisher.calls, view.syncs, finished) == (1, 1, [0])
+    # A routed one (no flag) is canceled at once, as before: no look-up per delivery.
+    view = CatchingUpView()
+    dispatcher._view = view  # type: ignore[assignment]
+    dispatcher.arrived(TP, _record(1))
+    await _drained(dispatcher)
+    assert (publisher.calls, view.syncs, finished) == (1, 0, [0, 1])

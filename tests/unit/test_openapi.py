@@ -214,6 +214,8 @@ def test_every_endpoint_of_the_contract_is_in_the_spec() -> None:
         *(("post", f"{item}/{action}") for action in ("enable", "disable", "test")),
         ("post", f"{item}/rotate-secret"),
         ("get", f"{item}/event-deliveries"),
+        ("post", f"{item}/recover"),  # issue 16: recovering after an outage
+        ("get", f"{item}/recoveries/{{recovery_id}}"),
         ("post", "/v2/events"),
         ("post", "/v2/events/batch"),
         ("get", "/v2/events"),
