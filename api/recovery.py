@@ -42,7 +42,7 @@ STATUSES = ("running", "completed", "failed")
 
 # The deliveries a recovery takes: failed now, created (routed to the destination) in the
 # window, of this life of the destination id, whose event is still indexed (its body is
-# rebuilt from it); in publish order. Migration 016's partial index finds them.
+# rebuilt from it); in publish order. Migration 015's partial index finds them.
 TAKE_ITEMS = """
 insert into recovery_items (tenant, recovery_id, seq, delivery_id, event_id)
 select d.tenant, $2, row_number() over (order by e.created_at, e.id, d.id), d.id, d.event_id
