@@ -78,6 +78,6 @@ def test_every_relative_link_resolves_inside_the_repository(document: Path) -> N
 
 
 def test_the_link_pattern_finds_links_and_nothing_else() -> None:
-    text = "see [the design](docs/design.md#roles), ![shot](docs/x.png \"t\") and [a](https://e)"
+    text = 'see [the design](docs/design.md#roles), ![shot](docs/x.png "t") and [a](https://e)'
     assert LINK.findall(text) == ["docs/design.md#roles", "docs/x.png", "https://e"]
     assert OUTSIDE.search("read ../shared/notes") and not OUTSIDE.search("docs/design.md")
