@@ -1,9 +1,10 @@
 """The repository documents itself: nothing it tracks points outside it.
 
 A user who clones Herald has only the repository, so no tracked text file may name the
-team's notes that lived beside it (`../shared`, `DESIGN.md`, `api-contract.md`; the
-project's own are docs/design.md and docs/api.md), and every relative link of README.md and
-docs/*.md must resolve to a file or directory in the repository.
+team's notes that lived beside it (`../shared`, `/work/shared`, `DESIGN.md`,
+`api-contract.md`; the project's own are docs/design.md and docs/api.md), and every
+relative link of README.md and docs/*.md must resolve to a file or directory in the
+repository.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 # Case-sensitive: docs/design.md is the repository's own, DESIGN.md was the outside note.
-OUTSIDE = re.compile(r"\.\./shared|DESIGN\.md|api-contract\.md")
+OUTSIDE = re.compile(r"(?:\.\.|/work)/shared|DESIGN\.md|api-contract\.md")
 # [text](target) and ![alt](target); the target up to a space (a title) or the parenthesis.
 LINK = re.compile(r"!?\[[^\]]*\]\(\s*<?([^)\s>]+)>?[^)]*\)")
 EXTERNAL = ("http://", "https://", "mailto:", "#")
@@ -80,4 +81,5 @@ def test_every_relative_link_resolves_inside_the_repository(document: Path) -> N
 def test_the_link_pattern_finds_links_and_nothing_else() -> None:
     text = 'see [the design](docs/design.md#roles), ![shot](docs/x.png "t") and [a](https://e)'
     assert LINK.findall(text) == ["docs/design.md#roles", "docs/x.png", "https://e"]
-    assert OUTSIDE.search("read ../shared/notes") and not OUTSIDE.search("docs/design.md")
+    assert OUTSIDE.search("read ../shared/notes") and OUTSIDE.search("/work/shared/STYLE.md")
+    assert not OUTSIDE.search("docs/design.md") and not OUTSIDE.search("scripts/shared.sh")
