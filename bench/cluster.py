@@ -1,7 +1,8 @@
 """The orchestrator's own Kafka access: destination change records, fold progress, group lag.
 
 Benchmarks with 100,000 destinations write their change records straight into
-`destination-changes` (DESIGN.md allows it) instead of 100,000 API calls: the same records
+`destination-changes` instead of 100,000 API calls (the fold agent does not care who
+appended a change; docs/design.md, The data flow): the same records
 `api.destinations.Destinations.create` appends, sealed with the stack's key, which the
 fold agent folds exactly as it folds the API's. Each destination also gets a `verified`
 change, so the worker does not append one on its first delivery (that write would be part

@@ -55,7 +55,7 @@ REFERENCE_REQUEST = {
     "hookdeck": ([], {"token"}),
 }
 
-# api-contract.md: canonical name → alias, per type ("exactly as the reference lists them").
+# Canonical name → alias, per type, as docs/api.md lists them (AWS EventBridge has none).
 ALIASES = {
     "aws_sqs": {"key": "access_key", "secret": "secret_key"},
     "aws_kinesis": {"key": "access_key", "secret": "secret_key"},
