@@ -295,6 +295,17 @@ def test_probes_ask_the_health_routes(rendering: str) -> None:
             assert get["port"] in port_names, f"{component}: {probe} port"
 
 
+def test_a_role_may_override_a_probe_field() -> None:
+    objects = _render("--set", "router.probes.startup.failureThreshold=60")
+    startup = {
+        _component(d): _container(d["spec"]["template"]["spec"])["startupProbe"]
+        for d in _of_kind(objects, "Deployment")
+    }
+    assert startup["router"]["failureThreshold"] == 60
+    assert startup["router"]["httpGet"] == startup["deliver"]["httpGet"]
+    assert startup["deliver"]["failureThreshold"] != 60
+
+
 def _dockerfile_user() -> tuple[int, PurePosixPath]:
     """The image's user id and working directory (the Dockerfile's useradd and WORKDIR)."""
     instructions = _dockerfile(ROOT / "Dockerfile")
@@ -368,6 +379,23 @@ def test_the_topics_job_applies_topics_yaml_before_install_and_upgrade(
     hook = config_map["metadata"]["annotations"]
     assert hook["helm.sh/hook"] == annotations["helm.sh/hook"]
     assert int(hook["helm.sh/hook-weight"]) < int(annotations.get("helm.sh/hook-weight", 0))
+
+
+def test_settings_values_reach_herald_as_they_were_written(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    values = {
+        "sink_max_buffered": 1_000_000,
+        "circuit_cooldown_s": 30.5,
+        "https_only": False,
+        "outbound_allowlist": ["10.0.0.0/8"],
+        "eventbridge_source": "acme",
+    }
+    (tmp_path / "values.yaml").write_text(yaml.safe_dump({"settings": values}))
+    objects = _render("--values", str(tmp_path / "values.yaml"))
+    for component, pod in _workloads(objects):
+        settings = _settings(_container(pod), monkeypatch)
+        assert {name: getattr(settings, name) for name in values} == values, component
 
 
 def test_settings_the_chart_owns_are_refused_in_values() -> None:

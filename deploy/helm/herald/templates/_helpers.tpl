@@ -100,7 +100,9 @@ topics.yaml: |
 {{- fail (printf "settings.%s is set by the chart (see values.yaml)" $field) }}
 {{- end }}
 - name: {{ printf "HERALD_%s" (upper $field) }}
-  value: {{ if or (kindIs "slice" $value) (kindIs "map" $value) }}{{ toJson $value | quote }}{{ else }}{{ toString $value | quote }}{{ end }}
+  {{- /* Not toString: values read from YAML are float64, which prints 1000000 as 1e+06;
+       JSON prints numbers as pydantic parses them, and lists as pydantic-settings reads. */}}
+  value: {{ if kindIs "string" $value }}{{ $value | quote }}{{ else }}{{ toJson $value | quote }}{{ end }}
 {{- end }}
 {{- end -}}
 
