@@ -10,3 +10,19 @@ command -v java >/dev/null || packages+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null || packages+=(maven)
 apt_install "${packages[@]}"
 "$HERALD_ROOT/scripts/kafka/kafka.sh" fetch
+
+# Helm, for the chart's tests (tests/unit/test_helm_chart.py renders deploy/helm/herald):
+# built from its Go module into .cache/bin, skipped when that version is already there.
+# A cold `go install` downloads a few hundred modules and compiles for about 4 minutes.
+HELM_VERSION=v3.22.0
+helm_bin="$HERALD_ROOT/.cache/bin/helm"
+go_bin=$(command -v go || echo /usr/local/go/bin/go)
+if [[ -x $helm_bin ]] && "$go_bin" version -m "$helm_bin" 2>/dev/null \
+    | grep -qE "^\s+mod\s+helm.sh/helm/v3\s+$HELM_VERSION(\s|$)"; then
+  :
+elif [[ -x $go_bin ]]; then
+  log "installing helm $HELM_VERSION into .cache/bin (go install)"
+  GOBIN="$HERALD_ROOT/.cache/bin" "$go_bin" install "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
+else
+  log "no Go toolchain: helm not installed, the Helm chart's tests will be skipped"
+fi
