@@ -31,7 +31,7 @@ from api.errors import (
 )
 from api.idempotency import idempotency
 from api.ratelimit import RateLimiter
-from api.routes import deliveries, destinations, docs, events
+from api.routes import deliveries, destinations, docs, events, portal
 from pipeline import ids, metrics
 from pipeline.crypto import Sealer
 from pipeline.db import create_pool, migrate
@@ -45,6 +45,12 @@ REQUEST_ID_HEADER = "Request-Id"
 API_MAX_BATCH_BYTES = 512 * 1024  # under the broker's default message.max.bytes (1 MiB)
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json", "/docs"})
 
+
+def is_portal_path(path: str) -> bool:
+    """The portal's static files (api/routes/portal.py): public, like /docs."""
+    return path == "/portal" or path.startswith("/portal/")
+
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -56,7 +62,7 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
     request_id = ids.new_id("req_")
     request["request_id"] = request_id
     try:
-        if request.path not in PUBLIC_PATHS:
+        if request.path not in PUBLIC_PATHS and not is_portal_path(request.path):
             _authenticate(request)
         response = await handler(request)
     except (ApiError, RequestValidationError) as exc:
@@ -127,6 +133,7 @@ def create_app(settings: Settings) -> web.Application:
     app.add_routes(events.routes)
     app.add_routes(deliveries.routes)
     app.add_routes(docs.routes)
+    app.add_routes(portal.routes)
     app.cleanup_ctx.append(_database)
     app.add_routes(
         health_routes(
