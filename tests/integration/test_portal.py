@@ -1,0 +1,302 @@
+"""The customer portal (/portal) in a real browser: Debian's chromium driven by Playwright
+against the test stack, with a real webhook receiver.
+
+The page is opened as a customer would open it, `/portal/#token=<token>`; every check is a
+Playwright expectation that waits for the page (no sleeps), and what the page shows is
+checked against what the API and the receiver saw. With HERALD_PORTAL_SCREENSHOTS set to a
+folder, the scenario saves the screenshots the README shows (docs/portal/).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+import pytest
+from playwright.async_api import Browser, ConsoleMessage, Page, async_playwright, expect
+
+from api.openapi import build_spec
+from pipeline.ids import new_id
+from tests.integration.api_client import Api
+from tests.integration.conftest import OTHER_TENANT_KEY, Stack
+from tests.support import Receiver, eventually
+
+# Debian's package: Playwright's own browser download is not reachable where CI runs.
+CHROMIUM = "/usr/bin/chromium"
+SCREENSHOTS = os.environ.get("HERALD_PORTAL_SCREENSHOTS")
+if SCREENSHOTS:
+    Path(SCREENSHOTS).mkdir(parents=True, exist_ok=True)
+DESKTOP = {"width": 1100, "height": 800}
+PHONE = {"width": 360, "height": 740}
+SECRET = re.compile(r"^whsec_")
+# A loaded two-core machine runs four stacks: generous, but every wait is for a condition.
+expect.set_options(timeout=20_000)
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            yield browser
+        finally:
+            await browser.close()
+
+
+def _problems(page: Page) -> list[str]:
+    """Script errors and console errors of `page` (CSP refusals included) as they come; a
+    refused API call's network error line is expected and left out."""
+    problems: list[str] = []
+
+    def console(message: ConsoleMessage) -> None:
+        if message.type == "error" and "Failed to load resource" not in message.text:
+            problems.append(message.text)
+
+    page.on("pageerror", lambda error: problems.append(str(error)))
+    page.on("console", console)
+    return problems
+
+
+async def _open(browser: Browser, url: str, viewport: dict[str, int] = DESKTOP) -> Page:
+    context = await browser.new_context(viewport=viewport)  # type: ignore[arg-type]
+    page = await context.new_page()
+    page.problems = _problems(page)  # type: ignore[attr-defined]
+    await page.goto(url)
+    return page
+
+
+def portal_url(stack: Stack, token: str) -> str:
+    """The link a platform hands its customer."""
+    return f"{stack.api_url}/portal/#token={token}"
+
+
+async def _shot(page: Page, name: str) -> None:
+    if SCREENSHOTS:
+        await page.screenshot(path=str(Path(SCREENSHOTS) / f"{name}.png"))
+
+
+async def _delivery_of(api: Api, destination_id: str, status: str) -> dict[str, Any] | None:
+    _, page = await api.call("GET", f"/v2/event-destinations/{destination_id}/event-deliveries")
+    found = [d for d in page["data"] if d["status"] == status]
+    return found[0] if found else None
+
+
+def _unsigned_jwt(claims: dict[str, Any]) -> str:
+    """A token shaped like a portal session but signed with no key Herald has."""
+
+    def part(value: dict[str, Any]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(value).encode()).decode().rstrip("=")
+
+    return f"{part({'alg': 'HS256', 'typ': 'JWT'})}.{part(claims)}.{'A' * 43}"
+
+
+async def test_a_customer_creates_a_webhook_and_follows_its_deliveries(
+    stack: Stack, api: Api, receiver: Receiver, browser: Browser
+) -> None:
+    event_type = f"portal.{new_id('t_').lower()}"
+    page = await _open(browser, portal_url(stack, stack.api_key))
+    await expect(page.get_by_role("heading", name="Destinations")).to_be_visible()
+    assert "token" not in page.url  # taken from the address bar as soon as it was read
+
+    # Create through the form; the receiver refuses until told otherwise.
+    receiver.status = 500
+    await page.get_by_role("link", name="Add destination").click()
+    await expect(page.get_by_label("Type")).to_have_value("webhook")
+    await page.get_by_label("Name").fill("Orders webhook")
+    await page.get_by_label("Events").fill(event_type)
+    await page.get_by_label("Url").fill(f"{receiver.url}/orders")
+    await _shot(page, "create-form")
+    await page.get_by_role("button", name="Create destination").click()
+    shown = page.get_by_role("dialog", name="Your signing secret")
+    await expect(shown.get_by_label("Signing secret")).to_have_value(SECRET)
+    first_secret = await shown.get_by_label("Signing secret").input_value()
+    await shown.get_by_role("button", name="I have stored it").click()
+    await expect(page.get_by_role("heading", name="Orders webhook")).to_be_visible()
+    destination_id = urlsplit(page.url).fragment.split("/")[2]
+    api.created.append(destination_id)  # deleted after the test whatever happens
+
+    # An event published through the API fails at the receiver, then shows in the log.
+    event_id = await api.publish(event_type, {"order": 1})
+    failed = await eventually(
+        lambda: _delivery_of(api, destination_id, "failed"), what="the delivery to fail"
+    )
+    await page.get_by_role("button", name="Refresh").click()
+    item = page.locator(".delivery", has_text=event_id)
+    await expect(item.get_by_text("Failed")).to_be_visible()
+    await item.get_by_role("button", name=f"Attempts ({failed['attempt_count']})").click()
+    attempts = item.locator("table.attempts tbody tr")
+    await expect(attempts).to_have_count(failed["attempt_count"])
+    await expect(attempts.first.locator("td[data-label='Status code']")).to_have_text("500")
+    await expect(attempts.first.locator("td[data-label='Response']")).to_contain_text("nope")
+    await expect(attempts.first.locator("td[data-label='Latency']")).to_contain_text(" ms")
+    await _shot(page, "delivery-log")
+
+    # Retry it now that the receiver accepts: a new successful attempt on the same delivery.
+    receiver.status = 200
+    await item.get_by_role("button", name="Retry").click()
+    await expect(page.locator(".notice")).to_contain_text("Retrying")
+    await eventually(
+        lambda: _delivery_of(api, destination_id, "succeeded"), what="the retry to succeed"
+    )
+    await page.get_by_role("button", name="Refresh").click()
+    await expect(item.get_by_text("Succeeded")).to_be_visible()
+    await item.get_by_role("button", name="Attempts").click()
+    await expect(item.locator("td[data-label='Status code']").last).to_have_text("200")
+    assert {r.headers["webhook-id"] for r in receiver.requests} == {failed["id"]}
+
+    # Rotate the signing secret: the overlap explained, the new secret shown once.
+    await page.get_by_role("button", name="Rotate signing secret").click()
+    ask = page.get_by_role("dialog", name="Rotate the signing secret?")
+    await expect(ask).to_contain_text("24 hours")
+    await ask.get_by_role("button", name="Rotate").click()
+    rotated = page.get_by_role("dialog", name="New signing secret")
+    await expect(rotated.get_by_label("Signing secret")).to_have_value(SECRET)
+    assert await rotated.get_by_label("Signing secret").input_value() != first_secret
+    await _shot(page, "secret-rotation")
+    await rotated.get_by_role("button", name="I have stored it").click()
+    await expect(page.locator(".notice")).to_contain_text("rotated")
+
+    # Deliveries signed after the rotation carry both secrets' signatures.
+    await page.get_by_role("button", name="Send test event").click()
+    await expect(page.locator(".notice")).to_contain_text("Test event")
+    await eventually(lambda: len(receiver.requests) >= 3, what="the test event")
+    assert len(receiver.requests[-1].headers["webhook-signature"].split()) == 2
+
+    # The edit form shows no stored secret, and a 400 lands next to the field it names.
+    await page.get_by_role("link", name="Edit").click()
+    await expect(page.get_by_label("Secret")).to_have_value("")
+    await page.get_by_label("Url").fill("not a url")
+    await page.get_by_label("Events").fill("Not An Event Type!")
+    await page.get_by_role("button", name="Save changes").click()
+    await expect(page.locator("#field-webhook-url-error")).to_be_visible()
+    await expect(page.locator("#field-events-error")).to_be_visible()
+    await expect(page.get_by_label("Url")).to_have_attribute("aria-invalid", "true")
+    await expect(page.locator(".error-summary")).to_contain_text("2 fields need attention")
+    _, stored = await api.call("GET", f"/v2/event-destinations/{destination_id}")
+    assert stored["webhook"]["url"] == f"{receiver.url}/orders"  # nothing was changed
+    await _shot(page, "validation-errors")
+
+    # The list shows it with its status; then delete it, after a confirmation whose Cancel
+    # has the focus.
+    await page.get_by_role("link", name="Destinations").click()
+    await expect(page.get_by_role("link", name="Orders webhook")).to_be_visible()
+    await _shot(page, "destinations")
+    await page.get_by_role("link", name="Orders webhook").click()
+    await page.get_by_role("button", name="Delete").click()
+    confirm = page.get_by_role("dialog", name="Delete Orders webhook?")
+    await expect(confirm.get_by_role("button", name="Cancel")).to_be_focused()
+    await confirm.get_by_role("button", name="Delete").click()
+    await expect(page.get_by_role("heading", name="Destinations")).to_be_visible()
+    status, _ = await api.call("GET", f"/v2/event-destinations/{destination_id}")
+    assert status == 404
+    assert page.problems == []  # type: ignore[attr-defined]
+
+
+async def test_the_form_covers_every_destination_type_of_the_schema(
+    stack: Stack, browser: Browser
+) -> None:
+    """Each type of the spec gets its fields: required ones marked, aliases left out, and
+    credentials as password inputs."""
+    create = build_spec()["components"]["schemas"]["CreateEventDestinationRequest"]
+    page = await _open(browser, portal_url(stack, stack.api_key))
+    await page.get_by_role("link", name="Add destination").click()
+    types = create["properties"]["type"]["enum"]
+    for type_name in types:
+        await page.get_by_label("Type").select_option(type_name)
+        config = create["properties"][type_name]
+        section = page.locator("fieldset.config")
+        await expect(section.locator("legend")).to_have_text(f"{type_name} settings")
+        for name, prop in config["properties"].items():
+            field = section.locator(f".field[data-path='{type_name}.{name}']")
+            if prop.get("description", "").startswith("Alias of"):
+                await expect(field).to_have_count(0)
+                continue
+            await expect(field.locator("label")).to_be_visible()
+            if name in config.get("required", []):
+                await expect(field.locator("label")).to_contain_text("(required)")
+            if prop.get("writeOnly"):
+                await expect(field.locator("input")).to_have_attribute("type", "password")
+    assert page.problems == []  # type: ignore[attr-defined]
+
+
+async def test_another_tenant_or_a_bad_token_gets_nothing(
+    stack: Stack, api: Api, receiver: Receiver, browser: Browser
+) -> None:
+    ours = await api.create_webhook(f"{receiver.url}/ours", ["portal.private"], name="Ours")
+
+    other = await _open(browser, portal_url(stack, OTHER_TENANT_KEY))
+    await expect(other.get_by_role("heading", name="Destinations")).to_be_visible()
+    await expect(other.get_by_text("Ours")).to_have_count(0)
+    await other.goto(f"{stack.api_url}/portal/#/d/{ours['id']}")
+    await expect(other.get_by_role("heading", name="Not found")).to_be_visible()
+
+    # A token Herald never signed (here also long expired): the API answers 401 and the page
+    # says so; the theme it claims is only display.
+    forged = _unsigned_jwt(
+        {
+            "sub": "dev",
+            "exp": int(time.time()) - 60,
+            "return_url": "https://platform.example/settings",
+            "theme": {"name": "Acme", "primary_color": "#0a7d4f"},
+        }
+    )
+    expired = await _open(browser, portal_url(stack, forged))
+    await expect(expired.get_by_role("heading", name="Session expired")).to_be_visible()
+    await expect(expired.get_by_role("link", name="Back to Acme")).to_have_attribute(
+        "href", "https://platform.example/settings"
+    )
+    await expect(expired.get_by_text("Ours")).to_have_count(0)
+
+    unknown = await _open(browser, portal_url(stack, "sk_test_nobody"))
+    await expect(unknown.get_by_role("heading", name="Session expired")).to_be_visible()
+
+
+async def test_the_portal_fits_a_360_px_screen(
+    stack: Stack, api: Api, receiver: Receiver, browser: Browser
+) -> None:
+    event_type = f"portal.{new_id('t_').lower()}"
+    destination = await api.create_webhook(
+        f"{receiver.url}/a-rather-long-path/that/might/overflow", [event_type], name="Phone"
+    )
+    await api.publish(event_type, {"n": 1})
+    await eventually(lambda: _delivery_of(api, destination["id"], "succeeded"), what="the delivery")
+    page = await _open(browser, portal_url(stack, stack.api_key), viewport=PHONE)
+    await expect(page.get_by_role("heading", name="Destinations")).to_be_visible()
+    await _assert_no_sideways_scroll(page)
+    await _shot(page, "destinations-phone")
+    await page.get_by_role("link", name="Phone").click()
+    await page.get_by_role("button", name="Attempts (1)").click()
+    await expect(page.locator("td[data-label='Status code']")).to_have_text("200")
+    await _assert_no_sideways_scroll(page)
+    await page.get_by_role("link", name="Edit").click()
+    await expect(page.get_by_label("Url")).to_be_visible()
+    await _assert_no_sideways_scroll(page)
+    assert page.problems == []  # type: ignore[attr-defined]
+
+
+async def _assert_no_sideways_scroll(page: Page) -> None:
+    overflow = await page.evaluate(
+        "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+    )
+    assert overflow <= 0, f"{overflow} px of horizontal scroll at {page.url}"
+
+
+async def test_portal_redirects_and_serves_its_files_without_a_key(stack: Stack) -> None:
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{stack.api_url}/portal", allow_redirects=False) as response:
+            assert response.status == 301
+            assert response.headers["Location"] == "/portal/"
+        async with session.get(f"{stack.api_url}/portal/app.js") as response:
+            assert response.status == 200
+            assert response.content_type == "text/javascript"
+            assert "script-src 'self'" in response.headers["Content-Security-Policy"]
+        async with session.get(f"{stack.api_url}/portal/..%2Fapp.py") as response:
+            assert response.status == 404
