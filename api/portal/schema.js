@@ -47,12 +47,20 @@ function kindOf(property) {
   return "json";
 }
 
+const ACRONYMS = { url: "URL", id: "ID", json: "JSON", sasl: "SASL", api: "API" };
+
+/** `service_account_json` → "Service account JSON". */
+function labelOf(name) {
+  const words = name.split("_").map((word) => ACRONYMS[word] || word);
+  return words.join(" ").replace(/^./, (c) => c.toUpperCase());
+}
+
 function field(path, name, raw, required, resolve) {
   const property = resolve(raw);
   return {
     path,
     name,
-    label: name.replace(/_/g, " ").replace(/^./, (c) => c.toUpperCase()),
+    label: labelOf(name),
     required,
     description: property.description || "",
     enum: property.enum || null,

@@ -11,7 +11,7 @@ export function el(tag, attributes = {}, ...children) {
     else if (value === true) node.setAttribute(name, "");
     else node.setAttribute(name, String(value));
   }
-  for (const child of children.flat()) {
+  for (const child of children.flat(Infinity)) {
     if (child === null || child === undefined || child === false || child === "") continue;
     node.append(child instanceof Node ? child : String(child));
   }
@@ -38,7 +38,7 @@ export function notice(message, kind = "ok") {
   const box = el("div", { class: `notice ${kind}`, role: kind === "error" ? "alert" : "status" },
     message);
   const heading = main.querySelector("h1");
-  if (heading) heading.after(box);
+  if (heading) (heading.closest(".page-head") || heading).after(box);
   else main.prepend(box);
   return box;
 }

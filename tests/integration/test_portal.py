@@ -112,7 +112,7 @@ async def test_a_customer_creates_a_webhook_and_follows_its_deliveries(
     await expect(page.get_by_label("Type")).to_have_value("webhook")
     await page.get_by_label("Name").fill("Orders webhook")
     await page.get_by_label("Events").fill(event_type)
-    await page.get_by_label("Url").fill(f"{receiver.url}/orders")
+    await page.get_by_label("URL").fill(f"{receiver.url}/orders")
     await _shot(page, "create-form")
     await page.get_by_role("button", name="Create destination").click()
     shown = page.get_by_role("dialog", name="Your signing secret")
@@ -173,12 +173,12 @@ async def test_a_customer_creates_a_webhook_and_follows_its_deliveries(
     # The edit form shows no stored secret, and a 400 lands next to the field it names.
     await page.get_by_role("link", name="Edit").click()
     await expect(page.get_by_label("Secret")).to_have_value("")
-    await page.get_by_label("Url").fill("not a url")
+    await page.get_by_label("URL").fill("not a url")
     await page.get_by_label("Events").fill("Not An Event Type!")
     await page.get_by_role("button", name="Save changes").click()
     await expect(page.locator("#field-webhook-url-error")).to_be_visible()
     await expect(page.locator("#field-events-error")).to_be_visible()
-    await expect(page.get_by_label("Url")).to_have_attribute("aria-invalid", "true")
+    await expect(page.get_by_label("URL")).to_have_attribute("aria-invalid", "true")
     await expect(page.locator(".error-summary")).to_contain_text("2 fields need attention")
     _, stored = await api.call("GET", f"/v2/event-destinations/{destination_id}")
     assert stored["webhook"]["url"] == f"{receiver.url}/orders"  # nothing was changed
@@ -277,7 +277,7 @@ async def test_the_portal_fits_a_360_px_screen(
     await expect(page.locator("td[data-label='Status code']")).to_have_text("200")
     await _assert_no_sideways_scroll(page)
     await page.get_by_role("link", name="Edit").click()
-    await expect(page.get_by_label("Url")).to_be_visible()
+    await expect(page.get_by_label("URL")).to_be_visible()
     await _assert_no_sideways_scroll(page)
     assert page.problems == []  # type: ignore[attr-defined]
 
