@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -14,24 +15,28 @@ from api.app_keys import (
     DB,
     DESTINATIONS,
     KEYRING,
+    PORTAL_TOKENS,
     PRODUCER,
     RATE_LIMITER,
     SEALER,
     SETTINGS,
+    TENANT_VIEW,
+    TENANTS,
     VIEW,
 )
-from api.auth import KeyRing, required_role
+from api.auth import TENANT_HEADER, KeyRing, allowed_roles, authorize
 from api.destinations import Destinations
 from api.errors import (
     ApiError,
     RequestValidationError,
-    forbidden,
     too_many_requests,
-    unauthorized,
 )
 from api.idempotency import idempotency
+from api.portal_sessions import PortalTokens
 from api.ratelimit import RateLimiter
-from api.routes import deliveries, destinations, docs, events, portal
+from api.routes import deliveries, destinations, docs, events, portal, tenants
+from api.tenant_view import TenantView
+from api.tenants import Tenants
 from pipeline import ids, metrics
 from pipeline.crypto import Sealer
 from pipeline.db import create_pool, migrate
@@ -44,11 +49,9 @@ log = logging.getLogger(__name__)
 REQUEST_ID_HEADER = "Request-Id"
 API_MAX_BATCH_BYTES = 512 * 1024  # under the broker's default message.max.bytes (1 MiB)
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json", "/docs"})
-
-
-def is_portal_path(path: str) -> bool:
-    """The portal's static files (api/routes/portal.py): public, like /docs."""
-    return path == "/portal" or path.startswith("/portal/")
+# The portal's static files (served by api/routes/portal.py) need no credential: the page
+# sends its session token to /v2 itself.
+PORTAL_PATH = "/portal"
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -62,7 +65,7 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
     request_id = ids.new_id("req_")
     request["request_id"] = request_id
     try:
-        if request.path not in PUBLIC_PATHS and not is_portal_path(request.path):
+        if not _public(request.path):
             _authenticate(request)
         response = await handler(request)
     except (ApiError, RequestValidationError) as exc:
@@ -82,20 +85,23 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
     return response
 
 
+def _public(path: str) -> bool:
+    return path in PUBLIC_PATHS or path == PORTAL_PATH or path.startswith(PORTAL_PATH + "/")
+
+
 def _authenticate(request: web.Request) -> None:
-    """401 without a known key; 429 when the key is over its rate limit (checked only after
-    authentication, so an unknown key never fills a bucket); 403 when the route needs a role
-    the key lacks, before anything else runs (an idempotent replay included)."""
-    principal = request.app[KEYRING].authenticate(request.headers.get("Authorization"))
-    if principal is None:
-        raise unauthorized()
+    """401 without a known key or valid portal session; 404 for a Herald-Tenant naming no
+    tenant; 429 when the key is over its rate limit (checked only after authentication, so
+    an unknown key never fills a bucket); 403 when the route needs a role the caller lacks,
+    before anything else runs (an idempotent replay included)."""
+    principal = request.app[KEYRING].authenticate(
+        request.headers.get("Authorization"), request.headers.get(TENANT_HEADER)
+    )
     retry_after_s = request.app[RATE_LIMITER].retry_after_s(principal.key_sha256)
     if retry_after_s is not None:
         raise too_many_requests(retry_after_s)
-    if request.match_info.route.resource is not None and not principal.may(
-        required_role(request.match_info.handler)
-    ):
-        raise forbidden()
+    if request.match_info.route.resource is not None:
+        authorize(principal, allowed_roles(request.match_info.handler))
     request["principal"] = principal
     _refuse_nul_parameters(request)
 
@@ -125,11 +131,15 @@ def create_app(settings: Settings) -> web.Application:
         client_max_size=max(settings.max_batch_bytes, settings.max_event_bytes + 16 * 1024),
     )
     app[SETTINGS] = settings
-    app[KEYRING] = KeyRing(settings)
+    app[TENANT_VIEW] = TenantView(settings.kafka_bootstrap)
+    app[KEYRING] = KeyRing(settings, app[TENANT_VIEW])
+    app[PORTAL_TOKENS] = PortalTokens(settings)
     app[RATE_LIMITER] = RateLimiter(settings)
     app[SEALER] = Sealer(settings.encryption_keys.get_secret_value())
     app.cleanup_ctx.append(_kafka)
+    app.cleanup_ctx.append(_tenants)
     app.add_routes(destinations.routes)
+    app.add_routes(tenants.routes)
     app.add_routes(events.routes)
     app.add_routes(deliveries.routes)
     app.add_routes(docs.routes)
@@ -145,7 +155,7 @@ def create_app(settings: Settings) -> web.Application:
 
 async def _kafka_ready(app: web.Application) -> bool:
     view = app.get(VIEW)
-    if view is None or not view.ready.is_set():
+    if view is None or not view.ready.is_set() or not app[TENANT_VIEW].ready.is_set():
         return False
     await view.end_offsets()  # the broker answers now, not just at start-up
     return True
@@ -198,3 +208,17 @@ async def _kafka(app: web.Application) -> AsyncIterator[None]:
     finally:
         await view.stop()
         await producer.stop()
+
+
+async def _tenants(app: web.Application) -> AsyncIterator[None]:
+    """Follow `tenant-changes` for the app's life. The API serves only once the view has
+    read the topic to its end: before that a minted key, or a deleted tenant, is unknown."""
+    settings = app[SETTINGS]
+    view = app[TENANT_VIEW]
+    await view.start()
+    try:
+        await asyncio.wait_for(view.ready.wait(), settings.view_wait_timeout_s * 6)
+        app[TENANTS] = Tenants(settings, view, app[PRODUCER], app[DESTINATIONS])
+        yield
+    finally:
+        await view.stop()

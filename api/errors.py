@@ -74,25 +74,23 @@ def not_found(what: str = "resource") -> ApiError:
     return ApiError(404, "resource_missing", f"No such {what}.")
 
 
-def unauthorized() -> ApiError:
-    """401: no key, or a key Herald does not know."""
+def unauthorized(message: str = "Missing or unknown API key.") -> ApiError:
+    """401: no key, a key Herald does not know (or no longer accepts), or a portal session
+    token that is invalid or expired."""
     return ApiError(
         401,
         "unauthorized",
-        "Missing or unknown API key.",
+        message,
         error_type="authentication_error",
         headers={"WWW-Authenticate": 'Bearer realm="herald"'},
     )
 
 
-def forbidden() -> ApiError:
+def forbidden(
+    message: str = "This API key's role does not allow this request.", field: str | None = None
+) -> ApiError:
     """403: the key's role does not allow this call."""
-    return ApiError(
-        403,
-        "forbidden",
-        "This API key's role does not allow this request.",
-        error_type="permission_error",
-    )
+    return ApiError(403, "forbidden", message, field=field, error_type="permission_error")
 
 
 def unavailable(message: str, retry_after_s: int = 2) -> ApiError:

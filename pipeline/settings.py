@@ -17,11 +17,21 @@ class ApiKey(BaseModel):
     """One configured API key: only its SHA-256 is kept, with its tenant and role."""
 
     key_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
-    tenant: str = Field(min_length=1, max_length=64)
-    role: Literal["manage", "publish"] = "manage"
+    # A `platform` key belongs to no tenant (it acts on one with the Herald-Tenant header):
+    # its tenant is ignored; every other key needs one.
+    tenant: str = Field(default="", max_length=64)
+    role: Literal["manage", "publish", "platform"] = "manage"
     # This key's own request rate limit (None: the api_rate_limit_* settings).
     rate_limit_per_s: float | None = Field(default=None, ge=0)
     rate_limit_burst: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _tenant_unless_platform(self) -> ApiKey:
+        if self.role == "platform":
+            self.tenant = ""
+        elif not self.tenant:
+            raise ValueError(f"a {self.role} key needs a tenant")
+        return self
 
 
 class Settings(BaseSettings):
@@ -158,3 +168,13 @@ class Settings(BaseSettings):
     # the records that arrive while a request is in flight go together in the next one.
     router_linger_ms: int = Field(default=0, ge=0)
     api_linger_ms: int = Field(default=0, ge=0)
+
+    # Tenants and portal sessions (api/tenants.py, api/portal_sessions.py). The HS256 key that
+    # signs portal session tokens: without it POST /v2/tenants/{id}/portal-sessions is a 503
+    # saying so. Every API process of a deployment needs the same one.
+    portal_signing_key: SecretStr | None = None
+    # The longest a portal session may be asked to last, and its default.
+    portal_session_max_s: int = Field(default=24 * 3600, ge=60)
+    portal_session_default_s: int = Field(default=3600, ge=60)
+    # Where the API is reached from outside (portal session URLs are built on it).
+    public_url: str = "http://127.0.0.1:8080"

@@ -16,6 +16,7 @@ DELIVERIES = "deliveries"
 ATTEMPTS = "delivery-attempts"
 DLQ = "deliveries.dlq"
 EVENT_IDS = "event-ids"
+TENANT_CHANGES = "tenant-changes"
 
 # Pairs joined by partition (a table and the stream it is kept beside): equal counts always.
 CO_PARTITIONED = ((EVENTS, EVENT_IDS), (DESTINATION_CHANGES, DESTINATIONS))

@@ -25,6 +25,15 @@ export HERALD_KAFKA_BOOTSTRAP="127.0.0.1:${HERALD_KAFKA_PORT:-9092}"
 export HERALD_DATABASE_URL="postgresql://herald@127.0.0.1:${HERALD_PG_PORT:-25432}/herald"
 export HERALD_ENCRYPTION_KEYS="${HERALD_ENCRYPTION_KEYS:-$(cat .data/encryption.key)}"
 export HERALD_DEV_API_KEY="${HERALD_DEV_API_KEY:-sk_test_dev}"
+# Tenants and portal sessions: a platform key (README, Tenants) and the key that signs portal
+# session tokens, kept beside the encryption key.
+[[ -s .data/portal-signing.key ]] || { .venv/bin/herald keygen >.data/portal-signing.key; chmod 600 .data/portal-signing.key; }
+export HERALD_PORTAL_SIGNING_KEY="${HERALD_PORTAL_SIGNING_KEY:-$(cat .data/portal-signing.key)}"
+DEV_PLATFORM_KEY=sk_test_platform
+if [[ -z "${HERALD_API_KEYS:-}" ]]; then
+  HERALD_API_KEYS=$(.venv/bin/python -c "import hashlib, json, sys; print(json.dumps([{'key_sha256': hashlib.sha256(sys.argv[1].encode()).hexdigest(), 'role': 'platform'}]))" "$DEV_PLATFORM_KEY")
+  export HERALD_API_KEYS
+fi
 # The dev stack delivers to receivers on this machine; production refuses internal addresses.
 export HERALD_OUTBOUND_ALLOWLIST="${HERALD_OUTBOUND_ALLOWLIST:-[\"127.0.0.1/32\"]}"
 API_PORT=${HERALD_API_PORT:-8080}
@@ -95,6 +104,7 @@ cat <<BANNER
     API        http://127.0.0.1:$API_PORT
     metrics    $metrics_urls
     dev key    $HERALD_DEV_API_KEY   (tenant "dev", role manage)
+    platform   $DEV_PLATFORM_KEY   (role platform, unless HERALD_API_KEYS is set)
     Kafka      $HERALD_KAFKA_BOOTSTRAP    PostgreSQL  $HERALD_DATABASE_URL
     RabbitMQ   amqp://guest:guest@127.0.0.1:${HERALD_RABBITMQ_PORT:-5672}/   logs: .data/logs/
 

@@ -11,7 +11,7 @@ from aiokafka.errors import KafkaError
 
 from api import chains
 from api.app_keys import DB, DESTINATIONS, PRODUCER, VIEW
-from api.auth import Principal
+from api.auth import PORTAL, Principal, requires
 from api.errors import ApiError, RequestValidationError, not_found, unavailable
 from api.index import (
     DELIVERY_STATUSES,
@@ -45,6 +45,7 @@ async def _manager(request: web.Request) -> Principal:
 
 
 @routes.get("/v2/event-destinations/{destination_id}/event-deliveries")
+@requires(PORTAL)
 async def list_deliveries(request: web.Request) -> web.Response:
     """A destination's deliveries, newest first; filters status, event_type, time range."""
     principal = await _manager(request)
@@ -98,6 +99,7 @@ async def _delivery(request: web.Request, principal: Principal) -> dict[str, obj
 
 
 @routes.get("/v2/event-deliveries/{delivery_id}")
+@requires(PORTAL)
 async def read_delivery(request: web.Request) -> web.Response:
     """One delivery with its attempts, oldest first."""
     delivery = await _delivery(request, await _manager(request))
@@ -128,6 +130,7 @@ def _not_retryable(delivery: dict[str, object]) -> ApiError:
 
 
 @routes.post("/v2/event-deliveries/{delivery_id}/retry")
+@requires(PORTAL)
 async def retry(request: web.Request) -> web.Response:
     """Attempt a failed delivery again now (same delivery id; a new retry schedule if it
     fails). Only a delivery whose chain is over and did not succeed: a second chain beside

@@ -10,7 +10,7 @@ from aiohttp import web
 
 from api import validation
 from api.app_keys import DESTINATIONS, SETTINGS
-from api.auth import Principal
+from api.auth import PORTAL, Principal, requires
 from api.body import read_json
 from api.errors import RequestValidationError
 from api.index import page_limit
@@ -68,6 +68,7 @@ def _respond(
 
 
 @routes.post("/v2/event-destinations")
+@requires(PORTAL)
 async def create(request: web.Request) -> web.Response:
     """Create a destination (201); a generated webhook secret is returned this once."""
     principal = await _manager(request)
@@ -77,6 +78,7 @@ async def create(request: web.Request) -> web.Response:
 
 
 @routes.get(ITEM)
+@requires(PORTAL)
 async def read(request: web.Request) -> web.Response:
     """One destination of the caller's tenant."""
     principal = await _manager(request)
@@ -84,6 +86,7 @@ async def read(request: web.Request) -> web.Response:
 
 
 @routes.patch(ITEM)
+@requires(PORTAL)
 async def update(request: web.Request) -> web.Response:
     """Change name, description, metadata, events, rate_limit, type or the type's config."""
     principal = await _manager(request)
@@ -97,6 +100,7 @@ async def update(request: web.Request) -> web.Response:
 
 
 @routes.delete(ITEM)
+@requires(PORTAL)
 async def delete(request: web.Request) -> web.Response:
     """Delete; nothing more is delivered to it."""
     await request.app[DESTINATIONS].delete(await _manager(request), _id(request))
@@ -111,6 +115,7 @@ async def delete(request: web.Request) -> web.Response:
 
 
 @routes.post(ITEM + "/enable")
+@requires(PORTAL)
 async def enable(request: web.Request) -> web.Response:
     """Set active (or pending_verification if it never delivered successfully)."""
     record = await request.app[DESTINATIONS].set_enabled(
@@ -120,6 +125,7 @@ async def enable(request: web.Request) -> web.Response:
 
 
 @routes.post(ITEM + "/disable")
+@requires(PORTAL)
 async def disable(request: web.Request) -> web.Response:
     """Set inactive: nothing is delivered until it is enabled again."""
     record = await request.app[DESTINATIONS].set_enabled(
@@ -129,6 +135,7 @@ async def disable(request: web.Request) -> web.Response:
 
 
 @routes.post(ITEM + "/rotate-secret")
+@requires(PORTAL)
 async def rotate_secret(request: web.Request) -> web.Response:
     """A new webhook signing secret, returned once; the old one signs alongside for 24 h."""
     record, secret = await request.app[DESTINATIONS].rotate_secret(
@@ -138,6 +145,7 @@ async def rotate_secret(request: web.Request) -> web.Response:
 
 
 @routes.post(ITEM + "/test")
+@requires(PORTAL)
 async def send_test(request: web.Request) -> web.Response:
     """Deliver an `event_destination.test` event to this destination only (202)."""
     event = await request.app[DESTINATIONS].send_test(await _manager(request), _id(request))
@@ -154,6 +162,7 @@ async def send_test(request: web.Request) -> web.Response:
 
 
 @routes.get("/v2/event-destinations")
+@requires(PORTAL)
 async def list_all(request: web.Request) -> web.Response:
     """The tenant's destinations, newest first, `limit` per page with a cursor."""
     records = request.app[DESTINATIONS].all_for(await _manager(request))

@@ -9,7 +9,7 @@ from aiohttp import web
 
 from api import chains, validation
 from api.app_keys import DB, PRODUCER, SETTINGS, VIEW
-from api.auth import PUBLISH, Principal, requires
+from api.auth import PORTAL, PUBLISH, Principal, requires
 from api.body import read_json
 from api.errors import ApiError, RequestValidationError, not_found, unavailable
 from api.index import Query, fetch_one, fetch_page, page_limit, present_event
@@ -215,6 +215,7 @@ async def _event_row(request: web.Request, principal: Principal) -> dict[str, An
 
 
 @routes.get("/v2/events/{event_id}")
+@requires(PORTAL)
 async def read_event(request: web.Request) -> web.Response:
     """One event of the tenant."""
     event = await _event_row(request, principal_of(request))
@@ -222,6 +223,7 @@ async def read_event(request: web.Request) -> web.Response:
 
 
 @routes.post("/v2/events/{event_id}/replay")
+@requires(PORTAL)
 async def replay(request: web.Request) -> web.Response:
     """Deliver an event again to its current subscribers, or to one `destination_id`.
 

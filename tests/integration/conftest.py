@@ -50,6 +50,9 @@ RATE_LIMITED_KEY = "sk_test_rate_limited"
 RATE_LIMIT = {"rate_limit_per_s": 0.5, "rate_limit_burst": 3}
 # A tenant of its own for the schema fuzzer, so what it creates never sees other tests' events.
 FUZZ_KEY = "sk_test_fuzz"
+# The platform key (the tenants API; Herald-Tenant) and the portal sessions' signing key.
+PLATFORM_KEY = "sk_test_platform"
+PORTAL_SIGNING_KEY = "portal-signing-key-of-the-test-stack-0123456789"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -142,8 +145,10 @@ def herald_env(services: Services, **extra: str) -> dict[str, str]:
                 {"key_sha256": hash_key(PUBLISH_ONLY_KEY), "tenant": "dev", "role": "publish"},
                 {"key_sha256": hash_key(RATE_LIMITED_KEY), "tenant": "limited", **RATE_LIMIT},
                 {"key_sha256": hash_key(FUZZ_KEY), "tenant": "fuzz", "role": "manage"},
+                {"key_sha256": hash_key(PLATFORM_KEY), "role": "platform"},
             ]
         ),
+        "HERALD_PORTAL_SIGNING_KEY": PORTAL_SIGNING_KEY,
         "HERALD_OUTBOUND_ALLOWLIST": '["127.0.0.1/32"]',
         "HERALD_API_PORT": str(API_PORT),
         "HERALD_WORKER_PORT": str(WORKER_PORT),
@@ -306,6 +311,13 @@ async def other_tenant(stack: Stack) -> AsyncIterator[Api]:
 @pytest.fixture
 async def publisher(stack: Stack) -> AsyncIterator[Api]:
     async for client in _api(stack, PUBLISH_ONLY_KEY):
+        yield client
+
+
+@pytest.fixture
+async def platform(stack: Stack) -> AsyncIterator[Api]:
+    """A client with the platform key (send Herald-Tenant per call to act for a tenant)."""
+    async for client in _api(stack, PLATFORM_KEY):
         yield client
 
 

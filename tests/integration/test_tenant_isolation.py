@@ -33,11 +33,14 @@ class Case:
     """How a route is called across tenants and what the caller must see."""
 
     path: str  # with {destination}, {event}, {delivery} for the owner's objects
-    kind: str  # "object": 404; "list": none of the owner's objects; "own": acts on caller's
+    # "object": 404; "list": none of the owner's objects; "own": acts on caller's;
+    # "platform": the tenants API, a 403 for any tenant's key whatever the id names.
+    kind: str
     body: Any = None
 
 
 D = "/v2/event-destinations/{destination}"
+T = "/v2/tenants/dev"  # the owner's tenant (configured, without a record)
 CASES: dict[tuple[str, str], Case] = {
     ("GET", "/v2/event-destinations"): Case("/v2/event-destinations?limit=100", "list"),
     # Creating and publishing act only in the caller's tenant; nothing of another's is named.
@@ -66,6 +69,21 @@ CASES: dict[tuple[str, str], Case] = {
     ),
     ("POST", "/v2/event-deliveries/{delivery_id}/retry"): Case(
         "/v2/event-deliveries/{delivery}/retry", "object"
+    ),
+    ("POST", "/v2/tenants"): Case("/v2/tenants", "platform", {"name": "stolen"}),
+    ("GET", "/v2/tenants"): Case("/v2/tenants", "platform"),
+    ("GET", "/v2/tenants/{tenant_id}"): Case(T, "platform"),
+    ("PATCH", "/v2/tenants/{tenant_id}"): Case(T, "platform", {"name": "stolen"}),
+    ("DELETE", "/v2/tenants/{tenant_id}"): Case(T, "platform"),
+    ("POST", "/v2/tenants/{tenant_id}/api-keys"): Case(
+        T + "/api-keys", "platform", {"role": "manage"}
+    ),
+    ("GET", "/v2/tenants/{tenant_id}/api-keys"): Case(T + "/api-keys", "platform"),
+    ("DELETE", "/v2/tenants/{tenant_id}/api-keys/{key_id}"): Case(
+        T + "/api-keys/key_x", "platform"
+    ),
+    ("POST", "/v2/tenants/{tenant_id}/portal-sessions"): Case(
+        T + "/portal-sessions", "platform", {}
     ),
 }
 
@@ -127,7 +145,9 @@ async def test_another_tenant_finds_nothing_and_changes_nothing(
         if case.kind == "own":
             continue
         status, body = await other_tenant.call(method, case.path.format(**ids), case.body)
-        if case.kind == "list":
+        if case.kind == "platform":
+            assert status == 403, (method, template, status, body)
+        elif case.kind == "list":
             assert status == 200, (method, template, body)
             assert not owned & {item["id"] for item in body["data"]}, (method, template)
         else:
