@@ -1,32 +1,36 @@
 """The customer portal (/portal) in a real browser: Debian's chromium driven by Playwright
 against the test stack, with a real webhook receiver.
 
-The page is opened as a customer would open it, `/portal/#token=<token>`; every check is a
-Playwright expectation that waits for the page (no sleeps), and what the page shows is
-checked against what the API and the receiver saw. With HERALD_PORTAL_SCREENSHOTS set to a
+The page is opened as a customer would open it: the platform (its platform key) creates a
+tenant, opens a portal session for it (`POST /v2/tenants/{id}/portal-sessions`) and hands
+out the session's URL, `/portal/#token=<jwt>`. Every check is a Playwright expectation
+that waits for the page (no sleeps), and what the page shows is checked against what the
+API and the receiver saw. With HERALD_PORTAL_SCREENSHOTS set to a
 folder, the scenario saves the screenshots the README shows (docs/portal/).
 """
 
 from __future__ import annotations
 
-import base64
-import json
+import contextlib
 import os
 import re
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
+import jwt
 import pytest
 from playwright.async_api import Browser, ConsoleMessage, Page, async_playwright, expect
 
 from api.openapi import build_spec
 from pipeline.ids import new_id
 from tests.integration.api_client import Api
-from tests.integration.conftest import OTHER_TENANT_KEY, Stack
+from tests.integration.conftest import PLATFORM_KEY, PORTAL_SIGNING_KEY, Stack
+from tests.integration.test_tenants import client, new_tenant
 from tests.support import Receiver, eventually
 
 # Debian's package: Playwright's own browser download is not reachable where CI runs.
@@ -37,6 +41,7 @@ if SCREENSHOTS:
 DESKTOP = {"width": 1100, "height": 800}
 PHONE = {"width": 360, "height": 740}
 SECRET = re.compile(r"^whsec_")
+LOG_PAGE = 20  # deliveries per page of the portal's delivery log
 # A loaded two-core machine runs four stacks: generous, but every wait is for a condition.
 expect.set_options(timeout=20_000)
 
@@ -73,14 +78,57 @@ async def _open(browser: Browser, url: str, viewport: dict[str, int] = DESKTOP) 
     return page
 
 
-def portal_url(stack: Stack, token: str) -> str:
-    """The link a platform hands its customer."""
-    return f"{stack.api_url}/portal/#token={token}"
+THEME = {"name": "Acme", "primary_color": "#0a7d4f"}
+RETURN_URL = "https://platform.example/settings"
 
 
-async def _shot(page: Page, name: str) -> None:
+@dataclass(frozen=True)
+class Customer:
+    """A tenant of the platform, its portal session's URL, and the platform's client acting
+    for it (Herald-Tenant), which deletes what it created after the test."""
+
+    tenant_id: str
+    url: str
+    token: str
+    api: Api
+
+
+@pytest.fixture
+async def customer(stack: Stack, platform: Api) -> AsyncIterator[Customer]:
+    async with _customer(stack, platform) as made:
+        yield made
+
+
+@contextlib.asynccontextmanager
+async def _customer(stack: Stack, platform: Api) -> AsyncIterator[Customer]:
+    tenant = await new_tenant(platform)
+    status, session = await platform.call(
+        "POST",
+        f"/v2/tenants/{tenant['id']}/portal-sessions",
+        {"return_url": RETURN_URL, "theme": THEME},
+    )
+    assert status == 201, session
+    # The session's URL names HERALD_PUBLIC_URL (the stack keeps the default); the test
+    # stack's API listens elsewhere.
+    link = urlsplit(session["url"])
+    url = f"{stack.api_url}{link.path}#{link.fragment}"
+    try:
+        async with client(stack.api_url, PLATFORM_KEY, tenant["id"]) as acting:
+            yield Customer(tenant["id"], url, session["token"], acting)
+    finally:
+        await platform.call("DELETE", f"/v2/tenants/{tenant['id']}")
+
+
+def _signed(claims: dict[str, Any], key: str = PORTAL_SIGNING_KEY) -> str:
+    """A portal session token signed here, with the test stack's key or another."""
+    now_s = int(time.time())
+    base = {"iss": "herald", "aud": "herald-portal", "iat": now_s, "jti": new_id("ps_")}
+    return jwt.encode({**base, **claims}, key, algorithm="HS256")
+
+
+async def _shot(page: Page, name: str, *, full_page: bool = False) -> None:
     if SCREENSHOTS:
-        await page.screenshot(path=str(Path(SCREENSHOTS) / f"{name}.png"))
+        await page.screenshot(path=str(Path(SCREENSHOTS) / f"{name}.png"), full_page=full_page)
 
 
 async def _delivery_of(api: Api, destination_id: str, status: str) -> dict[str, Any] | None:
@@ -89,22 +137,23 @@ async def _delivery_of(api: Api, destination_id: str, status: str) -> dict[str, 
     return found[0] if found else None
 
 
-def _unsigned_jwt(claims: dict[str, Any]) -> str:
-    """A token shaped like a portal session but signed with no key Herald has."""
-
-    def part(value: dict[str, Any]) -> str:
-        return base64.urlsafe_b64encode(json.dumps(value).encode()).decode().rstrip("=")
-
-    return f"{part({'alg': 'HS256', 'typ': 'JWT'})}.{part(claims)}.{'A' * 43}"
-
-
 async def test_a_customer_creates_a_webhook_and_follows_its_deliveries(
-    stack: Stack, api: Api, receiver: Receiver, browser: Browser
+    customer: Customer, receiver: Receiver, browser: Browser
 ) -> None:
+    api = customer.api  # the platform, publishing and checking for this customer
     event_type = f"portal.{new_id('t_').lower()}"
-    page = await _open(browser, portal_url(stack, stack.api_key))
+    page = await _open(browser, customer.url)
     await expect(page.get_by_role("heading", name="Destinations")).to_be_visible()
     assert "token" not in page.url  # taken from the address bar as soon as it was read
+    # The platform's theme, from the session's claims.
+    await expect(page.get_by_text("Acme · Webhook settings")).to_be_visible()
+    await expect(page.get_by_role("link", name="Back to Acme")).to_have_attribute(
+        "href", RETURN_URL
+    )
+    primary = await page.evaluate(
+        "getComputedStyle(document.documentElement).getPropertyValue('--primary')"
+    )
+    assert primary.strip() == THEME["primary_color"]
 
     # Create through the form; the receiver refuses until told otherwise.
     receiver.status = 500
@@ -113,7 +162,7 @@ async def test_a_customer_creates_a_webhook_and_follows_its_deliveries(
     await page.get_by_label("Name").fill("Orders webhook")
     await page.get_by_label("Events").fill(event_type)
     await page.get_by_label("URL").fill(f"{receiver.url}/orders")
-    await _shot(page, "create-form")
+    await _shot(page, "create-form", full_page=True)
     await page.get_by_role("button", name="Create destination").click()
     shown = page.get_by_role("dialog", name="Your signing secret")
     await expect(shown.get_by_label("Signing secret")).to_have_value(SECRET)
@@ -137,6 +186,7 @@ async def test_a_customer_creates_a_webhook_and_follows_its_deliveries(
     await expect(attempts.first.locator("td[data-label='Status code']")).to_have_text("500")
     await expect(attempts.first.locator("td[data-label='Response']")).to_contain_text("nope")
     await expect(attempts.first.locator("td[data-label='Latency']")).to_contain_text(" ms")
+    await page.get_by_role("heading", name="Delivery log").scroll_into_view_if_needed()
     await _shot(page, "delivery-log")
 
     # Retry it now that the receiver accepts: a new successful attempt on the same delivery.
@@ -190,9 +240,14 @@ async def test_a_customer_creates_a_webhook_and_follows_its_deliveries(
     await expect(page.get_by_role("link", name="Orders webhook")).to_be_visible()
     await _shot(page, "destinations")
     await page.get_by_role("link", name="Orders webhook").click()
-    await page.get_by_role("button", name="Delete").click()
+    delete = page.get_by_role("button", name="Delete")
+    await delete.click()
     confirm = page.get_by_role("dialog", name="Delete Orders webhook?")
     await expect(confirm.get_by_role("button", name="Cancel")).to_be_focused()
+    await page.keyboard.press("Escape")  # closes it, nothing deleted, focus back
+    await expect(confirm).to_have_count(0)
+    await expect(delete).to_be_focused()
+    await page.keyboard.press("Enter")
     await confirm.get_by_role("button", name="Delete").click()
     await expect(page.get_by_role("heading", name="Destinations")).to_be_visible()
     status, _ = await api.call("GET", f"/v2/event-destinations/{destination_id}")
@@ -201,12 +256,12 @@ async def test_a_customer_creates_a_webhook_and_follows_its_deliveries(
 
 
 async def test_the_form_covers_every_destination_type_of_the_schema(
-    stack: Stack, browser: Browser
+    customer: Customer, browser: Browser
 ) -> None:
     """Each type of the spec gets its fields: required ones marked, aliases left out, and
     credentials as password inputs."""
     create = build_spec()["components"]["schemas"]["CreateEventDestinationRequest"]
-    page = await _open(browser, portal_url(stack, stack.api_key))
+    page = await _open(browser, customer.url)
     await page.get_by_role("link", name="Add destination").click()
     types = create["properties"]["type"]["enum"]
     for type_name in types:
@@ -227,49 +282,62 @@ async def test_the_form_covers_every_destination_type_of_the_schema(
     assert page.problems == []  # type: ignore[attr-defined]
 
 
-async def test_another_tenant_or_a_bad_token_gets_nothing(
-    stack: Stack, api: Api, receiver: Receiver, browser: Browser
+async def test_another_tenant_or_an_expired_or_forged_token_gets_nothing(
+    stack: Stack, platform: Api, customer: Customer, receiver: Receiver, browser: Browser
 ) -> None:
-    ours = await api.create_webhook(f"{receiver.url}/ours", ["portal.private"], name="Ours")
-
-    other = await _open(browser, portal_url(stack, OTHER_TENANT_KEY))
-    await expect(other.get_by_role("heading", name="Destinations")).to_be_visible()
-    await expect(other.get_by_text("Ours")).to_have_count(0)
-    await other.goto(f"{stack.api_url}/portal/#/d/{ours['id']}")
-    await expect(other.get_by_role("heading", name="Not found")).to_be_visible()
-
-    # A token Herald never signed (here also long expired): the API answers 401 and the page
-    # says so; the theme it claims is only display.
-    forged = _unsigned_jwt(
-        {
-            "sub": "dev",
-            "exp": int(time.time()) - 60,
-            "return_url": "https://platform.example/settings",
-            "theme": {"name": "Acme", "primary_color": "#0a7d4f"},
-        }
+    ours = await customer.api.create_webhook(
+        f"{receiver.url}/ours", ["portal.private"], name="Ours"
     )
-    expired = await _open(browser, portal_url(stack, forged))
+    mine = await _open(browser, customer.url)
+    await expect(mine.get_by_role("link", name="Ours")).to_be_visible()
+
+    # Another tenant's session: its list lacks ours, and ours by id is not found.
+    async with _customer(stack, platform) as other_customer:
+        other = await _open(browser, other_customer.url)
+        await expect(other.get_by_role("heading", name="Destinations")).to_be_visible()
+        await expect(other.get_by_text("No destinations yet")).to_be_visible()
+        await other.goto(f"{stack.api_url}/portal/#/d/{ours['id']}")
+        await expect(other.get_by_role("heading", name="Not found")).to_be_visible()
+
+    # Signed with the stack's key but expired: the page says so, and the API refuses it.
+    expired_token = _signed({"sub": customer.tenant_id, "exp": int(time.time()) - 60})
+    expired = await _open(browser, f"{stack.api_url}/portal/#token={expired_token}")
     await expect(expired.get_by_role("heading", name="Session expired")).to_be_visible()
-    await expect(expired.get_by_role("link", name="Back to Acme")).to_have_attribute(
-        "href", "https://platform.example/settings"
-    )
-    await expect(expired.get_by_text("Ours")).to_have_count(0)
+    async with client(stack.api_url, expired_token) as late:
+        assert (await late.call("GET", "/v2/event-destinations"))[0] == 401
 
-    unknown = await _open(browser, portal_url(stack, "sk_test_nobody"))
-    await expect(unknown.get_by_role("heading", name="Session expired")).to_be_visible()
+    # Not expired but signed with another key, claiming a theme: the API answers 401 (the
+    # page learns it only from the API); the theme it claims is display only.
+    forged_token = _signed(
+        {
+            "sub": customer.tenant_id,
+            "exp": int(time.time()) + 600,
+            "return_url": RETURN_URL,
+            "theme": THEME,
+        },
+        key="not-the-stack-signing-key-0123456789abcdef",
+    )
+    forged = await _open(browser, f"{stack.api_url}/portal/#token={forged_token}")
+    await expect(forged.get_by_role("heading", name="Session expired")).to_be_visible()
+    await expect(forged.get_by_role("link", name="Back to Acme")).to_be_visible()
+    await expect(forged.get_by_text("Ours")).to_have_count(0)
+    for page in (mine, other, expired, forged):
+        assert page.problems == []  # type: ignore[attr-defined]
 
 
 async def test_the_portal_fits_a_360_px_screen(
-    stack: Stack, api: Api, receiver: Receiver, browser: Browser
+    customer: Customer, receiver: Receiver, browser: Browser
 ) -> None:
+    api = customer.api
     event_type = f"portal.{new_id('t_').lower()}"
     destination = await api.create_webhook(
         f"{receiver.url}/a-rather-long-path/that/might/overflow", [event_type], name="Phone"
     )
     await api.publish(event_type, {"n": 1})
     await eventually(lambda: _delivery_of(api, destination["id"], "succeeded"), what="the delivery")
-    page = await _open(browser, portal_url(stack, stack.api_key), viewport=PHONE)
+    page = await _open(browser, customer.url, viewport=PHONE)
     await expect(page.get_by_role("heading", name="Destinations")).to_be_visible()
+    await expect(page.get_by_role("button", name="Show more")).to_be_hidden()  # one page
     await _assert_no_sideways_scroll(page)
     await _shot(page, "destinations-phone")
     await page.get_by_role("link", name="Phone").click()
@@ -279,6 +347,56 @@ async def test_the_portal_fits_a_360_px_screen(
     await page.get_by_role("link", name="Edit").click()
     await expect(page.get_by_label("URL")).to_be_visible()
     await _assert_no_sideways_scroll(page)
+    assert page.problems == []  # type: ignore[attr-defined]
+
+
+async def test_the_delivery_log_filters_and_pages(
+    customer: Customer, receiver: Receiver, browser: Browser
+) -> None:
+    api = customer.api
+    event_type = f"portal.{new_id('t_').lower()}"
+    destination = await api.create_webhook(f"{receiver.url}/many", [event_type], name="Many")
+    published = [await api.publish(event_type, {"n": n}) for n in range(LOG_PAGE + 1)]
+    path = f"/v2/event-destinations/{destination['id']}/event-deliveries?limit=100"
+
+    async def all_succeeded() -> bool:
+        _, page = await api.call("GET", path)
+        return [d["status"] for d in page["data"]] == ["succeeded"] * len(published)
+
+    await eventually(all_succeeded, what="every delivery to succeed")
+    page = await _open(browser, customer.url)
+    await page.get_by_role("link", name="Many").click()
+    items, older, newer = (
+        page.locator(".delivery"),
+        page.get_by_role("button", name="Older"),
+        page.get_by_role("button", name="Newer"),
+    )
+    await expect(items).to_have_count(LOG_PAGE)
+    await expect(newer).to_be_disabled()
+    shown = await items.all_inner_texts()
+    await older.click()
+    await expect(items).to_have_count(1)
+    await expect(page.get_by_text("Page 2")).to_be_visible()
+    shown += await items.all_inner_texts()
+    # Every delivery on exactly one of the two pages.
+    assert sorted(e for e in published for text in shown if e in text) == sorted(published)
+    await expect(older).to_be_disabled()
+    await newer.click()
+    await expect(items).to_have_count(LOG_PAGE)
+
+    filters = page.get_by_role("form", name="Filter deliveries")
+    await filters.get_by_label("Status").select_option("failed")
+    await filters.get_by_role("button", name="Apply filters").click()
+    await expect(page.get_by_text("No deliveries match.")).to_be_visible()
+    await filters.get_by_label("Status").select_option("succeeded")
+    await filters.get_by_label("Event type").fill(event_type)
+    await filters.get_by_role("button", name="Apply filters").click()
+    await expect(items).to_have_count(LOG_PAGE)
+    await filters.get_by_label("From").fill("2099-01-01T00:00")
+    await filters.get_by_role("button", name="Apply filters").click()
+    await expect(page.get_by_text("No deliveries match.")).to_be_visible()
+    await filters.get_by_role("button", name="Clear").click()
+    await expect(items).to_have_count(LOG_PAGE)
     assert page.problems == []  # type: ignore[attr-defined]
 
 
