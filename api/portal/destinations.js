@@ -5,7 +5,7 @@ import { deliveryLog } from "./deliveries.js";
 import { clearErrors, collect, errorsOf, fieldElement, inputErrors, showErrors } from "./form.js";
 import { destinationForm, loadSpec } from "./schema.js";
 import {
-  badge, confirmAction, destinationStatus, el, notice, prose, showSecret, time,
+  badge, confirmAction, destinationStatus, disabledByHerald, el, notice, prose, showSecret, time,
 } from "./ui.js";
 
 const OVERLAP_EXPLAINED = "For the next 24 hours Herald signs every delivery with both the new "
@@ -29,7 +29,8 @@ function card(destination) {
       badge(destinationStatus(destination), destination.status)),
     el("p", { class: "meta" }, el("span", { class: "type" }, destination.type),
       target(destination) ? el("span", { class: "target" }, target(destination)) : ""),
-    el("p", { class: "meta" }, "Events: ", destination.events.join(", ")));
+    el("p", { class: "meta" }, "Events: ", destination.events.join(", ")),
+    disabledByHerald(destination) ? el("p", { class: "meta" }, "Why: ", destination.status_reason) : "");
 }
 
 /** `#/`: the tenant's destinations, newest first, with more pages on request. */
@@ -58,6 +59,7 @@ function details(destination) {
   const config = destination[destination.type] || {};
   const rows = [
     ["Type", destination.type],
+    ...(disabledByHerald(destination) ? [["Disabled because", destination.status_reason]] : []),
     ["Events", destination.events.join(", ")],
     ...Object.entries(config).map(([name, value]) => [name.replace(/_/g, " "),
       Array.isArray(value) ? value.join(", ") || "—" : String(value ?? "—")]),

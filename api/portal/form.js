@@ -70,8 +70,8 @@ export function fieldElement(field, value, editing) {
     el("label", { for: id }, field.label,
       field.required ? el("span", { class: "required" }, " (required)") : ""),
     control(field, value, editing),
-    el("p", { id: `${id}-hint`, class: "hint" }, hintFor(field, value, editing)),
-    el("p", { id: `${id}-error`, class: "field-error", hidden: true }));
+    el("p", { id: `${id}-error`, class: "field-error", hidden: true }),
+    el("p", { id: `${id}-hint`, class: "hint" }, hintFor(field, value, editing)));
 }
 
 class FormInputError extends Error {
@@ -151,6 +151,11 @@ function matchField(form, name) {
   return best;
 }
 
+/** `[0]` → "item 1", `.X-Foo` → "X-Foo": the part of a field an error names. */
+function partName(rest) {
+  return rest.replace(/^\./, "").replace(/\[(\d+)\]/g, (_, i) => `item ${Number(i) + 1} `).trim();
+}
+
 /** Clear what an earlier submit showed. */
 export function clearErrors(form) {
   form.querySelectorAll(".field-error").forEach((p) => { p.hidden = true; p.textContent = ""; });
@@ -175,7 +180,7 @@ export function showErrors(form, errors, general = "") {
     const slot = wrapper.querySelector(".field-error");
     const input = wrapper.querySelector("input, select, textarea");
     // A name deeper than the field (`events.1`, a header's name) says which part.
-    const part = name === wrapper.dataset.path ? "" : `${name.slice(wrapper.dataset.path.length).replace(/^\./, "")}: `;
+    const part = name === wrapper.dataset.path ? "" : `${partName(name.slice(wrapper.dataset.path.length))}: `;
     slot.textContent = [slot.textContent, ...[].concat(messages).map((m) => part + m)]
       .filter(Boolean).join(" ");
     slot.hidden = false;

@@ -118,10 +118,17 @@ export function destinationStatus(destination) {
   if (destination.status !== "inactive") {
     return STATUS_LABELS[destination.status] || destination.status;
   }
-  const reason = destination.status_reason || "disabled";
-  if (reason === "disabled") return "Disabled";
-  if (reason === "auto-disabled") return "Auto-disabled";
-  return `Disabled (${reason})`;
+  return disabledByHerald(destination) ? "Auto-disabled" : "Disabled";
+}
+
+// The reasons a user's own disable records; any other reason is Herald's (a 410 Gone, too
+// many deliveries dead-lettered in a row …), shown beside the status.
+const USER_REASONS = new Set(["disabled", "disabled by user"]);
+
+/** True if Herald disabled this inactive destination on its own; its reason says why. */
+export function disabledByHerald(destination) {
+  return destination.status === "inactive"
+    && !USER_REASONS.has(destination.status_reason || "disabled");
 }
 
 /** A status badge element. */

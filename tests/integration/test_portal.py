@@ -23,8 +23,16 @@ from urllib.parse import urlsplit
 
 import aiohttp
 import jwt
+import orjson
 import pytest
-from playwright.async_api import Browser, ConsoleMessage, Page, async_playwright, expect
+from playwright.async_api import (
+    Browser,
+    ConsoleMessage,
+    Locator,
+    Page,
+    async_playwright,
+    expect,
+)
 
 from api.openapi import build_spec
 from pipeline.ids import new_id
@@ -126,9 +134,17 @@ def _signed(claims: dict[str, Any], key: str = PORTAL_SIGNING_KEY) -> str:
     return jwt.encode({**base, **claims}, key, algorithm="HS256")
 
 
-async def _shot(page: Page, name: str, *, full_page: bool = False) -> None:
-    if SCREENSHOTS:
-        await page.screenshot(path=str(Path(SCREENSHOTS) / f"{name}.png"), full_page=full_page)
+async def _shot(
+    page: Page, name: str, *, full_page: bool = False, only: Locator | None = None
+) -> None:
+    """Save a screenshot for docs/portal/ (of the element `only`, if given)."""
+    if not SCREENSHOTS:
+        return
+    path = str(Path(SCREENSHOTS) / f"{name}.png")
+    if only is not None:
+        await only.screenshot(path=path)
+    else:
+        await page.screenshot(path=path, full_page=full_page)
 
 
 async def _delivery_of(api: Api, destination_id: str, status: str) -> dict[str, Any] | None:
@@ -186,8 +202,7 @@ async def test_a_customer_creates_a_webhook_and_follows_its_deliveries(
     await expect(attempts.first.locator("td[data-label='Status code']")).to_have_text("500")
     await expect(attempts.first.locator("td[data-label='Response']")).to_contain_text("nope")
     await expect(attempts.first.locator("td[data-label='Latency']")).to_contain_text(" ms")
-    await page.get_by_role("heading", name="Delivery log").scroll_into_view_if_needed()
-    await _shot(page, "delivery-log")
+    await _shot(page, "delivery-log", only=page.locator("section.log"))
 
     # Retry it now that the receiver accepts: a new successful attempt on the same delivery.
     receiver.status = 200
@@ -215,10 +230,13 @@ async def test_a_customer_creates_a_webhook_and_follows_its_deliveries(
     await expect(page.locator(".notice")).to_contain_text("rotated")
 
     # Deliveries signed after the rotation carry both secrets' signatures.
+    before = len(receiver.requests)
     await page.get_by_role("button", name="Send test event").click()
     await expect(page.locator(".notice")).to_contain_text("Test event")
-    await eventually(lambda: len(receiver.requests) >= 3, what="the test event")
-    assert len(receiver.requests[-1].headers["webhook-signature"].split()) == 2
+    await eventually(lambda: len(receiver.requests) > before, what="the test event")
+    test_delivery = receiver.requests[before]
+    assert orjson.loads(test_delivery.body)["type"] == "event_destination.test"
+    assert len(test_delivery.headers["webhook-signature"].split()) == 2
 
     # The edit form shows no stored secret, and a 400 lands next to the field it names.
     await page.get_by_role("link", name="Edit").click()
@@ -227,18 +245,25 @@ async def test_a_customer_creates_a_webhook_and_follows_its_deliveries(
     await page.get_by_label("Events").fill("Not An Event Type!")
     await page.get_by_role("button", name="Save changes").click()
     await expect(page.locator("#field-webhook-url-error")).to_be_visible()
-    await expect(page.locator("#field-events-error")).to_be_visible()
+    await expect(page.locator("#field-events-error")).to_contain_text(
+        "item 1: must be an event type"
+    )
     await expect(page.get_by_label("URL")).to_have_attribute("aria-invalid", "true")
     await expect(page.locator(".error-summary")).to_contain_text("2 fields need attention")
     _, stored = await api.call("GET", f"/v2/event-destinations/{destination_id}")
     assert stored["webhook"]["url"] == f"{receiver.url}/orders"  # nothing was changed
+    await page.evaluate("window.scrollTo(0, 0)")
     await _shot(page, "validation-errors")
 
-    # The list shows it with its status; then delete it, after a confirmation whose Cancel
-    # has the focus.
+    # The list shows each destination with its status (one the platform made and disabled);
+    # then delete ours, after a confirmation whose Cancel has the focus.
+    billing = await api.create_webhook(f"{receiver.url}/billing", ["billing.*"], name="Billing")
+    assert (await api.call("POST", f"/v2/event-destinations/{billing['id']}/disable"))[0] == 200
     await page.get_by_role("link", name="Destinations").click()
-    await expect(page.get_by_role("link", name="Orders webhook")).to_be_visible()
-    await _shot(page, "destinations")
+    billing_card = page.locator(".card", has_text="Billing")
+    await expect(billing_card.get_by_text("Disabled")).to_be_visible()
+    await expect(page.locator(".card", has_text="Orders webhook")).to_contain_text("Active")
+    await _shot(page, "destinations", only=page.locator("body"))
     await page.get_by_role("link", name="Orders webhook").click()
     delete = page.get_by_role("button", name="Delete")
     await delete.click()
@@ -347,6 +372,32 @@ async def test_the_portal_fits_a_360_px_screen(
     await page.get_by_role("link", name="Edit").click()
     await expect(page.get_by_label("URL")).to_be_visible()
     await _assert_no_sideways_scroll(page)
+    assert page.problems == []  # type: ignore[attr-defined]
+
+
+async def test_a_destination_herald_disabled_says_why_and_can_be_enabled(
+    customer: Customer, receiver: Receiver, browser: Browser
+) -> None:
+    api = customer.api
+    event_type = f"portal.{new_id('t_').lower()}"
+    receiver.status = 410  # Gone: Herald disables the destination at once
+    destination = await api.create_webhook(f"{receiver.url}/gone", [event_type], name="Gone")
+    await api.publish(event_type, {"n": 1})
+
+    async def disabled() -> bool:
+        _, body = await api.call("GET", f"/v2/event-destinations/{destination['id']}")
+        return bool(body["status"] == "inactive")
+
+    await eventually(disabled, what="the destination to be disabled")
+    page = await _open(browser, customer.url)
+    card = page.locator(".card", has_text="Gone")
+    await expect(card.get_by_text("Auto-disabled")).to_be_visible()
+    await expect(card).to_contain_text("Why: ")
+    await card.get_by_role("link", name="Gone").click()
+    await page.get_by_role("button", name="Enable").click()
+    await expect(page.locator(".notice")).to_contain_text("Enabled")
+    await expect(page.locator(".page-head .badge")).to_have_text("Pending verification")
+    await expect(page.get_by_role("button", name="Disable")).to_be_visible()
     assert page.problems == []  # type: ignore[attr-defined]
 
 
