@@ -55,7 +55,7 @@ def parse_request(body: Any, settings: Settings) -> SessionRequest:
     errors = FieldErrors()
     for unknown in sorted(set(body) - SESSION_FIELDS):
         errors.add(unknown, "is not a known field.")
-    return_url = http_url(errors, body.get("return_url"), "return_url", required=False)
+    return_url = _url(errors, body.get("return_url"), "return_url")
     theme = _theme(errors, body.get("theme"))
     expires_in_s = _expires_in_s(errors, body.get("expires_in_s"), settings)
     if errors:
@@ -73,17 +73,28 @@ def _theme(errors: FieldErrors, raw: Any) -> dict[str, str] | None:
     theme: dict[str, str] = {}
     color = raw.get("primary_color")
     if color is not None:
-        if isinstance(color, str) and PRIMARY_COLOR.match(color):
+        if isinstance(color, str) and PRIMARY_COLOR.fullmatch(color):
             theme["primary_color"] = color
         else:
             errors.add("theme.primary_color", "must be a color like '#1a2b3c'.")
-    logo_url = http_url(errors, raw.get("logo_url"), "theme.logo_url", required=False)
+    logo_url = _url(errors, raw.get("logo_url"), "theme.logo_url")
     if logo_url is not None:
         theme["logo_url"] = logo_url
     name = string(errors, raw, "theme", "name", required=False, max_length=MAX_THEME_NAME)
     if name is not None:
         theme["name"] = name
     return theme
+
+
+def _url(errors: FieldErrors, raw: Any, field: str) -> str | None:
+    """An absolute http(s) URL of printable ASCII only (RFC 3986's characters, encoded as
+    needed): the portal puts it in a link or an image, where a control character or a space
+    has no business."""
+    url = http_url(errors, raw, field, required=False)
+    if url is not None and not (url.isascii() and url.isprintable() and " " not in url):
+        errors.add(field, "must be a URL of printable ASCII characters (percent-encode others).")
+        return None
+    return url
 
 
 def _expires_in_s(errors: FieldErrors, raw: Any, settings: Settings) -> int:

@@ -61,7 +61,7 @@ def tenant_fields(body: Any, *, create: bool) -> dict[str, Any]:
     if create:
         tenant_id = body.get("id")
         if tenant_id is not None and (
-            not isinstance(tenant_id, str) or not TENANT_ID.match(tenant_id)
+            not isinstance(tenant_id, str) or not TENANT_ID.fullmatch(tenant_id)
         ):
             errors.add("id", "must be 1 to 64 of A-Z a-z 0-9 _ -.")
         fields["id"] = tenant_id

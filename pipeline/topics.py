@@ -23,7 +23,8 @@ CO_PARTITIONED = ((EVENTS, EVENT_IDS), (DESTINATION_CHANGES, DESTINATIONS))
 # Never given more partitions by `apply`: the fold agent reads a destination's current record
 # from the partition its changes hash to, so a change hashed to a new partition would fold
 # onto nothing, and the old record would stay in the compacted topic beside the new one.
-NOT_RAISED = frozenset({DESTINATION_CHANGES, DESTINATIONS})
+# tenant-changes is folded in its one total order by every API process (api/tenant_view.py).
+NOT_RAISED = frozenset({DESTINATION_CHANGES, DESTINATIONS, TENANT_CHANGES})
 
 
 def retry_topic(tier: int) -> str:
@@ -64,6 +65,8 @@ def load_specs(path: Path) -> list[TopicSpec]:
         raise ValueError(
             f"{path}: {DESTINATION_CHANGES} and {DESTINATIONS} must have equal partitions"
         )
+    if TENANT_CHANGES in by_name and by_name[TENANT_CHANGES].partitions != 1:
+        raise ValueError(f"{path}: {TENANT_CHANGES} must have one partition (one total order)")
     return specs
 
 

@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import base64
 from typing import Any
 
-import orjson
 from aiohttp import web
 
 from api import validation
 from api.app_keys import DESTINATIONS, SETTINGS
 from api.auth import PORTAL, Principal, requires
 from api.body import read_json
-from api.errors import RequestValidationError
-from api.index import page_limit
-from api.responses import json_response, principal_of, synced_view
+from api.responses import json_response, page_of, principal_of, synced_view
 from api.stable_ids import id_source
 
 routes = web.RouteTableDef()
@@ -166,35 +162,8 @@ async def send_test(request: web.Request) -> web.Response:
 async def list_all(request: web.Request) -> web.Response:
     """The tenant's destinations, newest first, `limit` per page with a cursor."""
     records = request.app[DESTINATIONS].all_for(await _manager(request))
-    limit = page_limit(request)
-    after = _cursor(request)
-    if after is not None:
-        records = [r for r in records if (r["created_at"], r["id"]) < after]
-    page, more = records[:limit], len(records) > limit
-    cursor = None
-    if more:
-        last = page[-1]
-        cursor = base64.urlsafe_b64encode(orjson.dumps([last["created_at"], last["id"]])).decode()
-    return json_response(
-        {
-            "object": "list",
-            "data": [present(r, None) for r in page],
-            "has_more": more,
-            "next_cursor": cursor,
-        }
-    )
+    return page_of(request, records, present)
 
 
 def _id(request: web.Request) -> str:
     return request.match_info["destination_id"]
-
-
-def _cursor(request: web.Request) -> tuple[str, str] | None:
-    raw = request.query.get("cursor")
-    if not raw:
-        return None
-    try:
-        created_at, destination_id = orjson.loads(base64.urlsafe_b64decode(raw))
-        return str(created_at), str(destination_id)
-    except (ValueError, TypeError) as exc:
-        raise RequestValidationError({"cursor": ["is not a valid cursor."]}) from exc

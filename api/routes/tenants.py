@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import base64
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
 from aiohttp import web
 
 from api import portal_sessions
 from api.app_keys import PORTAL_TOKENS, SETTINGS, TENANTS
 from api.auth import PLATFORM, requires
 from api.body import read_json
-from api.errors import RequestValidationError
-from api.index import page_limit
-from api.responses import json_response, synced_view
+from api.responses import json_response, page_of, synced_view
 from api.stable_ids import id_source
 from api.tenants import Tenants, key_fields, tenant_fields
 
@@ -74,7 +70,7 @@ async def create(request: web.Request) -> web.Response:
 async def list_all(request: web.Request) -> web.Response:
     """Live tenants, newest first, `limit` per page with a cursor."""
     service = await _tenants(request)
-    return _page(request, service.all(), present_tenant)
+    return page_of(request, service.all(), present_tenant)
 
 
 @routes.get(ITEM)
@@ -131,7 +127,7 @@ async def create_key(request: web.Request) -> web.Response:
 async def list_keys(request: web.Request) -> web.Response:
     """The tenant's keys, newest first, revoked ones included."""
     service = await _tenants(request)
-    return _page(request, service.keys(_id(request)), present_key)
+    return page_of(request, service.keys(_id(request)), present_key)
 
 
 @routes.delete(ITEM + "/api-keys/{key_id}")
@@ -171,35 +167,3 @@ async def create_portal_session(request: web.Request) -> web.Response:
 
 def _id(request: web.Request) -> str:
     return request.match_info["tenant_id"]
-
-
-def _page(request: web.Request, records: list[dict[str, Any]], present: Any) -> web.Response:
-    """One page of `records` (sorted newest first by created_at, id) after `?cursor=`."""
-    limit = page_limit(request)
-    after = _cursor(request)
-    if after is not None:
-        records = [r for r in records if (r["created_at"], r["id"]) < after]
-    page, more = records[:limit], len(records) > limit
-    cursor = None
-    if more:
-        last = page[-1]
-        cursor = base64.urlsafe_b64encode(orjson.dumps([last["created_at"], last["id"]])).decode()
-    return json_response(
-        {
-            "object": "list",
-            "data": [present(r, None) for r in page],
-            "has_more": more,
-            "next_cursor": cursor,
-        }
-    )
-
-
-def _cursor(request: web.Request) -> tuple[str, str] | None:
-    raw = request.query.get("cursor")
-    if not raw:
-        return None
-    try:
-        created_at, record_id = orjson.loads(base64.urlsafe_b64decode(raw))
-        return str(created_at), str(record_id)
-    except (ValueError, TypeError) as exc:
-        raise RequestValidationError({"cursor": ["is not a valid cursor."]}) from exc

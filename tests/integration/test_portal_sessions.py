@@ -97,6 +97,8 @@ async def test_a_session_token_manages_destinations_and_nothing_else(
             ):
                 status, answer = await portal.call(method, route, body)
                 assert status == 403, (method, route, answer)
+        # Neither the token nor the session URL is ever logged.
+        assert session["token"] not in (stack.logs / "api.log").read_text()
         # The other tenant's destination is untouched.
         status, still = await theirs.call(
             "GET", f"/v2/event-destinations/{their_destination['id']}"

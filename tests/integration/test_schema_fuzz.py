@@ -32,7 +32,7 @@ from schemathesis.checks import (
 )
 
 from api.openapi import build_spec
-from tests.integration.conftest import FUZZ_KEY, Stack
+from tests.integration.conftest import FUZZ_KEY, PLATFORM_KEY, Stack
 
 MAX_EXAMPLES = 20
 RESPONSE_CHECKS = [
@@ -41,6 +41,9 @@ RESPONSE_CHECKS = [
     response_schema_conformance,
 ]
 HEADERS = {"Authorization": f"Bearer {FUZZ_KEY}"}
+# The tenants API is for platform keys: fuzzed with one, on a tenant of its own.
+PLATFORM_HEADERS = {"Authorization": f"Bearer {PLATFORM_KEY}"}
+FUZZ_TENANT = "fuzz_platform"
 
 SPEC = build_spec()
 schema = schemathesis.openapi.from_dict(SPEC)
@@ -78,7 +81,15 @@ def seeded(stack: Stack) -> Iterator[dict[str, str]]:
         deliveries = session.get(deliveries_url, timeout=15).json()["data"]
         time.sleep(0.1)
     assert deliveries, "the seed delivery never reached the index"
+    tenant = requests.post(
+        f"{url}/v2/tenants",
+        json={"id": FUZZ_TENANT, "name": "fuzz seed"},
+        headers=PLATFORM_HEADERS,
+        timeout=15,
+    )
+    assert tenant.status_code in (201, 409), tenant.text
     yield {
+        "tenant_id": FUZZ_TENANT,
         "destination_id": created["id"],
         "event_id": event["id"],
         "delivery_id": deliveries[0]["id"],
@@ -115,7 +126,8 @@ def test_no_input_gets_a_server_error(
 ) -> None:
     _with_real_ids(case, seeded)
     _fresh_idempotency_key(case)
-    response = case.call(base_url=stack.api_url, headers=HEADERS, timeout=15)
+    headers = PLATFORM_HEADERS if case.path.startswith("/v2/tenants") else HEADERS
+    response = case.call(base_url=stack.api_url, headers=headers, timeout=15)
     assert response.status_code < 500, (
         f"{case.method} {case.formatted_path} -> {response.status_code}: "
         f"{response.text[:500]}\n{case.as_curl_command()}"

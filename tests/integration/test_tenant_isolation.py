@@ -6,18 +6,23 @@ CASES fails `test_every_route_has_a_case` until someone decides how it is isolat
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
 import orjson
 
 from api.app import create_app
+from api.auth import MANAGE, PORTAL, PUBLISH, allowed_roles
 from pipeline.crypto import generate_key
 from pipeline.settings import Settings
 from tests.integration.api_client import Api
+from tests.integration.conftest import PLATFORM_KEY, Stack
 from tests.integration.sinks.test_pinned_addresses import (
     CHECKED,
     REFUSED,
@@ -88,10 +93,11 @@ CASES: dict[tuple[str, str], Case] = {
 }
 
 
-def _v2_routes() -> set[tuple[str, str]]:
+def _v2_routes() -> dict[tuple[str, str], frozenset[str]]:
+    """Every /v2 route, with the roles that may call it."""
     app = create_app(Settings(encryption_keys=generate_key()))  # not started: no I/O
     return {
-        (route.method, route.resource.canonical)
+        (route.method, route.resource.canonical): allowed_roles(route.handler)
         for route in app.router.routes()
         # HEAD runs the GET handler, which its GET case covers.
         if route.resource is not None
@@ -100,8 +106,11 @@ def _v2_routes() -> set[tuple[str, str]]:
     }
 
 
+ROLES = _v2_routes()
+
+
 def test_every_route_has_a_case() -> None:
-    assert _v2_routes() == set(CASES)
+    assert set(ROLES) == set(CASES)
 
 
 async def _snapshot(api: Api, ids: dict[str, str]) -> dict[str, Any]:
@@ -120,8 +129,39 @@ async def _snapshot(api: Api, ids: dict[str, str]) -> dict[str, Any]:
     }
 
 
+async def _finds_nothing(caller: Api, role: str, ids: dict[str, str]) -> None:
+    """Every route called by `caller` (of another tenant, with `role`) on the owner's objects:
+    a 404 for each object, none of them in a list, a 403 where the role may not go."""
+    for (method, template), case in CASES.items():
+        if case.kind == "own":
+            continue
+        status, body = await caller.call(method, case.path.format(**ids), case.body)
+        if case.kind == "platform" or role not in ROLES[(method, template)]:
+            assert status == 403, (method, template, status, body)
+        elif case.kind == "list":
+            assert status == 200, (method, template, body)
+            assert not set(ids.values()) & {item["id"] for item in body["data"]}, template
+        else:
+            assert status == 404, (method, template, status, body)
+            assert body["errors"][0]["code"] == "resource_missing", (method, template)
+
+
+@contextlib.asynccontextmanager
+async def _client(
+    stack: Stack, key: str, headers: dict[str, str] | None = None
+) -> AsyncIterator[Api]:
+    sent = {"Authorization": f"Bearer {key}", **(headers or {})}
+    async with aiohttp.ClientSession(base_url=stack.api_url, headers=sent) as session:
+        yield Api(session)
+
+
 async def test_another_tenant_finds_nothing_and_changes_nothing(
-    api: Api, other_tenant: Api, receiver: Receiver
+    api: Api,
+    other_tenant: Api,
+    platform: Api,
+    publisher: Api,
+    stack: Stack,
+    receiver: Receiver,
 ) -> None:
     destination = await api.create_webhook(f"{receiver.url}/iso", ["iso_check.*"])
     event_id = await api.publish("iso_check.created", {"n": 1})
@@ -139,20 +179,28 @@ async def test_another_tenant_finds_nothing_and_changes_nothing(
     [delivery] = await eventually(delivered, what="the delivery indexed and the hook active")
     ids = {"destination": destination["id"], "event": event_id, "delivery": delivery["id"]}
     before = await _snapshot(api, ids)
-    owned = set(ids.values())
 
+    await _finds_nothing(other_tenant, MANAGE, ids)
+    # Issue 15: the platform acting for another tenant, and another tenant's portal session,
+    # are that tenant: they find nothing of the owner's either.
+    async with _client(stack, PLATFORM_KEY, {"Herald-Tenant": "other"}) as acting:
+        await _finds_nothing(acting, MANAGE, ids)
+    status, tenant = await platform.call("POST", "/v2/tenants", {"name": "isolation"})
+    assert status == 201, tenant
+    status, session = await platform.call("POST", f"/v2/tenants/{tenant['id']}/portal-sessions")
+    assert status == 201, session
+    async with _client(stack, session["token"]) as portal:
+        await _finds_nothing(portal, PORTAL, ids)
+    # A platform key without the header sees no tenant's data; a publish key of the owner's
+    # own tenant may only publish.
     for (method, template), case in CASES.items():
-        if case.kind == "own":
-            continue
-        status, body = await other_tenant.call(method, case.path.format(**ids), case.body)
-        if case.kind == "platform":
+        path = (case.path or template).format(**ids)
+        if case.kind != "platform":
+            status, body = await platform.call(method, path, case.body)
+            assert (status, body["errors"][0]["field"]) == (403, "Herald-Tenant"), template
+        if PUBLISH not in ROLES[(method, template)]:
+            status, body = await publisher.call(method, path, case.body)
             assert status == 403, (method, template, status, body)
-        elif case.kind == "list":
-            assert status == 200, (method, template, body)
-            assert not owned & {item["id"] for item in body["data"]}, (method, template)
-        else:
-            assert status == 404, (method, template, status, body)
-            assert body["errors"][0]["code"] == "resource_missing", (method, template)
 
     # A body that names the owner's destination is treated as naming nothing at all.
     own_event = await other_tenant.publish("iso_check.created", {"n": 2})

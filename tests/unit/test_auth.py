@@ -8,6 +8,7 @@ from typing import Any
 import jwt
 import pytest
 
+from api.app import create_app
 from api.auth import (
     MANAGE,
     PLATFORM,
@@ -21,7 +22,10 @@ from api.auth import (
     requires,
 )
 from api.errors import ApiError, RequestValidationError
+from api.openapi import build_spec
 from api.portal_sessions import AUDIENCE, ISSUER, PortalTokens, SessionRequest, parse_request
+from api.tenants import tenant_fields
+from pipeline.crypto import generate_key
 from pipeline.settings import ApiKey, Settings
 
 SIGNING_KEY = "unit-test-portal-signing-key-0123456789abcdef"
@@ -221,6 +225,7 @@ def test_the_token_carries_the_fixed_claims() -> None:
         ({"return_url": "javascript:alert(1)"}, "return_url"),
         ({"return_url": "/relative"}, "return_url"),
         ({"theme": {"primary_color": "red"}}, "theme.primary_color"),
+        ({"theme": {"primary_color": "#aabbcc\n"}}, "theme.primary_color"),
         ({"theme": {"logo_url": "ftp://x.test/l.png"}}, "theme.logo_url"),
         ({"theme": {"name": ""}}, "theme.name"),
         ({"theme": {"font": "x"}}, "theme.font"),
@@ -242,3 +247,43 @@ def test_a_platform_key_needs_no_tenant_and_others_do() -> None:
     assert ApiKey(key_sha256=hash_key("p"), role="platform", tenant="ignored").tenant == ""
     with pytest.raises(ValueError, match="needs a tenant"):
         ApiKey(key_sha256=hash_key("m"), role="manage")
+
+
+def test_the_spec_says_which_routes_a_portal_session_may_use() -> None:
+    """An operation lists the PortalSession scheme exactly when its handler admits the
+    `portal` role, and every tenant route takes the Herald-Tenant header."""
+    spec = build_spec()
+    app = create_app(Settings(encryption_keys=generate_key()))  # not started: no I/O
+    for route in app.router.routes():
+        resource = route.resource
+        if resource is None or not resource.canonical.startswith("/v2/") or route.method == "HEAD":
+            continue
+        item = spec["paths"][resource.canonical]
+        operation = item[route.method.lower()]
+        schemes = {name for entry in operation.get("security", []) for name in entry}
+        roles = allowed_roles(route.handler)
+        assert ("PortalSession" in schemes) == (PORTAL in roles), resource.canonical
+        parameters = {p["$ref"] for p in item.get("parameters", []) if "$ref" in p}
+        takes_header = "#/components/parameters/HeraldTenant" in parameters
+        assert takes_header == (PLATFORM not in roles), (route.method, resource.canonical)
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["https://\x0f\u00a9h", "https://x.test/a b", "https://x.test/\u00e9", "http://x.test/\t"],
+)
+def test_session_urls_are_printable_ascii(url: str) -> None:
+    for body, field in (
+        ({"return_url": url}, "return_url"),
+        ({"theme": {"logo_url": url}}, "theme.logo_url"),
+    ):
+        with pytest.raises(RequestValidationError) as caught:
+            parse_request(body, settings())
+        assert field in caught.value.errors
+
+
+@pytest.mark.parametrize("tenant_id", ["has space", "x" * 65, "a/b", "abc\n", "", 7])
+def test_bad_tenant_ids(tenant_id: Any) -> None:
+    with pytest.raises(RequestValidationError) as caught:
+        tenant_fields({"id": tenant_id, "name": "n"}, create=True)
+    assert list(caught.value.errors) == ["id"]
