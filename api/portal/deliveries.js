@@ -50,15 +50,15 @@ function deliveryItem(delivery, destinationId, refresh) {
   if (RETRYABLE.has(delivery.status)) {
     buttons.push(el("button", { type: "button", onclick: () => run(
       () => call("POST", `/v2/event-deliveries/${encodeURIComponent(delivery.id)}/retry`),
-      refresh, "Retrying the delivery now.") }, "Retry"));
+      refresh, "Retrying the delivery now.", delivery.id) }, "Retry"));
   }
   buttons.push(el("button", { type: "button", onclick: () => run(
     () => call("POST", `/v2/events/${encodeURIComponent(delivery.event_id)}/replay`,
       { body: { destination_id: destinationId } }),
     refresh, (r) => (r.skipped_destination_ids?.length
       ? "Not replayed: this event's delivery is still being attempted."
-      : "Event replayed to this destination.")) }, "Replay event"));
-  return el("li", { class: "delivery" },
+      : "Event replayed to this destination."), delivery.id) }, "Replay event"));
+  return el("li", { class: "delivery", "data-delivery": delivery.id },
     el("div", { class: "delivery-head" },
       badge(deliveryStatus(delivery.status), delivery.status),
       el("span", { class: "event-type" }, delivery.event_type),
@@ -69,11 +69,14 @@ function deliveryItem(delivery, destinationId, refresh) {
     panel);
 }
 
-async function run(action, refresh, success) {
+/** Run a delivery's action, reload the page of the log and say what happened; the focus
+ * goes back to that delivery's first button (its own was replaced by the reload). */
+async function run(action, refresh, success, deliveryId) {
   try {
     const result = await action();
     await refresh();
     notice(typeof success === "function" ? success(result) : success);
+    document.querySelector(`[data-delivery="${deliveryId}"] button`)?.focus();
   } catch (error) {
     if (!(error instanceof ApiError)) throw error;
     notice(error.message, "error");

@@ -71,11 +71,16 @@ function details(destination) {
   return el("dl", { class: "details" }, rows.map(([term, value]) => [el("dt", {}, term), el("dd", {}, value)]));
 }
 
+/** Run an action's API call, render the page again and say what happened; the focus goes
+ * back to the action's button (Enable becomes Disable: the same data-action), not to the
+ * top of the page the render replaced. */
 async function act(action, render, success) {
+  const key = document.activeElement?.dataset?.action;
   try {
     const result = await action();
     await render();
     if (success) notice(typeof success === "function" ? success(result) : success);
+    if (key) document.querySelector(`[data-action="${key}"]`)?.focus();
   } catch (error) {
     if (!(error instanceof ApiError)) throw error;
     notice(error.message, "error");
@@ -87,11 +92,12 @@ function actions(destination, render, navigate) {
   const inactive = destination.status === "inactive";
   const buttons = [
     el("a", { class: "button", href: `#/d/${encodeURIComponent(destination.id)}/edit` }, "Edit"),
-    el("button", { type: "button", onclick: () => act(
+    el("button", { type: "button", "data-action": "toggle", onclick: () => act(
       () => call("POST", `${path}/${inactive ? "enable" : "disable"}`), render,
       inactive ? "Enabled." : "Disabled: nothing is delivered until you enable it again.") },
     inactive ? "Enable" : "Disable"),
-    el("button", { type: "button", onclick: () => act(() => call("POST", `${path}/test`), render,
+    el("button", { type: "button", "data-action": "test", onclick: () => act(
+      () => call("POST", `${path}/test`), render,
       (event) => `Test event ${event.id} sent; it appears in the delivery log below.`) },
     "Send test event"),
   ];

@@ -208,6 +208,8 @@ async def test_a_customer_creates_a_webhook_and_follows_its_deliveries(
     receiver.status = 200
     await item.get_by_role("button", name="Retry").click()
     await expect(page.locator(".notice")).to_contain_text("Retrying")
+    # The log was reloaded; the focus is back on that delivery, not lost to the page.
+    await expect(item.get_by_role("button", name="Attempts")).to_be_focused()
     await eventually(
         lambda: _delivery_of(api, destination_id, "succeeded"), what="the retry to succeed"
     )
@@ -216,6 +218,13 @@ async def test_a_customer_creates_a_webhook_and_follows_its_deliveries(
     await item.get_by_role("button", name="Attempts").click()
     await expect(item.locator("td[data-label='Status code']").last).to_have_text("200")
     assert {r.headers["webhook-id"] for r in receiver.requests} == {failed["id"]}
+
+    # Replay the event to this destination: delivered again, under the same delivery id.
+    before = len(receiver.requests)
+    await item.get_by_role("button", name="Replay event").click()
+    await expect(page.locator(".notice")).to_contain_text("Event replayed")
+    await eventually(lambda: len(receiver.requests) > before, what="the replayed event")
+    assert receiver.requests[before].headers["webhook-id"] == failed["id"]
 
     # Rotate the signing secret: the overlap explained, the new secret shown once.
     await page.get_by_role("button", name="Rotate signing secret").click()
@@ -255,6 +264,19 @@ async def test_a_customer_creates_a_webhook_and_follows_its_deliveries(
     await page.evaluate("window.scrollTo(0, 0)")
     await _shot(page, "validation-errors")
 
+    # Corrected, the edit is saved (PATCH); the secret left empty keeps the stored one.
+    await page.get_by_label("Name").fill("Orders webhook EU")
+    await page.get_by_label("URL").fill(f"{receiver.url}/orders-eu")
+    await page.get_by_label("Events").fill(event_type)
+    await page.get_by_role("button", name="Save changes").click()
+    await expect(page.get_by_role("heading", name="Orders webhook EU")).to_be_visible()
+    await expect(page.locator(".notice")).to_contain_text("Saved")
+    _, stored = await api.call("GET", f"/v2/event-destinations/{destination_id}")
+    assert (stored["name"], stored["webhook"]["url"]) == (
+        "Orders webhook EU",
+        f"{receiver.url}/orders-eu",
+    )
+
     # The list shows each destination with its status (one the platform made and disabled);
     # then delete ours, after a confirmation whose Cancel has the focus.
     billing = await api.create_webhook(f"{receiver.url}/billing", ["billing.*"], name="Billing")
@@ -262,12 +284,12 @@ async def test_a_customer_creates_a_webhook_and_follows_its_deliveries(
     await page.get_by_role("link", name="Destinations").click()
     billing_card = page.locator(".card", has_text="Billing")
     await expect(billing_card.get_by_text("Disabled")).to_be_visible()
-    await expect(page.locator(".card", has_text="Orders webhook")).to_contain_text("Active")
+    await expect(page.locator(".card", has_text="Orders webhook EU")).to_contain_text("Active")
     await _shot(page, "destinations", only=page.locator("body"))
-    await page.get_by_role("link", name="Orders webhook").click()
+    await page.get_by_role("link", name="Orders webhook EU").click()
     delete = page.get_by_role("button", name="Delete")
     await delete.click()
-    confirm = page.get_by_role("dialog", name="Delete Orders webhook?")
+    confirm = page.get_by_role("dialog", name="Delete Orders webhook EU?")
     await expect(confirm.get_by_role("button", name="Cancel")).to_be_focused()
     await page.keyboard.press("Escape")  # closes it, nothing deleted, focus back
     await expect(confirm).to_have_count(0)
@@ -397,7 +419,7 @@ async def test_a_destination_herald_disabled_says_why_and_can_be_enabled(
     await page.get_by_role("button", name="Enable").click()
     await expect(page.locator(".notice")).to_contain_text("Enabled")
     await expect(page.locator(".page-head .badge")).to_have_text("Pending verification")
-    await expect(page.get_by_role("button", name="Disable")).to_be_visible()
+    await expect(page.get_by_role("button", name="Disable")).to_be_focused()
     assert page.problems == []  # type: ignore[attr-defined]
 
 
