@@ -2,7 +2,9 @@
 
 import { ApiError, call } from "./api.js";
 import { deliveryLog } from "./deliveries.js";
-import { clearErrors, collect, errorsOf, fieldElement, inputErrors, showErrors } from "./form.js";
+import {
+  canClear, clearErrors, collect, errorsOf, fieldElement, inputErrors, showErrors,
+} from "./form.js";
 import { destinationForm, loadSpec } from "./schema.js";
 import {
   badge, confirmAction, destinationStatus, disabledByHerald, el, notice, prose, showSecret, time,
@@ -203,9 +205,11 @@ export async function formView(main, { id }, navigate) {
 }
 
 async function save(form, schema, type, existing, navigate) {
-  // On PATCH an emptied number (rate_limit) is sent as null, which removes it.
-  const clearable = new Set(existing ? schema.common.filter((f) => f.kind === "number"
-    && existing[f.name] != null).map((f) => f.path) : []);
+  // On PATCH, an optional field the customer emptied is removed (not kept as stored).
+  const isSet = (value) => value != null && value !== "" && !(typeof value === "object"
+    && Object.keys(value).length === 0);
+  const clearable = new Set(existing ? schema.common.filter((f) => canClear(f)
+    && isSet(existing[f.name])).map((f) => f.path) : []);
   let body;
   try {
     body = { ...collect(form, schema.common, clearable), ...collect(form, type.fields) };

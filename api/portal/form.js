@@ -119,8 +119,17 @@ function put(body, path, value) {
   node[names.at(-1)] = value;
 }
 
+// What an emptied field sends on PATCH to remove its value (a rate limit, a description,
+// metadata); a field not in `clearable` left empty keeps the stored value.
+const CLEARED = { number: null, map: {}, text: null };
+
+/** True for an optional field whose value an edit may remove by emptying it. */
+export function canClear(field) {
+  return !field.required && field.kind in CLEARED;
+}
+
 /** The request body from `fields`' inputs in `form`: empty inputs are left out, except the
- * ones named in `clearable` (sent as null, which removes the value on PATCH). */
+ * ones named in `clearable` (sent as their kind's "nothing"). */
 export function collect(form, fields, clearable = new Set()) {
   const body = {};
   for (const field of fields) {
@@ -128,7 +137,7 @@ export function collect(form, fields, clearable = new Set()) {
     if (!input) continue;
     const raw = input.value.trim();
     if (raw === "") {
-      if (clearable.has(field.path)) put(body, field.path, null);
+      if (clearable.has(field.path)) put(body, field.path, CLEARED[field.kind] ?? null);
       continue;
     }
     put(body, field.path, valueOf(field, raw));

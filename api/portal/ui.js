@@ -24,13 +24,6 @@ export function prose(text) {
   return parts.map((part, i) => (i % 2 ? el("code", {}, part) : part));
 }
 
-/** Say something to screen readers (and show it in the status line). */
-export function announce(message) {
-  const region = document.getElementById("announce");
-  region.textContent = "";
-  window.setTimeout(() => { region.textContent = message; }, 50);
-}
-
 /** A flash message at the top of the main area, for what an action did. */
 export function notice(message, kind = "ok") {
   const main = document.getElementById("main");

@@ -368,7 +368,11 @@ async def test_another_tenant_or_an_expired_or_forged_token_gets_nothing(
     await expect(forged.get_by_role("heading", name="Session expired")).to_be_visible()
     await expect(forged.get_by_role("link", name="Back to Acme")).to_be_visible()
     await expect(forged.get_by_text("Ours")).to_have_count(0)
-    for page in (mine, other, expired, forged):
+    # No token at all: the page asks for the platform's link and calls nothing.
+    bare = await _open(browser, f"{stack.api_url}/portal")  # redirected to /portal/
+    await expect(bare.get_by_role("heading", name="No session")).to_be_visible()
+    assert urlsplit(bare.url).path == "/portal/"
+    for page in (mine, other, expired, forged, bare):
         assert page.problems == []  # type: ignore[attr-defined]
 
 
