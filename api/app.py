@@ -52,6 +52,9 @@ PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json", "/
 # The portal's static files (served by api/routes/portal.py) need no credential: the page
 # sends its session token to /v2 itself.
 PORTAL_PATH = "/portal"
+# How long start-up waits for the tenant view to read `tenant-changes` to its end (a small
+# topic: milliseconds, unless the broker is slow to answer).
+TENANT_VIEW_START_TIMEOUT_S = 60.0
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -217,7 +220,7 @@ async def _tenants(app: web.Application) -> AsyncIterator[None]:
     view = app[TENANT_VIEW]
     await view.start()
     try:
-        await asyncio.wait_for(view.ready.wait(), settings.view_wait_timeout_s * 6)
+        await asyncio.wait_for(view.ready.wait(), TENANT_VIEW_START_TIMEOUT_S)
         app[TENANTS] = Tenants(settings, view, app[PRODUCER], app[DESTINATIONS])
         yield
     finally:
