@@ -47,7 +47,11 @@ export async function listView(main) {
     more.hidden = !page.has_more;
     return page;
   };
-  more.addEventListener("click", () => load().then(() => list.lastElementChild?.querySelector("a")?.focus()));
+  more.addEventListener("click", async () => {
+    const shown = list.children.length;
+    await load();
+    list.children[shown]?.querySelector("a")?.focus();  // the first of the new ones
+  });
   const first = await load();
   main.replaceChildren(
     el("div", { class: "page-head" }, heading("Destinations"),
