@@ -160,7 +160,7 @@ export async function destinationView(main, { id }, navigate) {
 function typeSection(form, type, values, editing) {
   return el("fieldset", { class: "config" },
     el("legend", {}, `${type.name} settings`),
-    el("p", { class: "hint" }, prose(type.description)),
+    type.description ? el("p", { class: "hint" }, prose(type.description)) : "",
     type.fields.map((field) => fieldElement(field, values?.[field.name], editing)));
 }
 

@@ -79,6 +79,15 @@ function fieldsOf(schema, prefix, resolve) {
     .map(([name, raw]) => field(prefix + name, name, raw, required.has(name), resolve));
 }
 
+// Sentences of a config object's description that speak to API callers about the request's
+// shape ("Provide this object under the `webhook` property …"), which the form handles.
+const REQUEST_SHAPE = /^(Configuration for an? `|Provide this object under)/;
+
+function customerNotes(description) {
+  return String(description || "").split(/(?<=\.)\s+/)
+    .filter((sentence) => !REQUEST_SHAPE.test(sentence)).join(" ");
+}
+
 /** The form's description: `types` (each with its description and config `fields`) and the
  * `common` fields every type shares (name, events …), in the spec's order. */
 export function destinationForm(spec) {
@@ -95,7 +104,7 @@ export function destinationForm(spec) {
     const config = resolve(create.properties[name]);
     return {
       name,
-      description: config.description || "",
+      description: customerNotes(config.description),
       fields: fieldsOf(config, `${name}.`, resolve),
     };
   });
