@@ -398,6 +398,14 @@ async def test_the_portal_fits_a_360_px_screen(
     await page.get_by_role("link", name="Edit").click()
     await expect(page.get_by_label("URL")).to_be_visible()
     await _assert_no_sideways_scroll(page)
+
+    # A refusal that names no field (the destination was deleted meanwhile) is the summary.
+    assert (await api.call("DELETE", f"/v2/event-destinations/{destination['id']}"))[0] == 200
+    await page.get_by_role("button", name="Save changes").click()
+    summary = page.locator(".error-summary")
+    await expect(summary).to_contain_text("No such event destination")
+    await expect(summary).to_be_focused()
+    await _assert_no_sideways_scroll(page)
     assert page.problems == []  # type: ignore[attr-defined]
 
 
