@@ -36,7 +36,7 @@ from api.idempotency import idempotency
 from api.portal_sessions import PortalTokens
 from api.ratelimit import RateLimiter
 from api.recovery import Recoveries
-from api.routes import deliveries, destinations, docs, events, recoveries, tenants
+from api.routes import deliveries, destinations, docs, events, portal, recoveries, tenants
 from api.tenant_view import TenantView
 from api.tenants import Tenants
 from pipeline import ids, metrics
@@ -57,6 +57,7 @@ PORTAL_PATH = "/portal"
 # How long start-up waits for the tenant view to read `tenant-changes` to its end (a small
 # topic: milliseconds, unless the broker is slow to answer).
 TENANT_VIEW_START_TIMEOUT_S = 60.0
+
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -148,6 +149,7 @@ def create_app(settings: Settings) -> web.Application:
     app.add_routes(deliveries.routes)
     app.add_routes(docs.routes)
     app.add_routes(recoveries.routes)
+    app.add_routes(portal.routes)
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_recoveries)
     app.add_routes(

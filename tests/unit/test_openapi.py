@@ -203,6 +203,10 @@ def test_health_routes_are_in_the_spec() -> None:
         assert route.method.lower() in SPEC["paths"][route.path]
 
 
+# The customer portal's page and files (api/routes/portal.py), public like /docs.
+PORTAL_PATHS = {"/portal", "/portal/", "/portal/{file}"}
+
+
 def test_every_endpoint_of_the_contract_is_in_the_spec() -> None:
     item = "/v2/event-destinations/{destination_id}"
     expected = {
@@ -224,6 +228,7 @@ def test_every_endpoint_of_the_contract_is_in_the_spec() -> None:
         ("get", "/v2/event-deliveries/{delivery_id}"),
         ("post", "/v2/event-deliveries/{delivery_id}/retry"),
         *(("get", path) for path in PUBLIC_PATHS),
+        *(("get", path) for path in PORTAL_PATHS),
     }
     tenant = "/v2/tenants/{tenant_id}"
     expected |= {  # issue 15: the tenants API
@@ -262,7 +267,7 @@ def test_only_the_public_paths_need_no_key() -> None:
     assert SPEC["components"]["securitySchemes"]["BearerAuth"]["scheme"] == "bearer"
     assert SPEC["security"] == [{"BearerAuth": []}]
     public = {path for path, _, op in operations() if op.get("security") == []}
-    assert public == set(PUBLIC_PATHS)
+    assert public == set(PUBLIC_PATHS) | PORTAL_PATHS
 
 
 def test_every_post_takes_an_idempotency_key() -> None:
