@@ -67,6 +67,7 @@ function details(destination) {
     ["Type", destination.type],
     ...(disabledByHerald(destination) ? [["Disabled because", destination.status_reason]] : []),
     ["Events", destination.events.join(", ")],
+    ...(destination.filter ? [["Filter", JSON.stringify(destination.filter)]] : []),
     ...Object.entries(config).map(([name, value]) => [name.replace(/_/g, " "),
       Array.isArray(value) ? value.join(", ") || "—" : String(value ?? "—")]),
     ["Rate limit", destination.rate_limit ? `${destination.rate_limit} per second` : "none"],

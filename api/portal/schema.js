@@ -42,8 +42,10 @@ function kindOf(property) {
   if (types.includes("string") && property.writeOnly) return "secret";
   if (types.includes("string")) return "text";
   if (types.includes("array")) return "list";
-  if (types.includes("object") && property.additionalProperties
-      && !property.properties) return "map";
+  // A map of strings (metadata, custom headers); any other object (a content filter) is JSON.
+  const values = property.additionalProperties;
+  if (types.includes("object") && !property.properties && values
+      && [].concat(values.type || []).includes("string")) return "map";
   return "json";
 }
 

@@ -435,6 +435,39 @@ async def test_a_destination_herald_disabled_says_why_and_can_be_enabled(
     assert page.problems == []  # type: ignore[attr-defined]
 
 
+async def test_a_content_filter_is_shown_kept_on_edit_and_its_errors_placed(
+    customer: Customer, receiver: Receiver, browser: Browser
+) -> None:
+    """The filter is JSON in the form (not a string map): an edit of another field keeps it,
+    a changed one is saved, and a 400 inside it lands next to the Filter field."""
+    api = customer.api
+    kept = {"data": {"status": "shipped", "total": {"$gte": 100}}}
+    destination = await api.create_webhook(
+        f"{receiver.url}/filtered", ["order.*"], name="Filtered", filter=kept
+    )
+    item = f"/v2/event-destinations/{destination['id']}"
+    page = await _open(browser, customer.url)
+    await page.locator(".card", has_text="Filtered").get_by_role("link", name="Filtered").click()
+    await expect(page.locator(".details")).to_contain_text('"$gte":100')
+    await page.get_by_role("link", name="Edit").click()
+    await page.get_by_label("Name").fill("Filtered EU")
+    await page.get_by_role("button", name="Save changes").click()
+    await expect(page.locator(".notice")).to_contain_text("Saved")
+    _, stored = await api.call("GET", item)
+    assert (stored["name"], stored["filter"]) == ("Filtered EU", kept)
+
+    await page.get_by_role("link", name="Edit").click()
+    await page.get_by_label("Filter").fill('{"data": {"total": {"$between": [1, 2]}}}')
+    await page.get_by_role("button", name="Save changes").click()
+    await expect(page.locator("#field-filter-error")).to_contain_text("$between")
+    await page.get_by_label("Filter").fill('{"data": {"status": "returned"}}')
+    await page.get_by_role("button", name="Save changes").click()
+    await expect(page.locator(".notice")).to_contain_text("Saved")
+    _, stored = await api.call("GET", item)
+    assert stored["filter"] == {"data": {"status": "returned"}}
+    assert page.problems == []  # type: ignore[attr-defined]
+
+
 async def test_the_delivery_log_filters_and_pages(
     customer: Customer, receiver: Receiver, browser: Browser
 ) -> None:
