@@ -51,9 +51,9 @@ log = logging.getLogger(__name__)
 REQUEST_ID_HEADER = "Request-Id"
 API_MAX_BATCH_BYTES = 512 * 1024  # under the broker's default message.max.bytes (1 MiB)
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json", "/docs"})
-# The portal's static files (served by api/routes/portal.py) need no credential: the page
-# sends its session token to /v2 itself.
-PORTAL_PATH = "/portal"
+# The static pages and their files need no credential: the portal's (api/routes/portal.py)
+# sends its session token to /v2 itself, Swagger UI's (api/routes/docs.py) the key pasted in.
+STATIC_PATHS = ("/portal", "/docs")
 # How long start-up waits for the tenant view to read `tenant-changes` to its end (a small
 # topic: milliseconds, unless the broker is slow to answer).
 TENANT_VIEW_START_TIMEOUT_S = 60.0
@@ -91,7 +91,9 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
 
 
 def _public(path: str) -> bool:
-    return path in PUBLIC_PATHS or path == PORTAL_PATH or path.startswith(PORTAL_PATH + "/")
+    return path in PUBLIC_PATHS or any(
+        path == static or path.startswith(static + "/") for static in STATIC_PATHS
+    )
 
 
 def _authenticate(request: web.Request) -> None:
