@@ -23,6 +23,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from playwright.async_api import Browser, ConsoleMessage, Page, async_playwright
 
 from api.auth import hash_key
 from bench.stack import recreate_database
@@ -53,6 +54,8 @@ FUZZ_KEY = "sk_test_fuzz"
 # The platform key (the tenants API; Herald-Tenant) and the portal sessions' signing key.
 PLATFORM_KEY = "sk_test_platform"
 PORTAL_SIGNING_KEY = "portal-signing-key-of-the-test-stack-0123456789"
+# Debian's package: Playwright's own browser download is not reachable where CI runs.
+CHROMIUM = "/usr/bin/chromium"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -326,3 +329,28 @@ async def receiver() -> AsyncIterator[Receiver]:
     server = await Receiver().start()
     yield server
     await server.stop()
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    """Debian's chromium driven by Playwright, for the browser tests (the portal, /docs/)."""
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            yield browser
+        finally:
+            await browser.close()
+
+
+def page_problems(page: Page) -> list[str]:
+    """Script errors and console errors of `page` (CSP refusals included) as they come; a
+    refused API call's network error line is expected and left out."""
+    problems: list[str] = []
+
+    def console(message: ConsoleMessage) -> None:
+        if message.type == "error" and "Failed to load resource" not in message.text:
+            problems.append(message.text)
+
+    page.on("pageerror", lambda error: problems.append(str(error)))
+    page.on("console", console)
+    return problems

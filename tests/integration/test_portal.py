@@ -27,22 +27,18 @@ import orjson
 import pytest
 from playwright.async_api import (
     Browser,
-    ConsoleMessage,
     Locator,
     Page,
-    async_playwright,
     expect,
 )
 
 from api.openapi import build_spec
 from pipeline.ids import new_id
 from tests.integration.api_client import Api
-from tests.integration.conftest import PLATFORM_KEY, PORTAL_SIGNING_KEY, Stack
+from tests.integration.conftest import PLATFORM_KEY, PORTAL_SIGNING_KEY, Stack, page_problems
 from tests.integration.test_tenants import client, new_tenant
 from tests.support import Receiver, eventually
 
-# Debian's package: Playwright's own browser download is not reachable where CI runs.
-CHROMIUM = "/usr/bin/chromium"
 SCREENSHOTS = os.environ.get("HERALD_PORTAL_SCREENSHOTS")
 if SCREENSHOTS:
     Path(SCREENSHOTS).mkdir(parents=True, exist_ok=True)
@@ -54,34 +50,10 @@ LOG_PAGE = 20  # deliveries per page of the portal's delivery log
 expect.set_options(timeout=20_000)
 
 
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        try:
-            yield browser
-        finally:
-            await browser.close()
-
-
-def _problems(page: Page) -> list[str]:
-    """Script errors and console errors of `page` (CSP refusals included) as they come; a
-    refused API call's network error line is expected and left out."""
-    problems: list[str] = []
-
-    def console(message: ConsoleMessage) -> None:
-        if message.type == "error" and "Failed to load resource" not in message.text:
-            problems.append(message.text)
-
-    page.on("pageerror", lambda error: problems.append(str(error)))
-    page.on("console", console)
-    return problems
-
-
 async def _open(browser: Browser, url: str, viewport: dict[str, int] = DESKTOP) -> Page:
     context = await browser.new_context(viewport=viewport)  # type: ignore[arg-type]
     page = await context.new_page()
-    page.problems = _problems(page)  # type: ignore[attr-defined]
+    page.problems = page_problems(page)  # type: ignore[attr-defined]
     await page.goto(url)
     return page
 
