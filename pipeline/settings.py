@@ -182,3 +182,6 @@ class Settings(BaseSettings):
     # running it for this long, renewed after each page; once it lapses (the process stopped
     # or died) any API process takes the job over, checking every third of it.
     recovery_lease_s: float = Field(default=30.0, gt=0)
+    # Swagger UI's files (npm's swagger-ui-dist), which the API serves at /docs/
+    # (api/routes/docs.py): scripts/setup.sh unpacks them here; the image has its own copy.
+    swagger_ui_dir: Path = ROOT / ".cache" / "swagger-ui"

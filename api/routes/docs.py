@@ -1,7 +1,8 @@
 """GET /openapi.json (the spec) and GET /docs/ (Swagger UI rendering it, with "Try it out").
 
-Swagger UI's files come from npm's swagger-ui-dist, which scripts/setup.sh unpacks into
-.cache/swagger-ui at a pinned version; they are served here beside Herald's own page and
+Swagger UI's files come from npm's swagger-ui-dist at a pinned version, which
+scripts/setup.sh unpacks into .cache/swagger-ui (the image: its own copy; the setting
+HERALD_SWAGGER_UI_DIR says where); they are served here beside Herald's own page and
 initializer (api/docs/), so the page loads nothing from anywhere but this origin.
 """
 
@@ -14,13 +15,13 @@ from pathlib import Path
 import orjson
 from aiohttp import web
 
+from api.app_keys import SETTINGS
 from api.errors import ApiError
 from api.openapi import build_spec
 from api.routes.portal import PORTAL_HEADERS, StaticFiles, read_static, static_response
 
 routes = web.RouteTableDef()
 
-SWAGGER_UI_DIR = Path(__file__).resolve().parents[2] / ".cache" / "swagger-ui"
 SWAGGER_UI_FILES = ("swagger-ui-bundle.js", "swagger-ui.css")
 
 # Only this origin's files run and are fetched ("Try it out" calls this origin too); images
@@ -41,17 +42,18 @@ def spec_body() -> bytes:
 
 
 @functools.cache
-def docs_files() -> StaticFiles:
-    """Herald's page and initializer and Swagger UI's script and style sheet, read once they
-    are all there (until then every call looks again, and /docs/ answers 503)."""
-    swagger_ui = read_static(SWAGGER_UI_DIR, SWAGGER_UI_FILES) if SWAGGER_UI_DIR.is_dir() else {}
+def docs_files(swagger_ui_dir: Path) -> StaticFiles:
+    """Herald's page and initializer and Swagger UI's script and style sheet (from
+    `swagger_ui_dir`), read once they are all there (until then every call looks again, and
+    /docs/ answers 503)."""
+    swagger_ui = read_static(swagger_ui_dir, SWAGGER_UI_FILES) if swagger_ui_dir.is_dir() else {}
     missing = set(SWAGGER_UI_FILES) - set(swagger_ui)
     if missing:
         raise ApiError(
             503,
             "docs_unavailable",
             f"Swagger UI is not installed ({', '.join(sorted(missing))} missing from "
-            f"{SWAGGER_UI_DIR}): run `make setup` (scripts/setup.sh).",
+            f"{swagger_ui_dir}): run `make setup` (scripts/setup.sh).",
             error_type="api_error",
         )
     return {**swagger_ui, **read_static(resources.files("api") / "docs")}
@@ -71,12 +73,14 @@ async def docs_redirect(_: web.Request) -> web.Response:
 
 
 @routes.get("/docs/")
-async def docs_page(_: web.Request) -> web.Response:
+async def docs_page(request: web.Request) -> web.Response:
     """Swagger UI's page for /openapi.json."""
-    return static_response(docs_files(), "index.html", DOCS_HEADERS)
+    files = docs_files(request.app[SETTINGS].swagger_ui_dir)
+    return static_response(files, "index.html", DOCS_HEADERS)
 
 
 @routes.get("/docs/{file}")
 async def docs_asset(request: web.Request) -> web.Response:
     """Swagger UI's script or style sheet, or the page's initializer."""
-    return static_response(docs_files(), request.match_info["file"], DOCS_HEADERS)
+    files = docs_files(request.app[SETTINGS].swagger_ui_dir)
+    return static_response(files, request.match_info["file"], DOCS_HEADERS)

@@ -23,6 +23,7 @@ from referencing.jsonschema import DRAFT202012
 import api.routes
 from api import validation
 from api.app import PUBLIC_PATHS
+from api.app_keys import SETTINGS
 from api.errors import ApiError, RequestValidationError
 from api.index import present_attempt, present_delivery, present_event
 from api.openapi import build_spec
@@ -455,14 +456,12 @@ def test_event_and_delivery_objects_of_the_code_match_the_spec() -> None:
 
 
 @pytest.fixture
-def swagger_ui(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+def swagger_ui(tmp_path: Path) -> Iterator[Path]:
     """Stand-ins for the swagger-ui-dist files scripts/setup.sh unpacks, in a folder of their
-    own (so the unit tests need no set-up), and docs' cache emptied before and after."""
-    monkeypatch.setattr(docs, "SWAGGER_UI_DIR", tmp_path)
+    own (so the unit tests need no set-up), and docs' cache emptied afterwards."""
     for name in docs.SWAGGER_UI_FILES:
         (tmp_path / name).write_text(f"/* {name} */")
     (tmp_path / "index.html").write_text("swagger-ui-dist's own page, not served")
-    docs.docs_files.cache_clear()
     yield tmp_path
     docs.docs_files.cache_clear()
 
@@ -471,6 +470,7 @@ async def test_openapi_json_and_docs_are_served(
     aiohttp_client: AiohttpClient, swagger_ui: Path
 ) -> None:
     app = web.Application()
+    app[SETTINGS] = Settings(swagger_ui_dir=swagger_ui)
     app.add_routes(docs.routes)
     client = await aiohttp_client(app)
 
@@ -507,11 +507,17 @@ async def test_openapi_json_and_docs_are_served(
 
 def test_docs_without_swagger_ui_says_which_command_installs_it(swagger_ui: Path) -> None:
     (swagger_ui / "swagger-ui.css").unlink()
-    docs.docs_files.cache_clear()
     with pytest.raises(ApiError) as raised:
-        docs.docs_files()
+        docs.docs_files(swagger_ui)
     assert raised.value.status == 503
     assert "swagger-ui.css" in str(raised.value) and "make setup" in str(raised.value)
 
     (swagger_ui / "swagger-ui.css").write_text("")  # installed later: no restart needed
-    assert "swagger-ui.css" in docs.docs_files()
+    assert "swagger-ui.css" in docs.docs_files(swagger_ui)
+
+
+def test_the_image_and_set_up_fetch_the_same_swagger_ui() -> None:
+    root = Path(__file__).resolve().parents[2]
+    setup = re.search(r"^SWAGGER_UI_VERSION=(\S+)$", (root / "scripts/setup.sh").read_text(), re.M)
+    image = re.search(r"^ARG SWAGGER_UI_VERSION=(\S+)$", (root / "Dockerfile").read_text(), re.M)
+    assert setup and image and setup.group(1) == image.group(1)
