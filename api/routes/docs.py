@@ -52,8 +52,8 @@ def docs_files(swagger_ui_dir: Path) -> StaticFiles:
         raise ApiError(
             503,
             "docs_unavailable",
-            f"Swagger UI is not installed ({', '.join(sorted(missing))} missing from "
-            f"{swagger_ui_dir}): run `make setup` (scripts/setup.sh).",
+            "Swagger UI's files are not installed: run `make setup` (scripts/setup.sh), or "
+            "point HERALD_SWAGGER_UI_DIR at an unpacked swagger-ui-dist.",
             error_type="api_error",
         )
     return {**swagger_ui, **read_static(resources.files("api") / "docs")}
