@@ -429,10 +429,10 @@ async def test_a_content_filter_is_shown_kept_on_edit_and_its_errors_placed(
     assert (stored["name"], stored["filter"]) == ("Filtered EU", kept)
 
     await page.get_by_role("link", name="Edit").click()
-    await page.get_by_label("Filter").fill('{"data": {"total": {"$between": [1, 2]}}}')
+    await page.get_by_label("Filter", exact=True).fill('{"data": {"total": {"$between": [1, 2]}}}')
     await page.get_by_role("button", name="Save changes").click()
     await expect(page.locator("#field-filter-error")).to_contain_text("$between")
-    await page.get_by_label("Filter").fill('{"data": {"status": "returned"}}')
+    await page.get_by_label("Filter", exact=True).fill('{"data": {"status": "returned"}}')
     await page.get_by_role("button", name="Save changes").click()
     await expect(page.locator(".notice")).to_contain_text("Saved")
     _, stored = await api.call("GET", item)
