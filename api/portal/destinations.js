@@ -7,7 +7,8 @@ import {
 } from "./form.js";
 import { destinationForm, loadSpec } from "./schema.js";
 import {
-  badge, confirmAction, destinationStatus, disabledByHerald, el, notice, prose, showSecret, time,
+  badge, confirmAction, destinationStatus, dialog, disabledByHerald, el, notice, prose, showSecret,
+  time,
 } from "./ui.js";
 
 const OVERLAP_EXPLAINED = "For the next 24 hours Herald signs every delivery with both the new "
@@ -108,6 +109,10 @@ function actions(destination, render, navigate) {
       (event) => `Test event ${event.id} sent; it appears in the delivery log below.`) },
     "Send test event"),
   ];
+  if (!inactive) {  // an inactive destination recovers through Enable (recover_since)
+    buttons.push(el("button", { type: "button", "data-action": "recover",
+      onclick: () => recover(destination, path, render) }, "Recover failed deliveries"));
+  }
   if (destination.type === "webhook") {
     buttons.push(el("button", { type: "button", onclick: () => rotate(destination, path) },
       "Rotate signing secret"));
@@ -124,6 +129,36 @@ function actions(destination, render, navigate) {
     }
   } }, "Delete"));
   return el("div", { class: "actions", role: "group", "aria-label": "Actions" }, buttons);
+}
+
+/** `datetime-local`'s value (local time, to the minute) for a moment in ms. */
+function localInput(ms) {
+  return new Date(ms - new Date(ms).getTimezoneOffset() * 60_000).toISOString().slice(0, 16);
+}
+
+/** After an outage: every delivery that failed since a chosen time is attempted once more,
+ * in publish order (POST …/recover); the notice says how many. */
+async function recover(destination, path, render) {
+  const since = el("input", { id: "recover-since", type: "datetime-local",
+    value: localInput(Date.now() - 24 * 3600 * 1000) });
+  const choice = await dialog("Recover failed deliveries", [
+    el("p", {}, `Each delivery to ${destination.name} that failed (ran out of retries) `
+      + "since this time is attempted once more, in the order its events were published."),
+    el("label", { for: "recover-since" }, "Failed since"),
+    since,
+  ], [
+    { label: "Cancel", value: "cancel" },
+    { label: "Recover", value: "recover", class: "primary" },
+  ]);
+  if (choice !== "recover") return;
+  const start = new Date(since.value);
+  if (Number.isNaN(start.getTime())) {
+    notice("Choose the time from which to recover.", "error");
+    return;
+  }
+  await act(() => call("POST", `${path}/recover`, { body: { since: start.toISOString() } }),
+    render, (job) => `Recovery ${job.id} started: ${job.total} failed `
+      + `${job.total === 1 ? "delivery is" : "deliveries are"} attempted again.`);
 }
 
 async function rotate(destination, path) {

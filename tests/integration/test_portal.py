@@ -440,6 +440,38 @@ async def test_a_content_filter_is_shown_kept_on_edit_and_its_errors_placed(
     assert page.problems == []  # type: ignore[attr-defined]
 
 
+async def test_a_customer_recovers_what_failed_during_an_outage(
+    customer: Customer, receiver: Receiver, browser: Browser
+) -> None:
+    """Deliveries that ran out of retries while the receiver was down are attempted once
+    more from the portal's Recover dialog, under their own delivery ids."""
+    api = customer.api
+    event_type = f"portal.{new_id('t_').lower()}"
+    receiver.status = 500
+    destination = await api.create_webhook(f"{receiver.url}/down", [event_type], name="Down")
+    first = await api.publish(event_type, {"n": 1})
+    failed = await eventually(
+        lambda: _delivery_of(api, destination["id"], "failed"), what="the delivery to fail"
+    )
+    receiver.status = 200
+    before = len(receiver.requests)
+    page = await _open(browser, customer.url)
+    await page.locator(".card", has_text="Down").get_by_role("link", name="Down").click()
+    await page.get_by_role("button", name="Recover failed deliveries").click()
+    ask = page.get_by_role("dialog", name="Recover failed deliveries")
+    await expect(ask.get_by_label("Failed since")).not_to_have_value("")
+    await ask.get_by_role("button", name="Recover").click()
+    await expect(page.locator(".notice")).to_contain_text("1 failed delivery is attempted again")
+    await expect(page.get_by_role("button", name="Recover failed deliveries")).to_be_focused()
+    await eventually(
+        lambda: _delivery_of(api, destination["id"], "succeeded"), what="the recovered delivery"
+    )
+    recovered = receiver.requests[before:]
+    assert [r.headers["webhook-id"] for r in recovered] == [failed["id"]]
+    assert orjson.loads(recovered[0].body)["id"] == first
+    assert page.problems == []  # type: ignore[attr-defined]
+
+
 async def test_the_delivery_log_filters_and_pages(
     customer: Customer, receiver: Receiver, browser: Browser
 ) -> None:
