@@ -14,14 +14,14 @@ Only hashes of keys are ever in the topic or here.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.structs import ConsumerRecord
 
+from pipeline.follow import TopicFollower
 from pipeline.topics import TENANT_CHANGES
 
 log = logging.getLogger(__name__)
@@ -32,8 +32,6 @@ log = logging.getLogger(__name__)
 FETCH_WAIT_MS = 200
 FOLLOW_POLL_MS = 500
 
-Offsets = dict[int, int]
-
 
 class TenantViewTimeout(Exception):
     """The view did not reach the wanted state in time."""
@@ -43,62 +41,22 @@ class TenantView:
     """Tenant records by id (deleted ones kept, marked) and key records by id and hash."""
 
     def __init__(self, bootstrap: str, topic: str = TENANT_CHANGES) -> None:
-        self._bootstrap = bootstrap
-        self._topic = topic
-        self._consumer: AIOKafkaConsumer | None = None
-        # End offsets on a connection of their own, not queued behind the follower's fetch.
-        self._offsets: AIOKafkaConsumer | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._positions: Offsets = {}
-        self._progress = asyncio.Event()
+        self._follower = TopicFollower(
+            bootstrap, topic, "herald-tenant-view", FETCH_WAIT_MS, FOLLOW_POLL_MS
+        )
         self._waiters: dict[str, asyncio.Future[dict[str, Any] | None]] = {}
         self.tenants: dict[str, dict[str, Any]] = {}
         self.keys: dict[str, dict[str, Any]] = {}
         self._key_by_hash: dict[str, str] = {}
-        self.ready = asyncio.Event()
+        self.ready = self._follower.ready
 
     async def start(self) -> None:
-        """Connect, read the topic from its start and follow it."""
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=self._bootstrap,
-            group_id=None,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            client_id="herald-tenant-view",
-            fetch_max_wait_ms=FETCH_WAIT_MS,
-        )
-        await self._consumer.start()
-        self._offsets = AIOKafkaConsumer(
-            bootstrap_servers=self._bootstrap,
-            group_id=None,
-            enable_auto_commit=False,
-            client_id="herald-tenant-offsets",
-        )
-        await self._offsets.start()
-        partitions = None
-        for _ in range(100):
-            partitions = self._consumer.partitions_for_topic(self._topic)
-            if partitions:
-                break
-            await self._consumer._client.force_metadata_update()
-        if not partitions:
-            raise RuntimeError(f"topic {self._topic!r} does not exist: run `herald topics apply`")
-        tps = [TopicPartition(self._topic, p) for p in sorted(partitions)]
-        self._consumer.assign(tps)
-        await self._consumer.seek_to_beginning(*tps)
-        self._positions = {tp.partition: 0 for tp in tps}
-        initial = await self.end_offsets()
-        self._task = asyncio.create_task(self._follow(initial), name="tenant-view")
+        """Read the topic from its start and follow it."""
+        await self._follower.start(self._apply, self._on_ready)
 
     async def stop(self) -> None:
-        """Stop following and close both consumers."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        for consumer in (self._consumer, self._offsets):
-            if consumer is not None:
-                await consumer.stop()
+        """Stop following and close the consumers."""
+        await self._follower.stop()
 
     # -- reading -------------------------------------------------------------------------
 
@@ -144,55 +102,20 @@ class TenantView:
         finally:
             self._waiters.pop(change_id, None)
 
-    async def end_offsets(self) -> Offsets:
-        """The topic's end offsets, as the broker says now."""
-        assert self._offsets is not None
-        tps = [TopicPartition(self._topic, p) for p in self._positions]
-        ends = await self._offsets.end_offsets(tps)
-        return {tp.partition: offset for tp, offset in ends.items()}
-
     async def sync(self, timeout_s: float) -> None:
         """Catch up with every change appended before this call (a read barrier: another
         process's write that returned to its caller is visible after it)."""
-        wanted = await self.end_offsets()
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout_s
-        while not self._reached(wanted):
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                raise TenantViewTimeout(f"tenant view did not reach {wanted} in {timeout_s}s")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._progress.wait(), remaining)
-
-    def _reached(self, offsets: Offsets) -> bool:
-        return all(self._positions.get(p, 0) >= o for p, o in offsets.items())
+        wanted = await self._follower.end_offsets()
+        if not await self._follower.wait_for(wanted, timeout_s):
+            raise TenantViewTimeout(f"tenant view did not reach {wanted} in {timeout_s}s")
 
     # -- following -----------------------------------------------------------------------
 
-    async def _follow(self, initial: Offsets) -> None:
-        assert self._consumer is not None
-        consumer = self._consumer
-        while True:
-            try:
-                batches = await consumer.getmany(timeout_ms=FOLLOW_POLL_MS)
-                for messages in batches.values():
-                    for message in messages:
-                        self._apply(message.value)
-                for tp in consumer.assignment():
-                    self._positions[tp.partition] = await consumer.position(tp)
-            except Exception:
-                log.exception("tenant view fetch failed; retrying")
-                await asyncio.sleep(1)
-                continue
-            progress, self._progress = self._progress, asyncio.Event()
-            progress.set()
-            if not self.ready.is_set() and self._reached(initial):
-                self.ready.set()
-                log.info(
-                    "tenant view ready: %d tenants, %d keys", len(self.tenants), len(self.keys)
-                )
+    def _on_ready(self) -> None:
+        log.info("tenant view ready: %d tenants, %d keys", len(self.tenants), len(self.keys))
 
-    def _apply(self, value: bytes | None) -> None:
+    def _apply(self, message: ConsumerRecord) -> None:
+        value = message.value
         if value is None:
             return
         try:

@@ -22,11 +22,12 @@ from collections.abc import Mapping
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
+from aiokafka.structs import ConsumerRecord
 
 from pipeline.destinations import MatchIndex, Route, Versions, subscribed
 from pipeline.filters import Tally
+from pipeline.follow import Offsets, TopicFollower
 from pipeline.ids import scoped, unscoped
 from pipeline.stamps import SharedLookup
 from pipeline.topics import DESTINATIONS
@@ -38,7 +39,6 @@ log = logging.getLogger(__name__)
 # and the broker's ListOffsets requests bounded.
 STAMP_LOOKUPS_IN_FLIGHT = 4
 
-Offsets = dict[int, int]
 # How long one turn of the follow loop waits for records. A record ends the wait at once;
 # the timeout only paces the idle turns (and how soon a position that moved without a
 # record, past compacted-away offsets, is seen).
@@ -60,70 +60,27 @@ class DestinationView:
     """Current destination records by (tenant, id), kept up to date from `destinations`."""
 
     def __init__(self, bootstrap: str, topic: str = DESTINATIONS) -> None:
-        self._bootstrap = bootstrap
-        self._topic = topic
-        self._consumer: AIOKafkaConsumer | None = None
-        # End offsets are asked on a connection of their own: a broker answers a connection's
-        # requests in order, so behind the follower's long-poll fetch they would wait.
-        self._offsets: AIOKafkaConsumer | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._follower = TopicFollower(
+            bootstrap, topic, "herald-destination-view", FOLLOW_FETCH_WAIT_MS, FOLLOW_POLL_MS
+        )
         self._versions: dict[str, Versions] = {}
         self._parsed: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self._counts: dict[tuple[str, str], int] = {}
         self._labels: dict[tuple[str, str], tuple[str, str]] = {}
         self._shared: Mapping[bytes, bytes | None] | None = None
         self._index = MatchIndex()
-        self._positions: Offsets = {}
-        self._progress = asyncio.Event()
         self._change_waiters: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._stamps = SharedLookup(self.end_offsets, STAMP_LOOKUPS_IN_FLIGHT)
-        self.ready = asyncio.Event()
+        self.ready = self._follower.ready
 
     async def start(self) -> None:
-        """Connect, assign every partition from the beginning and start following."""
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self._bootstrap,
-            group_id=None,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            client_id="herald-destination-view",
-            fetch_max_wait_ms=FOLLOW_FETCH_WAIT_MS,
-        )
-        await consumer.start()
-        self._consumer = consumer
-        self._offsets = AIOKafkaConsumer(
-            bootstrap_servers=self._bootstrap,
-            group_id=None,
-            enable_auto_commit=False,
-            client_id="herald-destination-offsets",
-        )
-        await self._offsets.start()
-        partitions = None
-        for _ in range(100):
-            partitions = consumer.partitions_for_topic(self._topic)
-            if partitions:
-                break
-            await consumer._client.force_metadata_update()
-        if not partitions:
-            raise RuntimeError(f"topic {self._topic!r} does not exist: run `herald topics apply`")
-        tps = [TopicPartition(self._topic, p) for p in sorted(partitions)]
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        initial = await self.end_offsets()
-        self._positions = {tp.partition: 0 for tp in tps}
-        self._task = asyncio.create_task(self._follow(initial), name="destination-view")
+        """Read the topic from the start and keep following it."""
+        await self._follower.start(self._fold, self._on_ready)
 
     async def stop(self) -> None:
-        """Stop following and close the consumer."""
+        """Stop following and close the consumers."""
         self._stamps.close()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        if self._consumer is not None:
-            await self._consumer.stop()
-        if self._offsets is not None:
-            await self._offsets.stop()
+        await self._follower.stop()
 
     # -- reading -------------------------------------------------------------------------
 
@@ -221,7 +178,7 @@ class DestinationView:
     @property
     def positions(self) -> Offsets:
         """Next offset to read, per partition."""
-        return dict(self._positions)
+        return dict(self._follower.positions)
 
     # -- waiting -------------------------------------------------------------------------
 
@@ -244,19 +201,8 @@ class DestinationView:
 
     async def wait_offsets(self, offsets: Offsets, timeout_s: float) -> None:
         """Wait until the view has read up to `offsets` (partition → next offset)."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout_s
-        while not self._reached(offsets):
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                raise ViewTimeout(f"view did not reach {offsets} within {timeout_s}s")
-            progress = self._progress
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(progress.wait(), remaining)
-
-    def _reached(self, offsets: Offsets) -> bool:
-        positions = self._positions
-        return all(positions.get(int(p), 0) >= o for p, o in offsets.items())
+        if not await self._follower.wait_for(offsets, timeout_s):
+            raise ViewTimeout(f"view did not reach {offsets} within {timeout_s}s")
 
     async def sync(self, timeout_s: float) -> None:
         """Catch up with everything written before this call (a read barrier).
@@ -268,13 +214,7 @@ class DestinationView:
 
     async def end_offsets(self) -> Offsets:
         """The topic's current end offsets, as the broker says now."""
-        assert self._consumer is not None and self._offsets is not None
-        tps = [
-            TopicPartition(self._topic, p)
-            for p in self._consumer.partitions_for_topic(self._topic) or ()
-        ]
-        ends = await self._offsets.end_offsets(tps)
-        return {tp.partition: offset for tp, offset in ends.items()}
+        return await self._follower.end_offsets()
 
     async def stamp(self) -> Offsets:
         """End offsets from a look-up sent after this call began (pipeline/stamps.py): every
@@ -284,26 +224,11 @@ class DestinationView:
 
     # -- following -----------------------------------------------------------------------
 
-    async def _follow(self, initial: Offsets) -> None:
-        assert self._consumer is not None
-        consumer = self._consumer
-        while True:
-            try:
-                batches = await consumer.getmany(timeout_ms=FOLLOW_POLL_MS, max_records=5000)
-            except Exception:
-                log.exception("destination view fetch failed; retrying")
-                await asyncio.sleep(1)
-                continue
-            for messages in batches.values():
-                for message in messages:
-                    self._apply(message.key, message.value, message.partition, message.offset)
-            for tp in consumer.assignment():
-                self._positions[tp.partition] = await consumer.position(tp)
-            progress, self._progress = self._progress, asyncio.Event()
-            progress.set()
-            if not self.ready.is_set() and self._reached(initial):
-                self.ready.set()
-                log.info("destination view ready: %d destinations", len(self._versions))
+    def _fold(self, message: ConsumerRecord) -> None:
+        self._apply(message.key, message.value, message.partition, message.offset)
+
+    def _on_ready(self) -> None:
+        log.info("destination view ready: %d destinations", len(self._versions))
 
     def share_with(self, table: Mapping[bytes, bytes | None]) -> None:
         """Hold a record as the very bytes object `table` (the fold agent's table, keyed
