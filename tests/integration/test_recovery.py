@@ -269,9 +269,10 @@ SECOND_API_PORT = API_PORT + 5  # api + 2, 4, 6, 7 and 8 are other tests' extra 
 KILLED_JOB_ITEMS = 3000
 
 
-async def _failed_deliveries(pool: asyncpg.Pool, destination_id: str, generation: str) -> None:
+async def _failed_deliveries(pool: asyncpg.Pool, destination_id: str, generation: str) -> str:
     """KILLED_JOB_ITEMS failed deliveries of the destination in the index, as if its receiver
-    had been down for a while (rows like the indexer's; far quicker than exhausting retries)."""
+    had been down for a while (rows like the indexer's; far quicker than exhausting retries);
+    the delivery of the n-th event, in publish order, is `evdl_<the tag returned>_<n>`."""
     start = datetime.now(UTC) - timedelta(minutes=10)
     tag = ids.new_id("x").lower()
     events = [
@@ -294,6 +295,7 @@ async def _failed_deliveries(pool: asyncpg.Pool, destination_id: str, generation
                 for n, e in enumerate(events)
             ],
         )
+    return tag
 
 
 @pytest.fixture
@@ -332,8 +334,18 @@ async def test_a_job_whose_api_process_is_killed_is_finished_by_another(
             "select destination_generation from deliveries where tenant = 'dev' and id = $1",
             seed["id"],
         )
-    await _failed_deliveries(pool, destination["id"], generation)
+    tag = await _failed_deliveries(pool, destination["id"], generation)
     path = f"{DESTINATIONS}/{destination['id']}"
+    # Hold the job mid-way, whatever the machine's speed: the row of the delivery halfway
+    # through is locked, so claiming it waits until the kill (the page in flight then is
+    # rolled back with the killed process's connection).
+    holder = await pool.acquire()
+    hold = holder.transaction()
+    await hold.start()
+    await holder.execute(
+        "select 1 from deliveries where tenant = 'dev' and id = $1 for update",
+        f"evdl_{tag}_{KILLED_JOB_ITEMS // 2}",
+    )
     headers = {"Authorization": f"Bearer {DEV_KEY}"}
     async with aiohttp.ClientSession(
         base_url=f"http://127.0.0.1:{SECOND_API_PORT}", headers=headers
@@ -342,14 +354,19 @@ async def test_a_job_whose_api_process_is_killed_is_finished_by_another(
         status, job = await Api(session).call("POST", f"{path}/recover", {"since": since})
     assert (status, job["total"]) == (202, KILLED_JOB_ITEMS), job
 
-    async def under_way() -> dict[str, Any] | None:
-        _, now = await api.call("GET", f"{path}/recoveries/{job['id']}")
-        return now if now["requeued"] > 0 else None
+    async def held() -> bool:
+        waiting = await pool.fetchval("select count(*) from pg_locks where not granted")
+        return bool(waiting)
 
-    at_kill = await eventually(under_way, interval_s=0.02, what="the recovery under way")
-    short_lease_api.send_signal(signal.SIGKILL)
-    await asyncio.to_thread(short_lease_api.wait, 30)
-    assert at_kill["requeued"] < KILLED_JOB_ITEMS, "finished before the kill: nothing tested"
+    try:
+        await eventually(held, what="the recovery waiting on the held delivery")
+        _, at_kill = await api.call("GET", f"{path}/recoveries/{job['id']}")
+        short_lease_api.send_signal(signal.SIGKILL)
+        await asyncio.to_thread(short_lease_api.wait, 30)
+    finally:
+        await hold.rollback()
+        await pool.release(holder)
+    assert 0 < at_kill["requeued"] < KILLED_JOB_ITEMS, at_kill
     finished = await _finished(api, destination["id"], job["id"], timeout_s=90)
     assert (finished["status"], finished["requeued"]) == ("completed", KILLED_JOB_ITEMS)
     expected = {f"{n}" for n in range(KILLED_JOB_ITEMS)}
