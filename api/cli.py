@@ -18,7 +18,9 @@ def _api(settings: Settings) -> int:
     from aiohttp import web
 
     from api.app import create_app
+    from pipeline import tracing
 
+    tracing.configure(settings, "api")  # before the app: it instruments aiohttp's Application
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     web.run_app(
         create_app(settings),
@@ -35,8 +37,10 @@ def _worker(settings: Settings, roles: Roles) -> int:
 
     import uvloop
 
+    from pipeline import tracing
     from pipeline.worker import run_worker
 
+    tracing.configure(settings, "worker")
     # Before the Faust app exists: mode's Worker takes the loop the policy makes. uvloop cut
     # the worker's CPU per delivery by about a tenth in the benchmarks (README, Performance).
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())

@@ -29,10 +29,13 @@ from aiokafka.partitioner import DefaultPartitioner
 from api.errors import unavailable
 from pipeline import metrics
 from pipeline.topics import EVENTS
+from pipeline.tracing import Headers
 from pipeline.view import DestinationView
 
 # None: acknowledged; else the KafkaError that left the event unconfirmed.
 Outcome = Exception | None
+# An `events` record: key, value, headers (None: none).
+Record = tuple[bytes, bytes, Headers | None]
 # Calls with more events than this write record batches of their own.
 SEND_ONE_BY_ONE_AT_MOST = 8
 
@@ -72,7 +75,10 @@ def encode(event: dict[str, Any], route_after: bytes) -> bytes:
 
 
 async def publish_each(
-    view: DestinationView, producer: AIOKafkaProducer, events: list[dict[str, Any]]
+    view: DestinationView,
+    producer: AIOKafkaProducer,
+    events: list[dict[str, Any]],
+    headers: Headers | None = None,
 ) -> list[Outcome]:
     """Stamp and write `events`; per event, None once the broker acknowledged it (acks=all),
     else the error that left it unconfirmed (it may still have reached the broker).
@@ -80,7 +86,8 @@ async def publish_each(
     The stamp (the `destinations` end offsets, from a look-up sent after this call began)
     makes every destination change that returned before it be in force when the events
     are routed. An error that concerns one record (too large) fails that event only; any
-    other stops sending, and the events not sent yet fail with it.
+    other stops sending, and the events not sent yet fail with it. `headers` go on every
+    record (the request's trace context, pipeline/tracing.py).
     """
     try:
         stamp = await view.stamp()
@@ -101,7 +108,7 @@ async def publish_each(
         else:
             partition = partitions[next(state.rotation) % len(partitions)]
         by_partition.setdefault(partition, []).append(position)
-        records.append((key, encode(event, route_after)))
+        records.append((key, encode(event, route_after), headers))
     if len(events) <= SEND_ONE_BY_ONE_AT_MOST:
         return _count(await _send_each(producer, records, by_partition))
     return _count(await _send_batches(producer, state, records, by_partition))
@@ -109,7 +116,7 @@ async def publish_each(
 
 async def _send_each(
     producer: AIOKafkaProducer,
-    records: list[tuple[bytes, bytes]],
+    records: list[Record],
     by_partition: dict[int, list[int]],
 ) -> list[Outcome]:
     pending: dict[int, asyncio.Future[Any] | Exception] = {}
@@ -119,9 +126,11 @@ async def _send_each(
             if failure is not None:
                 pending[position] = failure
                 continue
-            key, value = records[position]
+            key, value, headers = records[position]
             try:
-                pending[position] = await producer.send(EVENTS, value, key=key, partition=partition)
+                pending[position] = await producer.send(
+                    EVENTS, value, key=key, partition=partition, headers=headers
+                )
             except MessageSizeTooLargeError as exc:
                 pending[position] = exc
             except KafkaError as exc:
@@ -132,7 +141,7 @@ async def _send_each(
 async def _send_batches(
     producer: AIOKafkaProducer,
     state: _Partitions,
-    records: list[tuple[bytes, bytes]],
+    records: list[Record],
     by_partition: dict[int, list[int]],
 ) -> list[Outcome]:
     """Add the records to their partitions' open batches; each event's outcome is its
@@ -142,14 +151,14 @@ async def _send_batches(
     for partition, positions in by_partition.items():
         batch, held = state.open.get(partition), list[int]()
         for position in positions:
-            key, value = records[position]
-            if _took(batch, key, value):
+            record = records[position]
+            if _took(batch, record):
                 held.append(position)
                 continue
             if batch is not None and held:  # full (aiokafka closed it): it goes as it is
                 waits.append((held, batch.acknowledged))
             batch, held = _open(producer, state, partition), []
-            if _took(batch, key, value):
+            if _took(batch, record):
                 held.append(position)
             else:
                 outcomes[position] = MessageSizeTooLargeError()
@@ -162,11 +171,15 @@ async def _send_batches(
     return outcomes
 
 
-def _took(batch: _OpenBatch | None, key: bytes, value: bytes) -> bool:
+def _took(batch: _OpenBatch | None, record: Record) -> bool:
     """Whether `batch` took the record; a full batch refuses it (and aiokafka closes it)."""
     if batch is None:
         return False
-    return batch.builder.append(key=key, value=value, timestamp=None) is not None
+    key, value, headers = record
+    return (
+        batch.builder.append(key=key, value=value, timestamp=None, headers=headers or [])
+        is not None
+    )
 
 
 def _open(producer: AIOKafkaProducer, state: _Partitions, partition: int) -> _OpenBatch:

@@ -19,7 +19,7 @@ from aiokafka.errors import (
     UnknownProducerId,
 )
 
-from pipeline import delivery_record, ids, metrics
+from pipeline import delivery_record, ids, metrics, tracing
 from pipeline.outcome_log import OutcomeTally
 from pipeline.retry import DeadLetter, Retry
 from pipeline.sinks.base import DeliveryError, DeliveryResult
@@ -164,7 +164,7 @@ class AttemptRecorder:
             step.topic,
             delivery_record.encode(record),
             _key(delivery),
-            headers=[(self._due_header, str(step.due_ms).encode())],
+            headers=self._tier_headers(step),
         )
         self.tally.count("retried")
 
@@ -183,7 +183,7 @@ class AttemptRecorder:
             step.topic,
             delivery_record.encode(record),
             _key(delivery),
-            headers=[(self._due_header, str(step.due_ms).encode())],
+            headers=self._tier_headers(step),
         )
         self.tally.count("retried")
         log.debug(
@@ -282,6 +282,14 @@ class AttemptRecorder:
             "created_at": now_iso(),
         }
         await self._send(ATTEMPTS, orjson.dumps(attempt), _key(delivery))
+
+    def _tier_headers(self, step: Retry) -> list[tuple[str, bytes]]:
+        """A retry-tier record's headers: when it is due, and the current trace context (the
+        attempt's record span, or the context the delivery arrived with) if it is traced."""
+        headers = [(self._due_header, str(step.due_ms).encode())]
+        if tracing.enabled():
+            headers += tracing.current_headers()
+        return headers
 
     async def _send(
         self,

@@ -20,8 +20,10 @@ from collections.abc import Awaitable, Callable
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind
 
-from pipeline import delivery_record, metrics, policy
+from pipeline import delivery_record, metrics, policy, tracing
 from pipeline.attempts import AttemptRecorder, RecorderUnavailable
 from pipeline.ids import ref_of_delivery
 from pipeline.lanes import Job, Lanes
@@ -63,6 +65,7 @@ class Dispatcher:
         self._outcomes = Outcomes(recorder)
         self.tasks: set[asyncio.Future[None]] = set()
         self.failure: RecorderUnavailable | None = None  # set: the worker must stop
+        self._traced = tracing.enabled()
 
     @property
     def queued(self) -> int:
@@ -87,13 +90,15 @@ class Dispatcher:
             delivery = delivery_record.decode(record.value)
             destination = self._view.get(delivery["tenant"], delivery["destination_id"])
             job = Job(tp, record.offset, delivery, destination or {}, ref_of_delivery(delivery))
+            if self._traced:
+                job.trace = tracing.context_of(record.headers)
         except Exception as exc:  # a malformed record: nothing to attempt or record
             self._skip_record(tp, record.offset, exc)
             return
         canceled = policy.routable(destination, delivery.get("destination_generation"))
         if canceled == DELETED or (canceled is not None and policy.restarted(delivery)):
             # Perhaps only unknown (or not yet enabled) in this view: catch up before deciding.
-            self._spawn(self._arrived_after_sync(job))
+            self._spawn(self._arrived_after_sync(job), job.trace)
             return
         try:
             self._arrive(job)
@@ -166,6 +171,23 @@ class Dispatcher:
         self._settle(job, self._attempt(job))
 
     async def _attempt(self, job: Job) -> None:
+        """One attempt, in a `herald.attempt` span when its delivery is traced (the sink's
+        request and the record of its outcome are children of it)."""
+        if job.trace is None:
+            await self._attempt_and_record(job)
+            return
+        delivery = job.delivery
+        attributes: dict[str, str | int] = {
+            tracing.EVENT_ID: str(delivery["event"].get("id")),
+            tracing.DELIVERY_ID: str(delivery["id"]),
+            tracing.DESTINATION_ID: str(delivery["destination_id"]),
+            "herald.destination_type": str(job.destination.get("type")),
+            "herald.attempt": int(delivery["attempt"]) + 1,
+        }
+        with tracing.span("herald.attempt", attributes, SpanKind.CLIENT):
+            await self._attempt_and_record(job)
+
+    async def _attempt_and_record(self, job: Job) -> None:
         delivery, destination = job.delivery, job.destination
         started = time.perf_counter()
         result: DeliveryResult | None = None
@@ -195,10 +217,19 @@ class Dispatcher:
         )
         if isinstance(decision, policy.Delivered):
             assert result is not None
-            await self._outcomes.delivered(delivery, destination, result, latency_ms, decision)
+            record = self._outcomes.delivered(delivery, destination, result, latency_ms, decision)
         else:
             assert error is not None
-            await self._outcomes.failed(delivery, destination, error, latency_ms, decision)
+            record = self._outcomes.failed(delivery, destination, error, latency_ms, decision)
+        if job.trace is None:
+            await record
+            return
+        if error is not None:
+            tracing.failed(trace.get_current_span(), str(error))
+        # The retry-tier record written here carries this span's context: the next attempt
+        # is its child.
+        with tracing.span("herald.record", {"herald.outcome": type(decision).__name__.lower()}):
+            await record
 
     async def _not_attempted(self, job: Job, decision: policy.Before) -> None:
         if isinstance(decision, policy.Cancel):
@@ -214,7 +245,7 @@ class Dispatcher:
         """Run `work` to the end of the job: its offset is finished however that went,
         unless its outcome could not be recorded (the worker then stops, the offset left
         unfinished: the next owner of the partition does the delivery again)."""
-        self._spawn(self._settled(job, work))
+        self._spawn(self._settled(job, work), job.trace)
 
     async def _settled(self, job: Job, work: Awaitable[None]) -> None:
         try:
@@ -230,8 +261,12 @@ class Dispatcher:
             return
         self._finished(job.partition, job.offset)
 
-    def _spawn(self, work: Awaitable[None]) -> None:
-        task = asyncio.ensure_future(work)
+    def _spawn(self, work: Awaitable[None], trace_context: tracing.Context | None = None) -> None:
+        """Run `work` as a task of its own (in `trace_context`, the delivery's trace)."""
+        task: asyncio.Future[None] = asyncio.get_running_loop().create_task(
+            work,  # type: ignore[arg-type]
+            context=tracing.run_in(trace_context),
+        )
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 

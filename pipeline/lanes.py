@@ -91,6 +91,8 @@ class Job:
     destination: dict[str, Any]
     ref: str  # its destination ref: its lane
     started_s: float = 0.0
+    # The trace context its record's headers carry (pipeline/tracing.py), if traced.
+    trace: Any = None
 
 
 @dataclass(eq=False)

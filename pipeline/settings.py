@@ -7,7 +7,14 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -185,3 +192,38 @@ class Settings(BaseSettings):
     # Swagger UI's files (npm's swagger-ui-dist), which the API serves at /docs/
     # (api/routes/docs.py): scripts/setup.sh unpacks them here; the image has its own copy.
     swagger_ui_dir: Path = ROOT / ".cache" / "swagger-ui"
+
+    # -- traces (pipeline/tracing.py) -------------------------------------------------------
+    # The standard OpenTelemetry variables, read without the HERALD_ prefix. Tracing is off
+    # unless OTEL_TRACES_EXPORTER=otlp; spans then go over OTLP/HTTP (protobuf) to
+    # OTEL_EXPORTER_OTLP_ENDPOINT (a collector's :4318), sampled by OTEL_TRACES_SAMPLER and
+    # its _ARG (the parent's decision always wins downstream of the API).
+    otel_traces_exporter: Literal["none", "otlp"] = Field(
+        default="none",
+        validation_alias=AliasChoices("OTEL_TRACES_EXPORTER", "otel_traces_exporter"),
+    )
+    otel_exporter_otlp_endpoint: str = Field(
+        default="http://127.0.0.1:4318",
+        validation_alias=AliasChoices("OTEL_EXPORTER_OTLP_ENDPOINT", "otel_exporter_otlp_endpoint"),
+    )
+    otel_traces_sampler: Literal[
+        "always_on",
+        "always_off",
+        "traceidratio",
+        "parentbased_always_on",
+        "parentbased_always_off",
+        "parentbased_traceidratio",
+    ] = Field(
+        default="parentbased_always_on",
+        validation_alias=AliasChoices("OTEL_TRACES_SAMPLER", "otel_traces_sampler"),
+    )
+    otel_traces_sampler_arg: float = Field(
+        default=1.0,
+        ge=0,
+        le=1,
+        validation_alias=AliasChoices("OTEL_TRACES_SAMPLER_ARG", "otel_traces_sampler_arg"),
+    )
+    # Unset: herald-api or herald-worker, by process.
+    otel_service_name: str | None = Field(
+        default=None, validation_alias=AliasChoices("OTEL_SERVICE_NAME", "otel_service_name")
+    )

@@ -16,7 +16,7 @@ from api.index import Query, fetch_one, fetch_page, page_limit, present_event
 from api.publishing import publish_each, publish_events
 from api.responses import json_response, principal_of, synced_view
 from api.stable_ids import Attempt, IdSource, id_source
-from pipeline import ids, metrics
+from pipeline import ids, metrics, tracing
 
 routes = web.RouteTableDef()
 MAX_BATCH = 1000
@@ -79,7 +79,8 @@ async def publish(request: web.Request) -> web.Response:
     except (ApiError, RequestValidationError):
         metrics.EVENTS_REJECTED.inc()
         raise
-    [failure] = await publish_each(request.app[VIEW], request.app[PRODUCER], [event])
+    with tracing.publishing({tracing.EVENT_ID: event["id"]}) as headers:
+        [failure] = await publish_each(request.app[VIEW], request.app[PRODUCER], [event], headers)
     if failure is not None:
         raise unavailable(UNCONFIRMED.format(what="the event")) from failure
     return json_response({**_accepted(event), "request_id": request["request_id"]}, status=202)
@@ -144,9 +145,10 @@ async def publish_batch(request: web.Request) -> web.Response:
         if event is not None and index not in done:
             to_send.append((index, event))
     metrics.EVENTS_REJECTED.inc(sum(r["status"] == "rejected" for r in results))
-    outcomes = await publish_each(
-        request.app[VIEW], request.app[PRODUCER], [event for _, event in to_send]
-    )
+    with tracing.publishing({"herald.event_count": len(to_send)}) as headers:
+        outcomes = await publish_each(
+            request.app[VIEW], request.app[PRODUCER], [event for _, event in to_send], headers
+        )
     for (index, _), outcome in zip(to_send, outcomes, strict=True):
         if outcome is not None:
             results[index] = _failed(results[index])

@@ -11,12 +11,14 @@ from typing import Any, NoReturn
 import faust
 import orjson
 from faust.types import TableT
+from opentelemetry.trace import Span
 
-from pipeline import delivery_record, ids
+from pipeline import delivery_record, ids, tracing
 from pipeline.agents.take import take_ready
 from pipeline.dedupe import Sightings, marker_key
 from pipeline.supervision import exit_process
 from pipeline.timeutil import now_iso
+from pipeline.tracing import Headers
 from pipeline.view import DestinationView, ViewTimeout
 
 log = logging.getLogger(__name__)
@@ -25,6 +27,8 @@ ENVELOPE_KEYS = ("id", "object", "type", "data", "created_at")
 SEND_FIRST_BACKOFF_S = 0.1
 SEND_MAX_BACKOFF_S = 5.0
 MAX_BATCH = 1000  # events routed (and acknowledged) together at most
+# A delivery record to send: key, value, and its headers (the event's trace context, or None).
+Record = tuple[bytes, bytes, Headers | None]
 
 
 def delivery_id(event: dict[str, Any], destination: dict[str, Any]) -> str:
@@ -101,7 +105,7 @@ async def _wait_for_stamp(view: DestinationView, stamp: dict[int, int], timeout_
 
 async def send_all(
     topic: Any,
-    records: Sequence[tuple[bytes, bytes]],
+    records: Sequence[Record],
     give_up_s: float,
     on_give_up: Callable[[], NoReturn] = exit_process,
 ) -> None:
@@ -124,15 +128,16 @@ async def send_all(
         delay_s = min(delay_s * 2, SEND_MAX_BACKOFF_S)
 
 
-async def _send_once(topic: Any, records: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+async def _send_once(topic: Any, records: list[Record]) -> list[Record]:
     """Send each record once; the ones the broker did not acknowledge."""
     failed, sent = [], []
-    for key, value in records:
+    for record in records:
+        key, value, headers = record
         try:
-            sent.append(((key, value), await topic.send(key=key, value=value)))
+            sent.append((record, await topic.send(key=key, value=value, headers=headers)))
         except Exception as exc:  # the agent's edge: whatever the producer raises is retried
             log.warning("delivery send failed: %r", exc)
-            failed.append((key, value))
+            failed.append(record)
     outcomes = await asyncio.gather(*(future for _, future in sent), return_exceptions=True)
     refused = [(record, outcome) for (record, _), outcome in zip(sent, outcomes, strict=True)
                if isinstance(outcome, BaseException)]  # fmt: skip
@@ -160,20 +165,27 @@ def register(
         )
         sightings = Sightings(seen.data, output.mark)
         stamps = Stamps(view, wait_timeout_s)
+        traced = tracing.enabled()
         # Each message is kept, for its key and partition. A batch is what is already
         # waiting (up to 1000 events), handed over at once: no batching window, so at low
         # rates an event is routed as soon as it is fetched, and at high rates the events
         # that queued while the previous batch's sends were awaited make the next batch.
         async for batch in take_ready(stream, MAX_BATCH):
             now_ms = int(time.time() * 1000)
-            records: list[tuple[bytes, bytes]] = []
+            records: list[Record] = []
+            spans: list[Span] = []
             for message in batch:
                 event = orjson.loads(message.value)
                 if not _first_sighting(sightings, event, message.message.partition, now_ms):
                     log.info("duplicate event id dropped", extra={"event_id": event["id"]})
                     continue
                 stamp = await stamps.reached(event.get("route_after"))
-                records += deliveries_for(event, view, stamp)
+                found = deliveries_for(event, view, stamp)
+                headers = None
+                if traced:  # the event's route span: its deliveries carry its context
+                    spans.append(tracing.start_route(message.message.headers, event))
+                    headers = tracing.headers_of(spans[-1])
+                records += [(key, value, headers) for key, value in found]
             # The batch's events are acknowledged (so committable) when this yields: only
             # once the broker has every delivery they fanned out to. Its dedupe markers are
             # written only then, so a crash before cannot make an event its own duplicate.
@@ -182,6 +194,8 @@ def register(
             except BaseException:
                 sightings.forget_batch()
                 raise
+            for span in spans:  # each event's route ends with its deliveries acknowledged
+                span.end()
             sightings.commit(now_ms)
             await output.write_markers()
             yield None
@@ -229,9 +243,9 @@ class Output:
         self._markers: list[tuple[int, bytes, int]] = []
         self._confirming: set[asyncio.Task[None]] = set()
 
-    async def send(self, key: bytes, value: bytes) -> Any:
+    async def send(self, key: bytes, value: bytes, headers: Headers | None) -> Any:
         """Send one delivery record; the future of the broker's acknowledgement."""
-        return await self._producer.send(self._deliveries_topic, key, value, None, None, None)
+        return await self._producer.send(self._deliveries_topic, key, value, None, None, headers)
 
     def mark(self, partition: int, key: bytes, seen_ms: int) -> None:
         """A marker to write with the next `write_markers` (Sightings' changelog writer)."""

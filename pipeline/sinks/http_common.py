@@ -30,6 +30,7 @@ from email.utils import parsedate_to_datetime
 import aiohttp
 from yarl import URL
 
+from pipeline import tracing
 from pipeline.outbound import AddressPolicy, AddressRefused, PolicyResolver
 from pipeline.settings import Settings
 from pipeline.sinks.base import PermanentError, RetryableError
@@ -73,7 +74,12 @@ class SessionPool:
                 ttl_dns_cache=60,
                 enable_cleanup_closed=True,
             )
-            self._session = aiohttp.ClientSession(connector=connector, auto_decompress=False)
+            # With tracing on, each request is a span whose `traceparent` the receiver gets.
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                auto_decompress=False,
+                trace_configs=tracing.client_trace_configs(),
+            )
         return self._session
 
     async def aclose(self) -> None:

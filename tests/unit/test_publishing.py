@@ -37,7 +37,9 @@ class _Builder:
         self.values: list[bytes] = []
         self.closed = False
 
-    def append(self, *, key: bytes, value: bytes, timestamp: None) -> object | None:
+    def append(
+        self, *, key: bytes, value: bytes, timestamp: None, headers: Any = ()
+    ) -> object | None:
         if self.closed or key.startswith(b"big") or len(self.names) == 4:
             self.closed = True
             return None
@@ -64,7 +66,7 @@ class _Producer:
         return PARTITIONS
 
     async def send(
-        self, topic: str, value: bytes, key: bytes, partition: int
+        self, topic: str, value: bytes, key: bytes, partition: int, headers: Any = None
     ) -> asyncio.Future[Any]:
         name = key.decode()
         if name.startswith("big"):

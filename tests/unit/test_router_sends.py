@@ -21,9 +21,9 @@ class _Topic:
 
     def __init__(self, refuse: int = 0, fail: int = 0) -> None:
         self.refuse, self.fail = refuse, fail
-        self.taken: list[tuple[bytes, bytes]] = []
+        self.taken: list[tuple[bytes, bytes, Any]] = []
 
-    async def send(self, key: bytes, value: bytes) -> asyncio.Future[Any]:
+    async def send(self, key: bytes, value: bytes, headers: Any) -> asyncio.Future[Any]:
         if self.refuse:
             self.refuse -= 1
             raise KafkaTimeoutError()
@@ -32,7 +32,7 @@ class _Topic:
             self.fail -= 1
             future.set_exception(KafkaTimeoutError())
         else:
-            self.taken.append((key, value))
+            self.taken.append((key, value, headers))
             future.set_result(None)
         return future
 
@@ -45,7 +45,7 @@ def _exit() -> NoReturn:
     raise _Exited
 
 
-RECORDS = [(f"k{n}".encode(), f"v{n}".encode()) for n in range(5)]
+RECORDS = [(f"k{n}".encode(), f"v{n}".encode(), None) for n in range(5)]
 
 
 async def test_failed_sends_are_sent_again_until_the_broker_takes_them() -> None:
