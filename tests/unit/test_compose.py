@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 
 import pytest
 import yaml
-from pydantic import SecretStr
+from pydantic import AliasChoices, SecretStr
 
 import api.cli
 from pipeline.health import health_routes
@@ -244,9 +244,22 @@ def test_command_is_one_the_herald_cli_accepts(name: str) -> None:
     assert _cli_accepts(command), f"{name}: `herald {shlex.join(command)}` is not a command"
 
 
+def settings_variables() -> set[str]:
+    """Every environment variable Settings reads: HERALD_<FIELD>, and for the fields that
+    take a standard variable (OTEL_*: pipeline/tracing.py) that variable's name."""
+    names = set()
+    for field, info in Settings.model_fields.items():
+        alias = info.validation_alias
+        if isinstance(alias, AliasChoices):
+            names |= {choice.upper() for choice in alias.choices if isinstance(choice, str)}
+        else:
+            names.add(PREFIX + field.upper())
+    return names
+
+
 @pytest.mark.parametrize("name", HERALD_SERVICES)
 def test_environment_names_are_settings_fields(name: str) -> None:
-    known = {PREFIX + field.upper() for field in Settings.model_fields}
+    known = settings_variables()
     service = _service(name)
     dockerfile = _build_dockerfile(service)
     assert dockerfile is not None
@@ -418,6 +431,24 @@ def _provisioning(kind: str) -> list[dict[str, Any]]:
     files = sorted((directory / kind).glob("*.y*ml"))
     assert files, f"no provisioning files under {directory / kind}"
     return [yaml.safe_load(f.read_text()) for f in files]
+
+
+def test_herald_exports_traces_to_the_collector_and_the_collector_to_jaeger(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    collector = yaml.safe_load((ROOT / "ops/otel/collector.yaml").read_text())
+    mounts = _mounts(_service("otel-collector"))
+    assert mounts["/etc/otelcol/config.yaml"][0] == str(ROOT / "ops/otel/collector.yaml")
+    http = urlsplit("//" + collector["receivers"]["otlp"]["protocols"]["http"]["endpoint"])
+    for name in HERALD_SERVICES:
+        settings = _settings(name, monkeypatch)
+        assert settings.otel_traces_exporter == "otlp", name
+        endpoint = urlsplit(settings.otel_exporter_otlp_endpoint)
+        assert (endpoint.hostname, endpoint.port) == ("otel-collector", http.port), name
+    [exporter] = collector["service"]["pipelines"]["traces"]["exporters"]
+    jaeger = urlsplit("//" + collector["exporters"][exporter]["endpoint"])
+    assert str(_service(jaeger.hostname or "")["image"]).startswith("jaegertracing/jaeger:2")
+    assert jaeger.port == 4317  # Jaeger v2's OTLP gRPC receiver
 
 
 def test_grafana_reads_the_prometheus_of_this_file() -> None:

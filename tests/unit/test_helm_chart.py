@@ -31,7 +31,7 @@ from pipeline.health import health_routes
 from pipeline.roles import ROLES, parse_roles
 from pipeline.settings import Settings
 from pipeline.topics import DELIVERIES, TopicSpec, load_specs
-from tests.unit.test_compose import PREFIX, _dockerfile, _is_secret
+from tests.unit.test_compose import PREFIX, _dockerfile, _is_secret, settings_variables
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "deploy" / "helm" / "herald"
@@ -224,7 +224,7 @@ def test_arguments_are_commands_the_cli_runs(rendering: str) -> None:
 
 @pytest.mark.parametrize("rendering", RENDERINGS)
 def test_environment_names_are_settings_fields(rendering: str) -> None:
-    known = {PREFIX + field.upper() for field in Settings.model_fields}
+    known = settings_variables()
     for component, pod in _workloads(_objects(rendering)):
         names = {entry["name"] for entry in _container(pod).get("env", [])}
         assert not names - known, f"{component}: Settings reads none of {names - known}"

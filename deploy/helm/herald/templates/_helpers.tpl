@@ -104,6 +104,13 @@ topics.yaml: |
        JSON prints numbers as pydantic parses them, and lists as pydantic-settings reads. */}}
   value: {{ if kindIs "string" $value }}{{ $value | quote }}{{ else }}{{ toJson $value | quote }}{{ end }}
 {{- end }}
+{{- range $name, $value := $values.otel }}
+{{- if not (hasPrefix "OTEL_" $name) }}
+{{- fail (printf "otel.%s: only OTEL_* variables go here" $name) }}
+{{- end }}
+- name: {{ $name }}
+  value: {{ $value | toString | quote }}
+{{- end }}
 {{- end -}}
 
 {{- define "herald.volumes" -}}
