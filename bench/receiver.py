@@ -17,6 +17,9 @@ the retry scenario measures how late each retry came.
 `POST /bare` is the ingest ceiling: the least an aiohttp handler can do (read the body,
 answer 202 with a small JSON body). It records nothing.
 
+`POST /v1/traces` is an OTLP/HTTP (protobuf) trace receiver: the `traces` scenario points
+Herald's exporter here and reads how many spans and traces arrived at `GET /otlp`.
+
 Control: `GET /stats?group=g[&percentiles=1][&arrivals=1]`, `POST /reset?group=g`.
 """
 
@@ -37,6 +40,7 @@ from aiohttp import web
 BARE_RESPONSE = orjson.dumps({"id": "evt_bare", "object": "event", "accepted": True})
 TALLIES: web.AppKey[dict[str, Tally]] = web.AppKey("tallies", dict)
 SLOW_S: web.AppKey[float] = web.AppKey("slow_s", float)
+OTLP: web.AppKey[dict[str, Any]] = web.AppKey("otlp", dict)
 
 
 @dataclass
@@ -149,11 +153,63 @@ async def reset(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
+def otlp_spans(body: bytes) -> list[dict[str, Any]]:
+    """The spans of an OTLP/HTTP export request (protobuf): name, hex trace, span and parent
+    ids, status code, attributes (as strings) and the service that sent them."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+    )
+
+    request = ExportTraceServiceRequest()
+    request.ParseFromString(body)
+    spans = []
+    for resource_spans in request.resource_spans:
+        resource = {a.key: a.value.string_value for a in resource_spans.resource.attributes}
+        for scope_spans in resource_spans.scope_spans:
+            for span in scope_spans.spans:
+                attributes = {
+                    a.key: a.value.string_value or str(a.value.int_value) for a in span.attributes
+                }
+                spans.append(
+                    {
+                        "service": resource.get("service.name"),
+                        "name": span.name,
+                        "trace_id": span.trace_id.hex(),
+                        "span_id": span.span_id.hex(),
+                        "parent_id": span.parent_span_id.hex(),
+                        "status": span.status.code,
+                        "start_ns": span.start_time_unix_nano,
+                        "attributes": attributes,
+                    }
+                )
+    return spans
+
+
+async def otlp_traces(request: web.Request) -> web.Response:
+    """OTLP/HTTP: count the exported spans and their traces."""
+    spans = otlp_spans(await request.read())
+    seen = request.app[OTLP]
+    seen["spans"] = seen.get("spans", 0) + len(spans)
+    seen.setdefault("trace_ids", set()).update(span["trace_id"] for span in spans)
+    # An empty ExportTraceServiceResponse: all accepted.
+    return web.Response(body=b"", content_type="application/x-protobuf")
+
+
+async def otlp_stats(request: web.Request) -> web.Response:
+    """Spans and distinct traces received over OTLP since the receiver started."""
+    seen = request.app[OTLP]
+    body = {"spans": seen.get("spans", 0), "traces": len(seen.get("trace_ids", ()))}
+    return web.Response(body=orjson.dumps(body), content_type="application/json")
+
+
 def create_app(slow_s: float) -> web.Application:
     """The receiver application."""
     app = web.Application(client_max_size=16 * 1024 * 1024)
     app[TALLIES] = {}
     app[SLOW_S] = slow_s
+    app[OTLP] = {}
+    app.router.add_post("/v1/traces", otlp_traces)
+    app.router.add_get("/otlp", otlp_stats)
     app.router.add_post("/bare", bare)
     app.router.add_get("/stats", stats)
     app.router.add_post("/reset", reset)

@@ -285,6 +285,14 @@ class Stack:
             own = {**(deliver_env or {}), "HERALD_WORKER_PORT": str(port)}
             self._spawn(f"deliver-{n}", [*command, "deliver"], port, "/readyz", own)
 
+    def restart_herald(self, env: dict[str, str]) -> None:
+        """Stop the API and the all-roles worker and start them again with `env` added to
+        their environment (the `traces` scenario: tracing off, then on)."""
+        self._terminate("api")
+        self.stop_workers()
+        self._spawn("worker", [str(HERALD), "worker"], self.ports.worker, "/readyz", env)
+        self._spawn("api", [str(HERALD), "api"], self.ports.api, "/readyz", env)
+
     def stop_workers(self) -> None:
         """Stop every worker process (SIGTERM: they commit and leave their groups)."""
         for name in reversed(self.worker_names()):

@@ -17,6 +17,7 @@ from bench.scenarios import (
     memory,
     router,
     scale,
+    traces,
 )
 
 Scenario = Callable[[Bench], Awaitable[Outcome]]
@@ -30,6 +31,9 @@ SCENARIOS: dict[str, Scenario] = {
     "light": light.run,
     "failure": failure.run_failure,
     "retry": failure.run_retry,
+    # Issue 17: the same load with tracing off and at 1% sampling (it restarts the API and
+    # the worker for each, and leaves them running without tracing).
+    "traces": traces.run,
     # Issue 13, delivery flow control. `dead` subscribes to "*" and deletes its
     # destinations afterwards; both run last so no other scenario meets their destinations.
     "hot": hot.run,
