@@ -198,3 +198,18 @@ async def test_with_tracing_off_a_retry_record_carries_no_trace_header() -> None
         Publisher(RetryableError("HTTP 503")), {"traceparent": SAMPLED}
     )
     assert set(retry_headers) == {"herald-due-ms"}
+
+
+async def test_with_tracing_off_no_header_is_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The off path builds nothing per delivery: the runner never even reads the headers."""
+
+    def refuse(headers: Any) -> None:
+        raise AssertionError("trace headers read with tracing off")
+
+    monkeypatch.setattr(tracing, "context_of", refuse)
+    assert not tracing.enabled()
+    publisher = Publisher()
+    dispatcher, finished = _dispatcher(_HeadersProducer(), publisher)
+    dispatcher.arrived(TP, _record(0, [("traceparent", SAMPLED)]))
+    await _drained(dispatcher)
+    assert finished == [0] and publisher.calls == 1
