@@ -173,7 +173,9 @@ class Dispatcher:
     async def _attempt(self, job: Job) -> None:
         """One attempt, in a `herald.attempt` span when its delivery is traced (the sink's
         request and the record of its outcome are children of it)."""
-        if job.trace is None:
+        if job.trace is None or not tracing.sampled(job.trace):
+            # Untraced, or unsampled: no span of its own (the sink's request and a retry
+            # record still carry the delivery's context, which runs with this task).
             await self._attempt_and_record(job)
             return
         delivery = job.delivery
@@ -221,11 +223,11 @@ class Dispatcher:
         else:
             assert error is not None
             record = self._outcomes.failed(delivery, destination, error, latency_ms, decision)
-        if job.trace is None:
+        if job.trace is None or not trace.get_current_span().is_recording():  # no attempt span
             await record
             return
         if error is not None:
-            tracing.failed(trace.get_current_span(), str(error))
+            tracing.failed(trace.get_current_span(), str(error))  # the attempt's span
         # The retry-tier record written here carries this span's context: the next attempt
         # is its child.
         with tracing.span("herald.record", {"herald.outcome": type(decision).__name__.lower()}):

@@ -150,9 +150,7 @@ def context_of(headers: RecordHeaders) -> Context | None:
 
 def current_headers() -> Headers:
     """The current trace context as record headers (none when there is none)."""
-    carrier: dict[str, str] = {}
-    _PROPAGATOR.inject(carrier)
-    return [(name, value.encode("ascii")) for name, value in carrier.items()]
+    return _injected(otel_context.get_current())
 
 
 def run_in(context: Context | None) -> contextvars.Context | None:
@@ -194,27 +192,43 @@ def publishing(attributes: dict[str, str | int]) -> Iterator[Headers | None]:
         yield current_headers()
 
 
-def start_route(headers: RecordHeaders, event: dict[str, Any]) -> Span:
+def sampled(context: Context) -> bool:
+    """Whether the trace of `context` (from `context_of`) is sampled: only then do the
+    router and the runner make spans of their own."""
+    return bool(trace.get_current_span(context).get_span_context().trace_flags.sampled)
+
+
+def start_route(headers: RecordHeaders, event: dict[str, Any]) -> tuple[Span, Headers | None]:
     """The router's span for one event, child of the context in its record's headers (not
-    current: the router ends it once the event's deliveries are acknowledged)."""
+    current: the router ends it once the event's deliveries are acknowledged), and the
+    headers its deliveries carry. An unsampled event gets a span that records nothing and
+    its deliveries carry its context on as it came (no span would ever show the difference).
+    """
     assert _tracer is not None
     context = context_of(headers)
-    if context is None:  # no trace to continue: a span that records nothing
-        return trace.INVALID_SPAN
-    return _tracer.start_span(
+    if context is None:  # no trace to continue
+        return trace.INVALID_SPAN, None
+    if not sampled(context):
+        return trace.INVALID_SPAN, _injected(context)
+    span = _tracer.start_span(
         "herald.route",
         context,
         SpanKind.CONSUMER,
         attributes={EVENT_ID: str(event.get("id")), "herald.event_type": str(event.get("type"))},
     )
+    return span, headers_of(span)
 
 
 def headers_of(span: Span) -> Headers | None:
     """Record headers carrying `span`'s context; None for a span of no trace."""
     if not span.get_span_context().is_valid:
         return None
+    return _injected(trace.set_span_in_context(span))
+
+
+def _injected(context: Context) -> Headers:
     carrier: dict[str, str] = {}
-    _PROPAGATOR.inject(carrier, trace.set_span_in_context(span))
+    _PROPAGATOR.inject(carrier, context)
     return [(name, value.encode("ascii")) for name, value in carrier.items()]
 
 

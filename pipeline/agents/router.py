@@ -183,8 +183,8 @@ def register(
                 found = deliveries_for(event, view, stamp)
                 headers = None
                 if traced:  # the event's route span: its deliveries carry its context
-                    spans.append(tracing.start_route(message.message.headers, event))
-                    headers = tracing.headers_of(spans[-1])
+                    span, headers = tracing.start_route(message.message.headers, event)
+                    spans.append(span)
                 records += [(key, value, headers) for key, value in found]
             # The batch's events are acknowledged (so committable) when this yields: only
             # once the broker has every delivery they fanned out to. Its dedupe markers are

@@ -38,44 +38,37 @@ PUBLISHER_SPAN_ID = "00f067aa0ba902b7"
 
 
 class _OtlpReceiver:
-    """Collects the spans exported to it (POST /v1/traces, OTLP/HTTP protobuf), served from
-    a thread of its own so that it outlives each test's event loop."""
+    """A receiver (tests/support.py) of OTLP/HTTP exports (POST /v1/traces), served from a
+    thread of its own so that it outlives each test's event loop."""
 
     def __init__(self) -> None:
-        self.spans: list[dict[str, Any]] = []
-        self.url = ""
+        self._receiver = Receiver()
         self._loop = asyncio.new_event_loop()
-        self._runner: web.AppRunner | None = None
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
 
     def start(self) -> None:
         self._thread.start()
-        asyncio.run_coroutine_threadsafe(self._serve(), self._loop).result(timeout=30)
+        asyncio.run_coroutine_threadsafe(self._receiver.start(), self._loop).result(timeout=30)
 
-    async def _serve(self) -> None:
-        app = web.Application()
-        app.router.add_post("/v1/traces", self._export)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.url = f"http://127.0.0.1:{port}"
+    @property
+    def url(self) -> str:
+        return self._receiver.url
 
-    async def _export(self, request: web.Request) -> web.Response:
-        self.spans += otlp_spans(await request.read())
-        return web.Response(body=b"", content_type="application/x-protobuf")
+    @property
+    def spans(self) -> list[dict[str, Any]]:
+        """Every span exported so far."""
+        exports = [r.body for r in list(self._receiver.requests) if r.path == "/v1/traces"]
+        return [span for body in exports for span in otlp_spans(body)]
 
     def stop(self) -> None:
-        if self._runner is not None:
-            stopping = asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop)
-            stopping.result(timeout=30)
+        stopping = asyncio.run_coroutine_threadsafe(self._receiver.stop(), self._loop)
+        stopping.result(timeout=30)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=30)
         self._loop.close()
 
     def of_trace(self, trace_id: str) -> list[dict[str, Any]]:
-        return [s for s in list(self.spans) if s["trace_id"] == trace_id]
+        return [s for s in self.spans if s["trace_id"] == trace_id]
 
 
 class _FailsOnce(Receiver):

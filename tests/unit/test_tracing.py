@@ -76,8 +76,8 @@ def test_a_valid_traceparent_is_the_context(headers: Any) -> None:
 def test_the_router_routes_an_event_with_garbage_headers_untraced(
     spans: InMemorySpanExporter, headers: Any
 ) -> None:
-    span = tracing.start_route(headers, EVENT)
-    assert tracing.headers_of(span) is None
+    span, carried = tracing.start_route(headers, EVENT)
+    assert carried is None
     span.end()
     assert spans.get_finished_spans() == ()
 
@@ -85,8 +85,8 @@ def test_the_router_routes_an_event_with_garbage_headers_untraced(
 def test_the_route_span_continues_the_event_and_its_deliveries_carry_it(
     spans: InMemorySpanExporter,
 ) -> None:
-    span = tracing.start_route([("traceparent", SAMPLED)], EVENT)
-    headers = dict(tracing.headers_of(span) or [])
+    span, carried = tracing.start_route([("traceparent", SAMPLED)], EVENT)
+    headers = dict(carried or [])
     span.end()
     [route] = spans.get_finished_spans()
     assert route.name == "herald.route"
@@ -98,8 +98,8 @@ def test_the_route_span_continues_the_event_and_its_deliveries_carry_it(
 def test_an_unsampled_event_makes_no_span_but_its_deliveries_keep_its_trace_id(
     spans: InMemorySpanExporter,
 ) -> None:
-    span = tracing.start_route([("traceparent", NOT_SAMPLED)], EVENT)
-    headers = dict(tracing.headers_of(span) or [])
+    span, carried = tracing.start_route([("traceparent", NOT_SAMPLED)], EVENT)
+    headers = dict(carried or [])
     span.end()
     assert spans.get_finished_spans() == ()
     assert headers["traceparent"].startswith(f"00-{TRACE_ID}-".encode())
