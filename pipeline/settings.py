@@ -10,6 +10,8 @@ from typing import Literal
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from pipeline.operator_events import reserved_tenant
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -185,3 +187,37 @@ class Settings(BaseSettings):
     # Swagger UI's files (npm's swagger-ui-dist), which the API serves at /docs/
     # (api/routes/docs.py): scripts/setup.sh unpacks them here; the image has its own copy.
     swagger_ui_dir: Path = ROOT / ".cache" / "swagger-ui"
+
+    # -- Operator events (pipeline/operator_events.py, api/operator_sink.py) ---------------
+    # The one destination operator events go to: the JSON body POST /v2/event-destinations
+    # takes (any type; a webhook needs its `secret`, to verify what it receives), checked
+    # by the API at start-up like a create. None: no operator events.
+    operator_sink: SecretStr | None = None
+    # `destination.consecutive_failures` is emitted when a destination's deliveries
+    # dead-lettered in a row reach each of these fractions of the auto-disable threshold.
+    operator_events_failure_fractions: list[float] = Field(default_factory=lambda: [0.5, 0.8])
+    # At most one `delivery.exhausted_retries` per destination per window (the rest counted).
+    operator_events_exhausted_window_s: float = Field(default=300.0, gt=0)
+    # `attempt.failed` for every failed attempt (many: off by default).
+    operator_events_attempt_failed: bool = False
+    # Events waiting to be written per process; more are dropped (and counted).
+    operator_events_buffer: int = Field(default=1000, ge=1)
+    # Per destination: a burst of events, refilled at this many per hour; more are dropped.
+    operator_events_burst: int = Field(default=20, ge=1)
+    operator_events_per_hour: float = Field(default=60.0, ge=0)
+
+    @field_validator("operator_events_failure_fractions")
+    @classmethod
+    def _fractions(cls, value: list[float]) -> list[float]:
+        if any(not 0 < fraction < 1 for fraction in value):
+            raise ValueError("each fraction must be between 0 and 1 (exclusive)")
+        return value
+
+    @model_validator(mode="after")
+    def _operator_tenant_reserved(self) -> Settings:
+        named = [("dev_tenant", self.dev_tenant)]
+        named += [(f"api_keys[{n}].tenant", key.tenant) for n, key in enumerate(self.api_keys)]
+        for name, tenant in named:
+            if reserved_tenant(tenant):
+                raise ValueError(f"{name}: '{tenant}' is reserved for operator events")
+        return self
