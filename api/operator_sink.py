@@ -31,6 +31,7 @@ from pipeline.operator_events import (
     OPERATOR_TENANT,
     UPDATED,
     Emitter,
+    Send,
     emitter_for,
 )
 from pipeline.settings import Settings
@@ -122,7 +123,9 @@ async def _register_until_done(destinations: Destinations, fields: dict[str, Any
             log.warning("the operator sink is not registered yet (%s); retrying", exc.code)
 
 
-def _sender(app: web.Application) -> Any:
+def _sender(app: web.Application) -> Send:
+    """Writes to `events` with the API's producer (acks=all), for the emitter's task."""
+
     async def send(key: str, value: bytes) -> None:
         await app[PRODUCER].send_and_wait(EVENTS, value, key=key.encode())
 

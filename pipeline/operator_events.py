@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from pipeline import ids, metrics
+from pipeline.pacing import TokenBucket
 from pipeline.timeutil import now_iso
 
 if TYPE_CHECKING:
@@ -88,12 +89,6 @@ def _about(destination: dict[str, Any]) -> dict[str, Any]:
 
 
 @dataclass
-class _Bucket:
-    tokens: float
-    at_s: float
-
-
-@dataclass
 class _Window:
     started_s: float
     destination: dict[str, Any]
@@ -123,7 +118,7 @@ class Emitter:
         self._refill_per_s = per_hour / 3600
         self._window_s = exhausted_window_s
         self._clock = clock
-        self._buckets: dict[str, _Bucket] = {}
+        self._buckets: dict[str, TokenBucket] = {}
         self._windows: dict[str, _Window] = {}
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -197,20 +192,11 @@ class Emitter:
         bucket = self._buckets.get(key)
         if bucket is None:
             if len(self._buckets) >= MAX_TRACKED_DESTINATIONS:
-                self._forget_full_buckets(now_s)
-            bucket = self._buckets[key] = _Bucket(float(self._burst), now_s)
-        bucket.tokens = min(self._burst, bucket.tokens + (now_s - bucket.at_s) * self._refill_per_s)
-        bucket.at_s = now_s
-        if bucket.tokens < 1:
-            return False
-        bucket.tokens -= 1
-        return True
-
-    def _forget_full_buckets(self, now_s: float) -> None:
-        """Drop the buckets that have refilled (forgetting them changes nothing)."""
-        for key, bucket in list(self._buckets.items()):
-            if bucket.tokens + (now_s - bucket.at_s) * self._refill_per_s >= self._burst:
-                del self._buckets[key]
+                # Buckets that refilled can go: forgetting them changes nothing.
+                for full in [k for k, b in self._buckets.items() if b.full(now_s)]:
+                    del self._buckets[full]
+            bucket = self._buckets[key] = TokenBucket(self._refill_per_s, self._burst, now_s)
+        return bucket.take(now_s)
 
     def _ensure_sender(self) -> None:
         if self._task is None or self._task.done():

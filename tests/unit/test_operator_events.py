@@ -34,16 +34,9 @@ from pipeline.signing import generate_secret
 from pipeline.sinks.fields import FieldErrors
 from tests.support import eventually
 from tests.unit.test_auth import Tenants
+from tests.unit.test_lanes import Clock
 
 SECRET = generate_secret()
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now_s = 1000.0
-
-    def __call__(self) -> float:
-        return self.now_s
 
 
 class Written:
