@@ -19,9 +19,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
-from api.errors import ApiError, RequestValidationError, forbidden, unauthorized
+from api.errors import ApiError, forbidden, unauthorized
 from api.portal_sessions import InvalidToken, PortalTokens
-from pipeline.operator_events import reserved_tenant
 from pipeline.settings import Settings
 
 MANAGE = "manage"
@@ -76,18 +75,13 @@ class KeyRing:
 
     def authenticate(self, authorization: str | None, acting_for: str | None) -> Principal:
         """The caller of a request with these `Authorization` and `Herald-Tenant` headers;
-        raises the 401, 403 or 404 ApiError that refuses it (a 400 for a header naming the
-        operator events' tenant, which no caller may act for)."""
+        raises the 401, 403 or 404 ApiError that refuses it."""
         token = _bearer(authorization)
         if token is None:
             raise unauthorized()
         principal = self._principal(token)
         if acting_for is None:
             return principal
-        if reserved_tenant(acting_for):
-            raise RequestValidationError(
-                {TENANT_HEADER: [f"'{acting_for}' is reserved for Herald's operator events."]}
-            )
         if principal.role == PLATFORM:
             if not self.exists(acting_for):
                 raise ApiError(

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from api import validation
 from api.auth import KeyRing, hash_key
-from api.errors import RequestValidationError
+from api.errors import ApiError, RequestValidationError
 from api.operator_sink import OperatorSinkInvalid, sink_fields
 from api.tenants import tenant_fields
 from pipeline.operator_events import (
@@ -245,10 +245,12 @@ def test_no_tenant_id_given_to_the_api_may_be_the_operator_tenant() -> None:
     with pytest.raises(RequestValidationError) as caught:
         tenant_fields({"id": OPERATOR_TENANT, "name": "x"}, create=True)
     assert list(caught.value.errors) == ["id"]
-    ring = KeyRing(Settings(dev_api_key="sk_dev"), Tenants())
-    with pytest.raises(RequestValidationError) as refused:
-        ring.authenticate("Bearer sk_dev", OPERATOR_TENANT)
-    assert list(refused.value.errors) == ["Herald-Tenant"]
+    platform = ApiKey(key_sha256=hash_key("sk_platform"), role="platform")
+    ring = KeyRing(Settings(dev_api_key="sk_dev", api_keys=[platform]), Tenants())
+    for key, status in (("sk_dev", 403), ("sk_platform", 404)):
+        with pytest.raises(ApiError) as refused:
+            ring.authenticate(f"Bearer {key}", OPERATOR_TENANT)
+        assert (refused.value.status, refused.value.field) == (status, "Herald-Tenant")
 
 
 def _sink(**given: Any) -> Settings:
