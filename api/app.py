@@ -11,6 +11,7 @@ import asyncpg
 from aiohttp import web
 from aiokafka import AIOKafkaProducer
 
+from api import operator_sink
 from api.app_keys import (
     DB,
     DESTINATIONS,
@@ -145,6 +146,7 @@ def create_app(settings: Settings) -> web.Application:
     app[SEALER] = Sealer(settings.encryption_keys.get_secret_value())
     app.cleanup_ctx.append(_kafka)
     app.cleanup_ctx.append(_tenants)
+    app.cleanup_ctx.append(operator_sink.lifecycle)
     app.add_routes(destinations.routes)
     app.add_routes(tenants.routes)
     app.add_routes(events.routes)

@@ -9,7 +9,6 @@ the same way in every process.
 from __future__ import annotations
 
 import asyncio
-import re
 import secrets
 from typing import Any
 
@@ -38,7 +37,6 @@ KEY_ID_PREFIX = "key_"
 KEY_PREFIX = "hk_live_"
 KEY_RANDOM_BYTES = 32
 PREFIX_CHARS = len(KEY_PREFIX) + 4
-TENANT_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 TENANT_FIELDS = {"id", "name", "metadata"}
 KEY_ROLES = (MANAGE, PUBLISH)
 MAX_KEY_NAME = 200
@@ -60,10 +58,8 @@ def tenant_fields(body: Any, *, create: bool) -> dict[str, Any]:
     }
     if create:
         tenant_id = body.get("id")
-        if tenant_id is not None and (
-            not isinstance(tenant_id, str) or not TENANT_ID.fullmatch(tenant_id)
-        ):
-            errors.add("id", "must be 1 to 64 of A-Z a-z 0-9 _ -.")
+        if tenant_id is not None:
+            validation.tenant_id(errors, tenant_id, "id")
         fields["id"] = tenant_id
     if errors:
         raise RequestValidationError(errors.by_field)

@@ -14,6 +14,7 @@ import orjson
 
 from api.errors import RequestValidationError
 from pipeline import filters
+from pipeline.operator_events import reserved_tenant
 from pipeline.settings import Settings
 from pipeline.sinks import load_sink
 from pipeline.sinks.fields import FieldErrors, string_map
@@ -22,6 +23,7 @@ EVENT_TYPE = re.compile(r"^[a-z0-9_]+(\.[a-z0-9_]+)+$")
 EVENT_PATTERN = re.compile(r"^[a-z0-9_]+(\.[a-z0-9_]+)*\.\*$")
 DESTINATION_ID = re.compile(r"^evtd_[A-Za-z0-9_-]{1,64}$")
 EVENT_ID = re.compile(r"^evt_[A-Za-z0-9_-]{1,64}$")
+TENANT_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 MAX_NAME = 200
 MAX_DESCRIPTION = 2000
 MAX_METADATA_KEYS = 50
@@ -38,6 +40,18 @@ COMMON_FIELDS = {"name", "description", "type", "events", "metadata", "rate_limi
 def _raise_if_any(errors: FieldErrors) -> None:
     if errors:
         raise RequestValidationError(errors.by_field)
+
+
+def tenant_id(errors: FieldErrors, value: Any, path: str) -> str | None:
+    """A tenant id a caller may give: 1 to 64 of A-Z a-z 0-9 _ -, and not the tenant
+    operator events belong to (pipeline/operator_events.py), which no caller may name."""
+    if not isinstance(value, str) or not TENANT_ID.fullmatch(value):
+        errors.add(path, "must be 1 to 64 of A-Z a-z 0-9 _ -.")
+        return None
+    if reserved_tenant(value):
+        errors.add(path, f"'{value}' is reserved for Herald's operator events.")
+        return None
+    return value
 
 
 def _object(body: Any) -> dict[str, Any]:

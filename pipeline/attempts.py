@@ -212,13 +212,14 @@ class AttemptRecorder:
         self._verified_sent.add(ref)
         await self._change(destination, "verified")
 
-    async def auto_disable(self, destination: dict[str, Any], reason: str) -> None:
+    async def auto_disable(self, destination: dict[str, Any], reason: str) -> bool:
         """Append an `auto_disable` change (the fold ignores it if already inactive) and
-        tell the tenant's other subscribers with an `event_destination.disabled` event."""
+        tell the tenant's other subscribers with an `event_destination.disabled` event;
+        False if this version of the destination was disabled already."""
         destination_id, version = destination["id"], version_of(destination)
         ref = ids.ref_of_destination(destination)
         if self._disable_sent.get(ref) == version or destination["status"] == "inactive":
-            return
+            return False
         self._disable_sent[ref] = version
         await self._change(destination, "auto_disable", reason=reason)
         event = {
@@ -233,11 +234,17 @@ class AttemptRecorder:
             "created_at": now_iso(),
             "tenant": destination["tenant"],
         }
-        await self._send(EVENTS, orjson.dumps(event), event["id"])
+        await self.event(event["id"], orjson.dumps(event))
         metrics.AUTO_DISABLES.labels(type=destination["type"]).inc()
         log.warning(
             "destination auto-disabled: %s", reason, extra={"destination_id": destination_id}
         )
+        return True
+
+    async def event(self, key: str, value: bytes) -> None:
+        """Write an event the runner makes (an auto-disable's, an operator event) to
+        `events`, keyed by its id."""
+        await self._send(EVENTS, value, key)
 
     async def _change(self, destination: dict[str, Any], op: str, **extra: str) -> None:
         """A change decided on this generation of the destination: the fold ignores it if

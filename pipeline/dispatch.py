@@ -27,6 +27,7 @@ from pipeline import delivery_record, metrics, policy, tracing
 from pipeline.attempts import AttemptRecorder, RecorderUnavailable
 from pipeline.ids import ref_of_delivery
 from pipeline.lanes import Job, Lanes
+from pipeline.operator_events import RunnerEvents
 from pipeline.outcomes import Outcomes, unexpected
 from pipeline.publishers import PublisherCache
 from pipeline.retry import Schedule
@@ -62,7 +63,7 @@ class Dispatcher:
             schedule, settings.sink_max_queue_wait_s, settings.auto_disable_after_dead_letters
         )
         self._lanes = Lanes(settings, self._turn_came, self._start)
-        self._outcomes = Outcomes(recorder)
+        self._outcomes = Outcomes(recorder, RunnerEvents.of(settings, recorder.event))
         self.tasks: set[asyncio.Future[None]] = set()
         self.failure: RecorderUnavailable | None = None  # set: the worker must stop
         self._traced = tracing.enabled()

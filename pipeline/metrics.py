@@ -272,3 +272,15 @@ def observe_retry_backlog(held: Mapping[str, int], oldest_due_age_s: Mapping[str
     for tier, count in held.items():
         RETRY_HELD.labels(tier=tier).set(count)
         RETRY_OLDEST_DUE_AGE.labels(tier=tier).set(oldest_due_age_s.get(tier, 0.0))
+
+
+# Operator events (pipeline/operator_events.py): written to `events`, by type, and dropped
+# (reason: buffer_full, rate_limited, broker_error) instead of holding anything up.
+OPERATOR_EVENTS = Counter(
+    "herald_operator_events_total", "Operator events written to the events topic", ["type"]
+)
+OPERATOR_EVENTS_DROPPED = Counter(
+    "herald_operator_events_dropped_total",
+    "Operator events dropped instead of written",
+    ["reason"],
+)

@@ -13,6 +13,7 @@ from typing import Any
 from pipeline import metrics
 from pipeline.attempts import AttemptRecorder, version_of
 from pipeline.ids import ref_of_destination
+from pipeline.operator_events import RunnerEvents
 from pipeline.policy import Defer, Delivered, Failed, Skip
 from pipeline.retry import DeadLetter, Retry
 from pipeline.sinks.base import DeliveryError, DeliveryResult, RetryableError
@@ -45,8 +46,9 @@ class Outcomes:
     """Writes what the policy decided for one worker's runner; counts each destination's
     deliveries dead-lettered in a row (the policy disables it after enough)."""
 
-    def __init__(self, recorder: AttemptRecorder) -> None:
+    def __init__(self, recorder: AttemptRecorder, operator: RunnerEvents | None = None) -> None:
         self._recorder = recorder
+        self._operator = operator or RunnerEvents.off()
         # Destination ref (tenant, id, generation) → (record version, deliveries in a row
         # dead-lettered) in this process: a destination enabled again or changed starts
         # counting anew.
@@ -91,6 +93,7 @@ class Outcomes:
         metrics.record_attempt(
             destination["type"], "failed", delivery["attempt"], latency_ms / 1000
         )
+        self._operator.attempt_failed(delivery, destination, exc.response_status)
         await self._follow(
             delivery, destination, decision.step, decision.disable, last_error=str(exc)
         )
@@ -142,13 +145,16 @@ class Outcomes:
         if isinstance(step, DeadLetter):
             await self._recorder.dead_letter(delivery, step.reason, last_error)
             metrics.DEAD_LETTERS.labels(type=destination["type"]).inc()
-            if step.counts_toward_disable:
-                self._count_dead_letter(destination)
+            in_row = self._count_dead_letter(destination) if step.counts_toward_disable else 0
+            self._operator.dead_lettered(destination, step.reason, in_row)
         else:
             await self._recorder.retry(delivery, step, skipped=skipped)
-        if disable is not None:
-            await self._recorder.auto_disable(destination, disable)
+        if disable is not None and await self._recorder.auto_disable(destination, disable):
+            self._operator.disabled(destination, disable)
 
-    def _count_dead_letter(self, destination: dict[str, Any]) -> None:
+    def _count_dead_letter(self, destination: dict[str, Any]) -> int:
+        """Count one more dead letter in a row; how many there are now."""
         ref, version = ref_of_destination(destination), version_of(destination)
-        self._dead_letters[ref] = (version, self.dead_letters_in_row(destination) + 1)
+        count = self.dead_letters_in_row(destination) + 1
+        self._dead_letters[ref] = (version, count)
+        return count

@@ -27,11 +27,27 @@ class TokenBucket:
 
     def reserve(self, now_s: float) -> float:
         """Take one token: the seconds from `now_s` until it may be used (0.0 for now)."""
+        self._refill(now_s)
+        self._tokens -= 1
+        return 0.0 if self._tokens >= 0 else -self._tokens / self.rate_per_s
+
+    def take(self, now_s: float) -> bool:
+        """Take one token if one is there now; else take nothing (and owe nothing)."""
+        self._refill(now_s)
+        if self._tokens < 1:
+            return False
+        self._tokens -= 1
+        return True
+
+    def full(self, now_s: float) -> bool:
+        """True if the bucket has refilled to its burst (forgetting it changes nothing)."""
+        self._refill(now_s)
+        return self._tokens >= self.burst
+
+    def _refill(self, now_s: float) -> None:
         elapsed_s = max(0.0, now_s - self._updated_s)
         self._tokens = min(self.burst, self._tokens + elapsed_s * self.rate_per_s)
         self._updated_s = max(self._updated_s, now_s)
-        self._tokens -= 1
-        return 0.0 if self._tokens >= 0 else -self._tokens / self.rate_per_s
 
 
 class Pacer:

@@ -26,6 +26,7 @@ from datetime import datetime
 from typing import Any
 
 from pipeline.circuit import Outcome
+from pipeline.operator_events import operator_destination
 from pipeline.retry import DeadLetter, Retry, Schedule, after_failure, defer_step, next_step
 from pipeline.sinks.base import DeliveryError, PermanentError, RetryableError
 
@@ -164,7 +165,7 @@ def before_attempt(
         )
         if isinstance(step, DeadLetter):
             step = DeadLetter(f"{SKIPPED_REASON}; retries exhausted")
-        return Skip(step, disable=_disable(step, lane, rules))
+        return Skip(step, disable=_disable(step, lane, rules, destination or {}))
     if rules.max_queue_wait_s and lane.queue_wait_s > rules.max_queue_wait_s:
         return Defer(defer_step(rules.schedule, lane.queue_wait_s, now_ms=now_ms))
     return Attempt()
@@ -192,14 +193,20 @@ def after_attempt(
         credentials_age_s=credentials_age_s(destination, now_ms / 1000),
         now_ms=now_ms,
     )
-    if isinstance(error, PermanentError) and error.response_status == 410:
+    gone = isinstance(error, PermanentError) and error.response_status == 410
+    if gone and not operator_destination(destination):
         return Failed(step, disable="the receiver answered 410 Gone")
-    return Failed(step, disable=_disable(step, lane, rules))
+    return Failed(step, disable=_disable(step, lane, rules, destination))
 
 
-def _disable(step: Retry | DeadLetter, lane: LaneState, rules: Rules) -> str | None:
-    """Why the destination is disabled now, if this dead letter is one too many in a row."""
+def _disable(
+    step: Retry | DeadLetter, lane: LaneState, rules: Rules, destination: dict[str, Any]
+) -> str | None:
+    """Why the destination is disabled now, if this dead letter is one too many in a row.
+    Never the operator sink: nothing could enable it again, and its alerts would stop."""
     if not isinstance(step, DeadLetter) or not step.counts_toward_disable:
+        return None
+    if operator_destination(destination):
         return None
     count = lane.dead_letters_in_row + 1
     if not rules.disable_after or count < rules.disable_after:

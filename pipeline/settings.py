@@ -17,6 +17,8 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from pipeline.operator_events import reserved_tenant
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -227,3 +229,37 @@ class Settings(BaseSettings):
     otel_service_name: str | None = Field(
         default=None, validation_alias=AliasChoices("OTEL_SERVICE_NAME", "otel_service_name")
     )
+
+    # -- Operator events (pipeline/operator_events.py, api/operator_sink.py) ---------------
+    # The one destination operator events go to: the JSON body POST /v2/event-destinations
+    # takes (any type; a webhook needs its `secret`, to verify what it receives), checked
+    # by the API at start-up like a create. None: no operator events.
+    operator_sink: SecretStr | None = None
+    # `destination.consecutive_failures` is emitted when a destination's deliveries
+    # dead-lettered in a row reach each of these fractions of the auto-disable threshold.
+    operator_events_failure_fractions: list[float] = Field(default_factory=lambda: [0.5, 0.8])
+    # At most one `delivery.exhausted_retries` per destination per window (the rest counted).
+    operator_events_exhausted_window_s: float = Field(default=300.0, gt=0)
+    # `attempt.failed` for every failed attempt (many: off by default).
+    operator_events_attempt_failed: bool = False
+    # Events waiting to be written per process; more are dropped (and counted).
+    operator_events_buffer: int = Field(default=1000, ge=1)
+    # Per destination: a burst of events, refilled at this many per hour; more are dropped.
+    operator_events_burst: int = Field(default=20, ge=1)
+    operator_events_per_hour: float = Field(default=60.0, ge=0)
+
+    @field_validator("operator_events_failure_fractions")
+    @classmethod
+    def _fractions(cls, value: list[float]) -> list[float]:
+        if any(not 0 < fraction < 1 for fraction in value):
+            raise ValueError("each fraction must be between 0 and 1 (exclusive)")
+        return value
+
+    @model_validator(mode="after")
+    def _operator_tenant_reserved(self) -> Settings:
+        named = [("dev_tenant", self.dev_tenant)]
+        named += [(f"api_keys[{n}].tenant", key.tenant) for n, key in enumerate(self.api_keys)]
+        for name, tenant in named:
+            if reserved_tenant(tenant):
+                raise ValueError(f"{name}: '{tenant}' is reserved for operator events")
+        return self

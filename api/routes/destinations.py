@@ -6,13 +6,14 @@ from typing import Any
 
 from aiohttp import web
 
-from api import recovery, validation
+from api import operator_sink, recovery, validation
 from api.app_keys import DESTINATIONS, RECOVERIES, SETTINGS
 from api.auth import PORTAL, Principal, requires
 from api.body import read_json
 from api.responses import json_response, page_of, principal_of, synced_view
 from api.routes import recoveries
 from api.stable_ids import id_source
+from pipeline import operator_events
 
 routes = web.RouteTableDef()
 ITEM = "/v2/event-destinations/{destination_id}"
@@ -72,6 +73,7 @@ async def create(request: web.Request) -> web.Response:
     principal = await _manager(request)
     fields = validation.create_destination(await read_json(request), request.app[SETTINGS])
     record, secret = await request.app[DESTINATIONS].create(principal, fields, id_source(request))
+    await operator_sink.changed(request, operator_events.CREATED, record)
     return _respond(request, record, secret, status=201)
 
 
@@ -95,6 +97,7 @@ async def update(request: web.Request) -> web.Response:
         await read_json(request), current["type"], request.app[SETTINGS]
     )
     record, secret = await service.update(principal, _id(request), changes)
+    await operator_sink.changed(request, operator_events.UPDATED, record)
     return _respond(request, record, secret)
 
 
@@ -103,6 +106,7 @@ async def update(request: web.Request) -> web.Response:
 async def delete(request: web.Request) -> web.Response:
     """Delete; nothing more is delivered to it."""
     await request.app[DESTINATIONS].delete(await _manager(request), _id(request))
+    await operator_sink.changed(request, operator_events.DELETED)
     return json_response(
         {
             "id": _id(request),

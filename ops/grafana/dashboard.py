@@ -235,6 +235,16 @@ SECTIONS = [
                Query("sum by (topic) (increase(herald_index_records_skipped_total[1h]))",
                      "skipped: {{topic}}")]),
     ]),
+    Section(60, "Operator events", [
+        Chart(61, "Operator events /s by type, and drops",
+              "Operator events written to the events topic for the operator sink, by type, "
+              "and those dropped instead (buffer_full, rate_limited: a destination past its "
+              "operator_events_burst, broker_error), summed over processes.",
+              0, 24, "ops",
+              [Query(f"sum by (type) (rate(herald_operator_events_total{RATE}))", "{{type}}"),
+               Query(f"sum by (reason) (rate(herald_operator_events_dropped_total{RATE}))",
+                     "dropped: {{reason}}")]),
+    ]),
 ]  # fmt: skip
 
 

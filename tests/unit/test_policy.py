@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from pipeline.circuit import Outcome
+from pipeline.operator_events import OPERATOR_TENANT
 from pipeline.policy import (
     SKIPPED_REASON,
     Attempt,
@@ -216,6 +217,22 @@ AFTER_CASES: list[
         GONE,
         LaneState(),
         Failed(DeadLetter("permanent failure"), disable="the receiver answered 410 Gone"),
+    ),
+    (
+        "the operator sink's fifth dead letter in a row: never disabled",
+        _delivery(attempt=10, tenant=OPERATOR_TENANT),
+        _destination(tenant=OPERATOR_TENANT),
+        RetryableError("HTTP 503", response_status=503),
+        LaneState(dead_letters_in_row=4),
+        Failed(DeadLetter("retries exhausted after 11 attempts")),
+    ),
+    (
+        "the operator sink answering 410: dead-lettered, never disabled",
+        _delivery(tenant=OPERATOR_TENANT),
+        _destination(tenant=OPERATOR_TENANT),
+        GONE,
+        LaneState(),
+        Failed(DeadLetter("permanent failure")),
     ),
     (
         "an event the destination cannot take never counts toward disable",
