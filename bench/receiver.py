@@ -4,7 +4,8 @@ Run as its own process (`python -m bench.receiver --port P`) so its CPU is not t
 orchestrator's. A webhook URL is `/{behaviour}/{group}/{n}`:
 
 - behaviour `ok` answers 200, `fail` answers 500, `slow` sleeps `--slow-s` (longer than the
-  bench's delivery timeout) and then answers 200;
+  bench's delivery timeout) and then answers 200, `flaky` answers 503 to a webhook-id's
+  first request and 200 to its retries (scripts/trace_screenshot.py's one retry);
 - `group` is what the tallies are kept by (one per scenario case);
 - `n` tells destinations apart and is otherwise ignored.
 
@@ -117,9 +118,13 @@ async def hook(request: web.Request) -> web.Response:
     tally = tallies.get(group)
     if tally is None:
         tally = tallies[group] = Tally(arrivals={} if behaviour == "fail" else None)
-    tally.add(request.headers.get("webhook-id", ""), now_s, _sent_at(body))
+    webhook_id = request.headers.get("webhook-id", "")
+    retried = webhook_id in tally.ids
+    tally.add(webhook_id, now_s, _sent_at(body))
     if behaviour == "fail":
         return web.Response(status=500, text="failing on purpose")
+    if behaviour == "flaky" and not retried:
+        return web.Response(status=503, text="failing the first attempt on purpose")
     if behaviour == "slow":
         await asyncio.sleep(request.app[SLOW_S])  # past the sender's timeout, on purpose
     return web.Response(status=200)
@@ -213,7 +218,7 @@ def create_app(slow_s: float) -> web.Application:
     app.router.add_post("/bare", bare)
     app.router.add_get("/stats", stats)
     app.router.add_post("/reset", reset)
-    app.router.add_post("/{behaviour:ok|fail|slow}/{group}/{n}", hook)
+    app.router.add_post("/{behaviour:ok|fail|slow|flaky}/{group}/{n}", hook)
     return app
 
 

@@ -197,16 +197,24 @@ class Settings(BaseSettings):
 
     # -- traces (pipeline/tracing.py) -------------------------------------------------------
     # The standard OpenTelemetry variables, read without the HERALD_ prefix. Tracing is off
-    # unless OTEL_TRACES_EXPORTER=otlp; spans then go over OTLP/HTTP (protobuf) to
-    # OTEL_EXPORTER_OTLP_ENDPOINT (a collector's :4318), sampled by OTEL_TRACES_SAMPLER and
-    # its _ARG (the parent's decision always wins downstream of the API).
-    otel_traces_exporter: Literal["none", "otlp"] = Field(
+    # unless OTEL_TRACES_EXPORTER is otlp or zipkin; spans then go over OTLP/HTTP (protobuf)
+    # to OTEL_EXPORTER_OTLP_ENDPOINT (a collector's :4318), or as Zipkin v2 JSON to
+    # OTEL_EXPORTER_ZIPKIN_ENDPOINT, sampled by OTEL_TRACES_SAMPLER and its _ARG (the
+    # parent's decision always wins downstream of the API).
+    otel_traces_exporter: Literal["none", "otlp", "zipkin"] = Field(
         default="none",
         validation_alias=AliasChoices("OTEL_TRACES_EXPORTER", "otel_traces_exporter"),
     )
     otel_exporter_otlp_endpoint: str = Field(
         default="http://127.0.0.1:4318",
         validation_alias=AliasChoices("OTEL_EXPORTER_OTLP_ENDPOINT", "otel_exporter_otlp_endpoint"),
+    )
+    # The specification's default: a Zipkin server's span intake on this host.
+    otel_exporter_zipkin_endpoint: str = Field(
+        default="http://localhost:9411/api/v2/spans",
+        validation_alias=AliasChoices(
+            "OTEL_EXPORTER_ZIPKIN_ENDPOINT", "otel_exporter_zipkin_endpoint"
+        ),
     )
     otel_traces_sampler: Literal[
         "always_on",

@@ -8,8 +8,9 @@ headers; the runner continues it in a `herald.attempt` span per attempt, with a
 of the attempt's record span, so the next attempt is its child in the same trace. Webhook
 requests carry `traceparent` (the aiohttp client instrumentation's span of the request).
 
-Off unless OTEL_TRACES_EXPORTER=otlp (`configure`, once per process, by api/cli.py): then
-`enabled()` is False and every hot path skips this module before it builds anything. The
+Off unless OTEL_TRACES_EXPORTER is otlp or zipkin (`configure`, once per process, by
+api/cli.py): when off, `enabled()` is False and every hot path skips this module before it
+builds anything, and no exporter is even imported. The
 router and the runner only continue traces: a record without a valid context (written
 before tracing was on, or by an API with it off) gets no span. Headers are only ever read
 through `context_of`, which never raises, whatever a record or a tenant put there.
@@ -26,7 +27,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.sdk.trace.sampling import (
     ALWAYS_OFF,
     ALWAYS_ON,
@@ -87,18 +88,13 @@ def configure(
 ) -> TracerProvider | None:
     """Turn tracing on for this process if the settings ask for it; `process` is `api` or
     `worker` (the default service name, and the API's sampling at the edge). `processor`
-    replaces the OTLP exporter (tests: the SDK's in-memory exporter)."""
+    replaces the exporter (tests: the SDK's in-memory exporter)."""
     global _tracer, _provider
     if settings.otel_traces_exporter == "none" and processor is None:
         return None
     resource = Resource.create({"service.name": settings.otel_service_name or f"herald-{process}"})
     provider = TracerProvider(sampler=sampler(settings, edge=process == "api"), resource=resource)
-    if processor is None:
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-
-        endpoint = settings.otel_exporter_otlp_endpoint.rstrip("/") + "/v1/traces"
-        processor = BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint))
-    provider.add_span_processor(processor)
+    provider.add_span_processor(processor or BatchSpanProcessor(_exporter(settings)))
     _provider, _tracer = provider, provider.get_tracer("herald")
     if process == "api":
         # Replaces aiohttp's Application class: call before the app is created.
@@ -106,6 +102,20 @@ def configure(
 
         AioHttpServerInstrumentor().instrument(tracer_provider=provider)
     return provider
+
+
+def _exporter(settings: Settings) -> SpanExporter:
+    """The exporter OTEL_TRACES_EXPORTER names (imported only then: tracing off loads
+    neither)."""
+    if settings.otel_traces_exporter == "zipkin":
+        from opentelemetry.exporter.zipkin.json import ZipkinExporter
+
+        return ZipkinExporter(endpoint=settings.otel_exporter_zipkin_endpoint)
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+    return OTLPSpanExporter(
+        endpoint=settings.otel_exporter_otlp_endpoint.rstrip("/") + "/v1/traces"
+    )
 
 
 def turn_off() -> None:

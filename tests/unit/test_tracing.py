@@ -9,6 +9,7 @@ follows one event through the real processes).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from typing import Any
 
@@ -23,6 +24,7 @@ from pipeline import delivery_record, tracing
 from pipeline.settings import Settings
 from pipeline.sinks.base import RetryableError
 from pipeline.topics import retry_topic
+from tests.support import Receiver
 from tests.unit import test_dispatch
 from tests.unit.test_dispatch import TP, Producer, Publisher, _dispatcher, _drained
 
@@ -213,3 +215,29 @@ async def test_with_tracing_off_no_header_is_read(monkeypatch: pytest.MonkeyPatc
     dispatcher.arrived(TP, _record(0, [("traceparent", SAMPLED)]))
     await _drained(dispatcher)
     assert finished == [0] and publisher.calls == 1
+
+
+async def test_the_zipkin_exporter_sends_v2_json_to_the_standard_endpoint(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """OTEL_TRACES_EXPORTER=zipkin: the spans go as Zipkin v2 JSON to
+    OTEL_EXPORTER_ZIPKIN_ENDPOINT (a real HTTP server here; Zipkin's own takes the same)."""
+    receiver = await Receiver().start()
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "zipkin")
+    monkeypatch.setenv("OTEL_EXPORTER_ZIPKIN_ENDPOINT", f"{receiver.url}/api/v2/spans")
+    provider = tracing.configure(Settings(), "worker")
+    assert provider is not None
+    try:
+        with tracing.span("herald.attempt", {tracing.EVENT_ID: "evt_1"}):
+            pass
+        # The exporter posts from the processor's thread with a blocking client.
+        assert await asyncio.to_thread(provider.force_flush, 10_000)
+    finally:
+        tracing.turn_off()
+        await receiver.stop()
+    [sent] = receiver.bodies("/api/v2/spans")
+    [span] = sent
+    assert span["name"] == "herald.attempt"
+    assert span["localEndpoint"]["serviceName"] == "herald-worker"
+    assert span["tags"][tracing.EVENT_ID] == "evt_1"
+    assert len(span["traceId"]) == 32
