@@ -103,7 +103,7 @@ def _aligned(at: datetime, bucket_s: int, field: str, *, up: bool) -> datetime:
         raise RequestValidationError({field: ["is out of range."]}) from exc
 
 
-def _sql(query: StatsRequest, destination: bool) -> str:
+def stats_sql(query: StatsRequest, destination: bool) -> str:
     """The sums per bucket (and group): $1 tenant, $2 span, $3 from, $4 to, $5 bucket
     length, then $6 destination id, $7 its generation for one destination."""
     by_destination = destination or query.group_by == "destination"
@@ -116,10 +116,12 @@ def _sql(query: StatsRequest, destination: bool) -> str:
     events = "sum(deliveries)" if by_destination else "sum(events)"
     key = {"destination": "destination_id", "event_type": "event_type"}.get(query.group_by or "")
     group = f"{key} as key" if key else "null::text as key"
+    # Grouped, the rows of each group and (key null) those of every group together.
+    grouping = "grouping sets ((1, 2), (1))" if key else "1, 2"
     return (
         f"select date_bin($5::interval, bucket_at, $3) as bucket, {group}, "  # noqa: S608 - constants only
         f"{events}::bigint as events, {_SUMS}, array[{_HISTOGRAM}]::bigint[] as histogram "
-        f"from delivery_stats where {where} group by 1, 2"
+        f"from delivery_stats where {where} group by {grouping}"
     )
 
 
@@ -136,17 +138,17 @@ async def read_stats(
     ]
     if destination is not None:
         params += [destination[0], destination[1]]
-    rows = await fetch_all(pool, _sql(query, destination is not None), *params)
+    rows = await fetch_all(pool, stats_sql(query, destination is not None), *params)
     body: dict[str, Any] = {
         "object": "delivery_stats",
         "from": iso(query.start),
         "to": iso(query.end),
         "bucket": query.bucket,
         "group_by": query.group_by,
-        **_series(query, rows),
+        **_series(query, [row for row in rows if row["key"] is None]),
     }
     if query.group_by is not None:
-        groups = _grouped(rows)
+        groups = _grouped([row for row in rows if row["key"] is not None])
         body["groups"] = [
             {"key": key, **_series(query, group)} for key, group in groups[:MAX_GROUPS]
         ]
@@ -155,15 +157,19 @@ async def read_stats(
 
 
 def _grouped(rows: list[asyncpg.Record]) -> list[tuple[str, list[asyncpg.Record]]]:
-    """Rows by group key, the groups with the most attempts first."""
+    """Rows by group key, the groups with the most attempts (then deliveries, events)
+    first."""
     groups: dict[str, list[asyncpg.Record]] = {}
     for row in rows:
         groups.setdefault(row["key"], []).append(row)
 
     def weight(item: tuple[str, list[asyncpg.Record]]) -> tuple[int, int, int, str]:
-        sums = _Sums.of(item[1])
-        attempts = sums.counters["attempts_succeeded"] + sums.counters["attempts_failed"]
-        return (-attempts, -sums.counters["deliveries"], -sums.counters["events"], item[0])
+        attempts = deliveries = events = 0
+        for row in item[1]:
+            attempts += row["attempts_succeeded"] + row["attempts_failed"]
+            deliveries += row["deliveries"]
+            events += row["events"]
+        return (-attempts, -deliveries, -events, item[0])
 
     return sorted(groups.items(), key=weight)
 
@@ -177,19 +183,21 @@ class _Sums:
 
     @classmethod
     def of(cls, rows: list[asyncpg.Record]) -> _Sums:
-        sums = cls({name: 0 for name in stats.COUNTERS}, [0] * stats.LATENCY_SLOTS)
-        for row in rows:
-            for name in stats.COUNTERS:
-                sums.counters[name] += row[name]
-            sums.histogram = [
-                a + (b or 0) for a, b in zip(sums.histogram, row["histogram"], strict=True)
-            ]
-        return sums
+        """The sums of `rows` (rows of the query of `stats_sql`)."""
+        if len(rows) == 1:  # most buckets of a series
+            return cls({name: rows[0][name] for name in stats.COUNTERS}, rows[0]["histogram"])
+        if not rows:
+            return cls(dict.fromkeys(stats.COUNTERS, 0), [0] * stats.LATENCY_SLOTS)
+        counters = {name: sum(row[name] for row in rows) for name in stats.COUNTERS}
+        histogram = [sum(slot) for slot in zip(*(row["histogram"] for row in rows), strict=True)]
+        return cls(counters, histogram)
 
     def present(self) -> dict[str, Any]:
+        """The counts as the API shows them (StatsCounts in the spec)."""
         c = self.counters
         finished = c["succeeded"] + c["failed"]
         attempts = c["attempts_succeeded"] + c["attempts_failed"]
+        p50, p95 = stats.percentiles_ms(self.histogram, (0.50, 0.95))
         return {
             "events": c["events"],
             "deliveries": {
@@ -205,13 +213,14 @@ class _Sums:
                 "failed": c["attempts_failed"],
                 "success_rate": round(c["attempts_succeeded"] / attempts, 4) if attempts else None,
                 "status_classes": {
-                    label: c[f"status_{label}"] for label in ("2xx", "3xx", "4xx", "5xx", "none")
+                    "2xx": c["status_2xx"],
+                    "3xx": c["status_3xx"],
+                    "4xx": c["status_4xx"],
+                    "5xx": c["status_5xx"],
+                    "none": c["status_none"],
                 },
             },
-            "latency_ms": {
-                "p50": stats.percentile_ms(self.histogram, 0.50),
-                "p95": stats.percentile_ms(self.histogram, 0.95),
-            },
+            "latency_ms": {"p50": p50, "p95": p95},
         }
 
 
@@ -223,9 +232,11 @@ def _series(query: StatsRequest, rows: list[asyncpg.Record]) -> dict[str, Any]:
     step = timedelta(seconds=query.bucket_s)
     count = int((query.end - query.start) / step)
     starts = [query.start + step * n for n in range(count)]
+    empty = _Sums.of([]).present()  # shared by every empty bucket (read-only)
     return {
         "totals": _Sums.of(rows).present(),
         "buckets": [
-            {"start": iso(at), **_Sums.of(by_bucket.get(at, [])).present()} for at in starts
+            {"start": iso(at), **(_Sums.of(by_bucket[at]).present() if at in by_bucket else empty)}
+            for at in starts
         ],
     }

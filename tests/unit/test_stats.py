@@ -42,7 +42,7 @@ def test_a_percentile_is_within_the_stated_precision(values: list[float], quanti
     histogram = [0] * stats.LATENCY_SLOTS
     for value in values:
         histogram[stats.latency_slot(value)] += 1
-    estimate = stats.percentile_ms(histogram, quantile)
+    [estimate] = stats.percentiles_ms(histogram, (quantile,))
     true = _nearest_rank(values, quantile)
     assert estimate is not None
     # The stated precision: within 26 % of the true value, or 1 ms below 1 ms.
@@ -50,7 +50,17 @@ def test_a_percentile_is_within_the_stated_precision(values: list[float], quanti
 
 
 def test_an_empty_histogram_has_no_percentile() -> None:
-    assert stats.percentile_ms([0] * stats.LATENCY_SLOTS, 0.5) is None
+    assert stats.percentiles_ms([0] * stats.LATENCY_SLOTS, (0.5, 0.95)) == [None, None]
+
+
+def test_percentiles_of_one_pass_are_those_of_one_each() -> None:
+    histogram = [0] * stats.LATENCY_SLOTS
+    for slot, count in ((3, 5), (10, 1), (20, 90), (40, 4)):
+        histogram[slot] = count
+    both = stats.percentiles_ms(histogram, (0.5, 0.95))
+    assert both == [stats.percentiles_ms(histogram, (q,))[0] for q in (0.5, 0.95)]
+    low, high = stats.slot_bounds_ms(20)
+    assert both[0] is not None and low <= both[0] <= high
 
 
 def test_status_classes() -> None:
