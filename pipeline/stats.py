@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_left
-from itertools import accumulate
 from datetime import datetime
+from itertools import accumulate
 from typing import Any
 
 LATENCY_SLOTS = 53
