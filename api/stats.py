@@ -14,9 +14,10 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 
-from api.errors import RequestValidationError
-from api.index import fetch_all, iso, query_time
+from api.errors import RequestValidationError, unavailable
+from api.index import iso, query_time
 from pipeline import stats
+from pipeline.db import DATABASE_ERRORS
 
 BUCKETS_S = {"minute": 60, "hour": 3600, "day": 86400}
 GROUP_BY = ("destination", "event_type")
@@ -138,22 +139,38 @@ async def read_stats(
     ]
     if destination is not None:
         params += [destination[0], destination[1]]
-    rows = await fetch_all(pool, stats_sql(query, destination is not None), *params)
+    rows = await _fetch_planned_each_time(pool, stats_sql(query, destination is not None), params)
+    starts = _starts(query)
     body: dict[str, Any] = {
         "object": "delivery_stats",
         "from": iso(query.start),
         "to": iso(query.end),
         "bucket": query.bucket,
         "group_by": query.group_by,
-        **_series(query, [row for row in rows if row["key"] is None]),
+        **_series(starts, [row for row in rows if row["key"] is None]),
     }
     if query.group_by is not None:
         groups = _grouped([row for row in rows if row["key"] is not None])
         body["groups"] = [
-            {"key": key, **_series(query, group)} for key, group in groups[:MAX_GROUPS]
+            {"key": key, **_series(starts, group)} for key, group in groups[:MAX_GROUPS]
         ]
         body["more_groups"] = len(groups) > MAX_GROUPS
     return body
+
+
+async def _fetch_planned_each_time(
+    pool: asyncpg.Pool, sql: str, params: list[Any]
+) -> list[asyncpg.Record]:
+    """The rows of `sql`, planned for these parameters. asyncpg prepares each statement and
+    PostgreSQL then switches to a generic plan after five runs; for this query that plan
+    scans every tenant's rows of the range by `bucket_at` (4 s instead of 0.2 s at 10
+    million attempts, bench scenario `stats`)."""
+    try:
+        async with pool.acquire() as connection, connection.transaction():
+            await connection.execute("set local plan_cache_mode = force_custom_plan")
+            return list(await connection.fetch(sql, *params))
+    except DATABASE_ERRORS as exc:
+        raise unavailable("The delivery log is unreachable right now.") from exc
 
 
 def _grouped(rows: list[asyncpg.Record]) -> list[tuple[str, list[asyncpg.Record]]]:
@@ -224,19 +241,23 @@ class _Sums:
         }
 
 
-def _series(query: StatsRequest, rows: list[asyncpg.Record]) -> dict[str, Any]:
+def _starts(query: StatsRequest) -> list[tuple[datetime, str]]:
+    """Each bucket's start, and as the API writes it (once per request, not per series)."""
+    step = timedelta(seconds=query.bucket_s)
+    count = int((query.end - query.start) / step)
+    return [(at, str(iso(at))) for at in (query.start + step * n for n in range(count))]
+
+
+def _series(starts: list[tuple[datetime, str]], rows: list[asyncpg.Record]) -> dict[str, Any]:
     """`totals` and one entry per bucket of the range (empty buckets too), oldest first."""
     by_bucket: dict[datetime, list[asyncpg.Record]] = {}
     for row in rows:
         by_bucket.setdefault(row["bucket"], []).append(row)
-    step = timedelta(seconds=query.bucket_s)
-    count = int((query.end - query.start) / step)
-    starts = [query.start + step * n for n in range(count)]
     empty = _Sums.of([]).present()  # shared by every empty bucket (read-only)
     return {
         "totals": _Sums.of(rows).present(),
         "buckets": [
-            {"start": iso(at), **(_Sums.of(by_bucket[at]).present() if at in by_bucket else empty)}
-            for at in starts
+            {"start": text, **(_Sums.of(by_bucket[at]).present() if at in by_bucket else empty)}
+            for at, text in starts
         ],
     }

@@ -2,7 +2,8 @@
 by Playwright against the test stack, after real deliveries to a real receiver that accepts
 some events and refuses others. The chart, its description and its table alternative must
 show the counts the API has, in every range, and fit a 360 px screen without sideways
-scrolling. Helpers and the customer (a tenant with a portal session) are test_portal.py's.
+scrolling. Helpers and the customer (a tenant with a portal session) are test_portal.py's;
+with HERALD_PORTAL_SCREENSHOTS set, it saves the chart the README shows.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from tests.integration.test_portal import (
     _assert_no_sideways_scroll,
     _customer,
     _open,
+    _shot,
 )
 from tests.integration.test_stats import AnsweringReceiver
 from tests.support import eventually
@@ -95,6 +97,7 @@ async def test_the_chart_shows_real_deliveries(
         "rects => rects.map(r => Number(r.getAttribute('height')))"
     )
     assert sum(1 for h in heights if h > 0) >= 1  # the failure is drawn, not only counted
+    await _shot(page, "delivery-chart", only=page.locator("section.stats"))
 
     # The other ranges show the same deliveries (30 d in day buckets).
     for label in ("7 d", "30 d"):
