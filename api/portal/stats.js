@@ -15,7 +15,7 @@ const RANGES = [
 // The drawing's own units; the SVG scales to its container's width.
 const WIDTH = 400;
 const HEIGHT = 160;
-const PAD = { top: 8, right: 34, bottom: 18, left: 30 };
+const PAD = { top: 8, right: 42, bottom: 18, left: 30 };
 
 /** An SVG element; children are elements or text. */
 function svg(tag, attributes = {}, ...children) {
