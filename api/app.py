@@ -37,7 +37,16 @@ from api.idempotency import idempotency
 from api.portal_sessions import PortalTokens
 from api.ratelimit import RateLimiter
 from api.recovery import Recoveries
-from api.routes import deliveries, destinations, docs, events, portal, recoveries, tenants
+from api.routes import (
+    deliveries,
+    destinations,
+    docs,
+    events,
+    portal,
+    recoveries,
+    stats,
+    tenants,
+)
 from api.tenant_view import TenantView
 from api.tenants import Tenants
 from pipeline import ids, metrics
@@ -153,6 +162,7 @@ def create_app(settings: Settings) -> web.Application:
     app.add_routes(deliveries.routes)
     app.add_routes(docs.routes)
     app.add_routes(recoveries.routes)
+    app.add_routes(stats.routes)
     app.add_routes(portal.routes)
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_recoveries)

@@ -33,7 +33,9 @@ def page_limit(request: web.Request) -> int:
     return int(raw)
 
 
-def _time(request: web.Request, name: str) -> datetime | None:
+def query_time(request: web.Request, name: str) -> datetime | None:
+    """Query parameter `name` as an ISO 8601 timestamp (UTC if it names no zone), or None;
+    400 naming it if it is not one."""
     raw = request.query.get(name)
     if raw is None:
         return None
@@ -93,8 +95,8 @@ class Query:
     def filters(self, request: web.Request) -> Query:
         """The common created_after / created_before / cursor filters of a list request."""
         after, before, cursor = (
-            _time(request, "created_after"),
-            _time(request, "created_before"),
+            query_time(request, "created_after"),
+            query_time(request, "created_before"),
             _cursor(request),
         )
         if after is not None:

@@ -116,6 +116,12 @@ async def _index_state(connection: asyncpg.Connection) -> list[tuple[Any, ...]]:
     return [tuple(r) for r in rows]
 
 
+async def _stats_state(connection: asyncpg.Connection) -> list[tuple[Any, ...]]:
+    """Every rollup row (pipeline/stats.py), to compare before and after a replay."""
+    rows = await connection.fetch("select * from delivery_stats order by 1, 2, 3, 4, 5, 6")
+    return [tuple(r) for r in rows]
+
+
 def _check(state: list[tuple[Any, ...]], deliveries: int) -> None:
     assert len(state) == deliveries, f"{len(state)} delivery rows for {deliveries}"
     for id_, status, attempts, last_at, next_at, _created, rows in state:
@@ -140,8 +146,10 @@ async def run(deliveries: int, port: int, lag: int) -> dict[str, Any]:
         fresh = await _feed(connection, stream)
         state = await _index_state(connection)
         _check(state, deliveries)
+        rollup = await _stats_state(connection)
         replayed = await _feed(connection, stream)
         assert await _index_state(connection) == state, "a replay changed the index"
+        assert await _stats_state(connection) == rollup, "a replay changed the statistics"
     finally:
         await connection.close()
     per_k = 1000 / deliveries

@@ -6,7 +6,7 @@ bench/results/quick/<scenario>.json), prints the table, and stops everything it 
 on Ctrl-C and on errors too.
 
 Scenarios: ingest, fanout, latency, cost, memory, light, failure, retry, hot, dead,
-scale, router, filters. `--quick` makes every count smaller; `--profile` records the worker
+scale, router, filters, stats. `--quick` makes every count smaller; `--profile` records the worker
 and the API with py-spy during each scenario it runs (figures measured under the profiler are
 not written to bench/results/, only the profile summaries are).
 """

@@ -4,7 +4,8 @@ A plain aiokafka consumer group. Each batch is written in one transaction and on
 are its offsets committed; every write is idempotent (keyed by the record's id), so a
 replayed topic or a redelivered batch never duplicates a row. A batch is one statement per
 table, and a delivery's summary is computed here from the batch's new attempts: one row
-change per delivery per batch, never a recount of its attempts.
+change per delivery per batch, never a recount of its attempts. The statistics' rollup rows
+(pipeline/stats.py) are kept the same way: from what the batch's statements inserted.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import CommitFailedError, IllegalStateError
 
-from pipeline import delivery_record, metrics
+from pipeline import delivery_record, metrics, stats
 from pipeline.db import DATABASE_ERRORS
 from pipeline.retention import sweep
 from pipeline.settings import Settings
@@ -53,7 +54,8 @@ insert into events (tenant, id, type, data, created_at)
 select tenant, id, type, data::jsonb, created_at from unnest($1::index_event[])
 on conflict (tenant, id) do update
     set type = excluded.type, data = excluded.data, created_at = excluded.created_at
-    where excluded.created_at >= events.created_at + interval '24 hours'"""
+    where excluded.created_at >= events.created_at + interval '24 hours'
+returning tenant, type, created_at"""
 # Only the attempts new to the index come back: they alone count in their delivery's summary.
 INSERT_ATTEMPTS = """
 insert into delivery_attempts (id, delivery_id, tenant, event_id, destination_id, attempt,
@@ -62,6 +64,7 @@ insert into delivery_attempts (id, delivery_id, tenant, event_id, destination_id
 select * from unnest($1::index_attempt[])
 on conflict do nothing
 returning id"""
+# (The events the statement inserted or replaced come back: they count in the statistics.)
 # A delivery's summary follows from its attempts, whatever order they were indexed in: the
 # batch brings the count of its new attempts and the latest of them, and the row takes that
 # latest only if it is later, by (created_at, id) as the attempt list orders them, than the
@@ -71,7 +74,10 @@ returning id"""
 _LATER = """(excluded.last_attempt_at is not null and (d.last_attempt_at is null
     or (excluded.last_attempt_at, excluded.last_attempt_id)
         > (d.last_attempt_at, coalesce(d.last_attempt_id, '') collate "C")))"""
+# Of the rows it writes, those it inserted come back (xmax is 0 on a row version that no
+# transaction updated or locked): each is a new delivery in the statistics.
 UPSERT_DELIVERIES = f"""
+with written as (
 insert into deliveries as d (id, tenant, event_id, event_type, destination_id, created_at,
     destination_generation, status, attempts, last_attempt_at, last_attempt_id,
     next_attempt_at, updated_at)
@@ -86,7 +92,20 @@ on conflict (tenant, id) do update set
     last_attempt_id = case when {_LATER} then excluded.last_attempt_id else d.last_attempt_id end,
     next_attempt_at = case when {_LATER} then excluded.next_attempt_at else d.next_attempt_at end,
     updated_at = now()
-where excluded.attempts > 0 or {_LATER}"""  # noqa: S608 - a constant condition, no input
+where excluded.attempts > 0 or {_LATER}
+returning tenant, destination_id, destination_generation, event_type, created_at,
+    xmax = 0 as inserted)
+select tenant, destination_id, destination_generation, event_type, created_at
+from written where inserted"""  # noqa: S608 - a constant condition, no input
+# The batch's rollup rows (pipeline/stats.py), each key once, added to the rows there.
+_STATS_COUNTERS = ", ".join(f"{name} = s.{name} + excluded.{name}" for name in stats.COUNTERS)
+UPSERT_STATS = f"""
+insert into delivery_stats as s (tenant, span_s, bucket_at, destination_id,
+    destination_generation, event_type, {", ".join(stats.COUNTERS)}, latency_histogram)
+select * from unnest($1::index_stats[])
+on conflict (tenant, span_s, bucket_at, destination_id, destination_generation, event_type)
+do update set {_STATS_COUNTERS},
+    latency_histogram = herald_add_histograms(s.latency_histogram, excluded.latency_histogram)"""  # noqa: S608 - constant column names
 
 
 def _ts(value: str) -> datetime:
@@ -244,17 +263,32 @@ class Batch:
 
     async def write(self, connection: asyncpg.Connection) -> None:
         """Write every row in one transaction: one statement per table (a publisher id
-        reused within the batch adds one)."""
+        reused within the batch adds one), the last one adding what the others inserted to
+        the statistics' rollup rows."""
         async with connection.transaction():
             await connection.execute("select pg_advisory_xact_lock($1)", INDEX_ORDER_LOCK)
+            rollup = stats.Rollup()
             for rows in _rounds(self.events, 2):
-                await connection.execute(INSERT_EVENTS, rows)
+                for event in await connection.fetch(INSERT_EVENTS, rows):
+                    rollup.event(*event)
             new: list[Row] = []
             if self.attempts:
                 inserted = await connection.fetch(INSERT_ATTEMPTS, self.attempts)
                 new = self._inserted({r[0] for r in inserted})
             if self.deliveries:
-                await connection.execute(UPSERT_DELIVERIES, self._summarized(new))
+                for delivery in await connection.fetch(UPSERT_DELIVERIES, self._summarized(new)):
+                    rollup.delivery(*delivery)
+            self._count_attempts(rollup, new)
+            if rows := rollup.rows():
+                await connection.execute(UPSERT_STATS, rows)
+
+    def _count_attempts(self, rollup: stats.Rollup, new_attempts: list[Row]) -> None:
+        """Add the new attempts to the rollup, each under its delivery's destination
+        generation and event type (its delivery row in this batch holds them)."""
+        for attempt in new_attempts:
+            delivery = self.deliveries[(attempt[2], attempt[1])]
+            group = (attempt[2], attempt[4], delivery[6] or "", delivery[3])
+            rollup.attempt(group, attempt[6], attempt[7], attempt[8], attempt[12], attempt[13])
 
     def _inserted(self, ids: set[str]) -> list[Row]:
         """The attempt rows with these ids (of an id the batch holds twice, the first: the

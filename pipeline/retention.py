@@ -25,8 +25,10 @@ AGED_TABLES = ("delivery_attempts", "deliveries", "events")
 # created_at index finds them).
 DELETE_BATCH = """
 delete from {table} where ctid = any(array(
-    select ctid from {table} where created_at < now() - make_interval(secs => $1)
-    order by created_at limit $2))"""
+    select ctid from {table} where {column} < now() - make_interval(secs => $1)
+    order by {column} limit $2))"""
+# The statistics' rollup rows (migration 016) go by the start of the minute or hour they sum.
+STATS_TABLE, STATS_AGE_COLUMN = "delivery_stats", "bucket_at"
 
 
 @dataclass
@@ -57,6 +59,10 @@ async def sweep(
             await _delete_older(
                 connection, "idempotency_keys", float(IDEMPOTENCY_KEEP_S), batch_rows, report
             )
+            await _delete_older(
+                connection, STATS_TABLE, retention_days * 86400.0, batch_rows, report,
+                column=STATS_AGE_COLUMN,
+            )  # fmt: skip
             # Recovery jobs (with their items, by cascade) go with the deliveries they took.
             await _delete_older(
                 connection, "recoveries", retention_days * 86400.0, batch_rows, report
@@ -74,8 +80,9 @@ async def _delete_older(
     age_s: float,
     batch_rows: int,
     report: SweepReport,
+    column: str = "created_at",
 ) -> None:
-    statement = DELETE_BATCH.format(table=table)
+    statement = DELETE_BATCH.format(table=table, column=column)
     batches = report.batches.setdefault(table, [])
     while True:
         status = await connection.execute(statement, age_s, batch_rows)

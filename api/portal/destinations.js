@@ -6,6 +6,7 @@ import {
   canClear, clearErrors, collect, errorsOf, fieldElement, inputErrors, showErrors,
 } from "./form.js";
 import { destinationForm, loadSpec } from "./schema.js";
+import { deliveryChart } from "./stats.js";
 import {
   badge, confirmAction, destinationStatus, dialog, disabledByHerald, el, notice, prose, showSecret,
   time,
@@ -174,7 +175,7 @@ async function rotate(destination, path) {
   }
 }
 
-/** `#/d/<id>`: one destination, its actions and its delivery log. */
+/** `#/d/<id>`: one destination, its actions, its delivery chart and its delivery log. */
 export async function destinationView(main, { id }, navigate) {
   const path = `/v2/event-destinations/${encodeURIComponent(id)}`;
   const head = el("div");
@@ -190,7 +191,7 @@ export async function destinationView(main, { id }, navigate) {
     return destination;
   };
   const destination = await render();
-  main.replaceChildren(head, await deliveryLog(destination));
+  main.replaceChildren(head, await deliveryChart(destination), await deliveryLog(destination));
 }
 
 function typeSection(form, type, values, editing) {

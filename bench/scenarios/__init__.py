@@ -17,6 +17,7 @@ from bench.scenarios import (
     memory,
     router,
     scale,
+    stats,
     traces,
 )
 
@@ -48,4 +49,6 @@ SCENARIOS: dict[str, Scenario] = {
     # Issue 16: the router alone again, with 10,000 destinations, 10% of them filtered. After
     # `router`, for the same reason: it leaves a backlog for the restarted worker.
     "filters": filters.run,
+    # Issue 18: the statistics query over 10 million generated attempts. Last: its rows stay.
+    "stats": stats.run,
 }

@@ -11,7 +11,14 @@ import asyncpg
 import pytest
 
 from pipeline.db import create_pool, migrate
-from pipeline.retention import AGED_TABLES, DELETE_BATCH, SWEEP_LOCK, sweep
+from pipeline.retention import (
+    AGED_TABLES,
+    DELETE_BATCH,
+    STATS_AGE_COLUMN,
+    STATS_TABLE,
+    SWEEP_LOCK,
+    sweep,
+)
 from tests.integration.conftest import Services
 
 RETENTION_DAYS = 30
@@ -137,16 +144,24 @@ join pg_attribute a on a.attrelid = i.indrelid and a.attnum = i.indkey[0]
 where c.relname = $1"""
 
 
-@pytest.mark.parametrize("table", [*AGED_TABLES, "idempotency_keys"])
+@pytest.mark.parametrize(
+    ("table", "column"),
+    [
+        *((table, "created_at") for table in (*AGED_TABLES, "idempotency_keys")),
+        (STATS_TABLE, STATS_AGE_COLUMN),
+    ],
+)
 async def test_each_batch_finds_its_rows_through_a_created_at_index(
-    pool: asyncpg.Pool, table: str
+    pool: asyncpg.Pool, table: str, column: str
 ) -> None:
-    """Each batch reads an index that leads with created_at: not the table, nor an index
-    on (tenant, created_at) or (destination_id, created_at) read from end to end."""
-    inner = DELETE_BATCH.format(table=table).split("array(", 1)[1].rsplit("))", 1)[0]
+    """Each batch reads an index that leads with its age column (created_at): not the
+    table, nor an index on (tenant, created_at) or (destination_id, created_at) read from
+    end to end."""
+    statement = DELETE_BATCH.format(table=table, column=column)
+    inner = statement.split("array(", 1)[1].rsplit("))", 1)[0]
     async with pool.acquire() as connection, connection.transaction():
         await connection.execute("set local enable_seqscan = off")
         plan = "\n".join(r[0] for r in await connection.fetch(f"explain {inner}", 86400.0, 10))
         used = re.findall(r"Index (?:Only )?Scan(?: Backward)? using (\w+)", plan)
         leading = {await connection.fetchval(LEADING_COLUMN, name) for name in used}
-    assert leading == {"created_at"}, plan
+    assert leading == {column}, plan

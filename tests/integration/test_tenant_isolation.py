@@ -39,6 +39,7 @@ class Case:
 
     path: str  # with {destination}, {event}, {delivery} for the owner's objects
     # "object": 404; "list": none of the owner's objects; "own": acts on caller's;
+    # "stats": the caller's statistics by destination, none of them the owner's;
     # "platform": the tenants API, a 403 for any tenant's key whatever the id names.
     kind: str
     body: Any = None
@@ -48,6 +49,7 @@ D = "/v2/event-destinations/{destination}"
 T = "/v2/tenants/dev"  # the owner's tenant (configured, without a record)
 # A valid recovery window (an hour back from now): a refusal then comes from isolation alone.
 RECOVER_SINCE = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 3600))
+STATS = "/v2/stats?group_by=destination&bucket=day"
 CASES: dict[tuple[str, str], Case] = {
     ("GET", "/v2/event-destinations"): Case("/v2/event-destinations?limit=100", "list"),
     # Creating and publishing act only in the caller's tenant; nothing of another's is named.
@@ -75,6 +77,9 @@ CASES: dict[tuple[str, str], Case] = {
     ("GET", "/v2/event-destinations/{destination_id}/recoveries/{recovery_id}"): Case(
         D + "/recoveries/rcv_01JAAAAAAAAAAAAAAAAAAAAAAA", "object"
     ),
+    ("GET", "/v2/event-destinations/{destination_id}/stats"): Case(D + "/stats", "object"),
+    # Issue 18: the tenant's statistics, by destination: none of the owner's destinations.
+    ("GET", "/v2/stats"): Case(STATS, "stats"),
     ("GET", "/v2/events/{event_id}"): Case("/v2/events/{event}", "object"),
     ("POST", "/v2/events/{event_id}/replay"): Case("/v2/events/{event}/replay", "object"),
     ("GET", "/v2/event-deliveries/{delivery_id}"): Case(
@@ -146,6 +151,9 @@ async def _finds_nothing(caller: Api, role: str, ids: dict[str, str]) -> None:
         status, body = await caller.call(method, case.path.format(**ids), case.body)
         if case.kind == "platform" or role not in ROLES[(method, template)]:
             assert status == 403, (method, template, status, body)
+        elif case.kind == "stats":
+            assert status == 200, (method, template, body)
+            assert ids["destination"] not in {group["key"] for group in body["groups"]}
         elif case.kind == "list":
             assert status == 200, (method, template, body)
             assert not set(ids.values()) & {item["id"] for item in body["data"]}, template
@@ -187,6 +195,9 @@ async def test_another_tenant_finds_nothing_and_changes_nothing(
     [delivery] = await eventually(delivered, what="the delivery indexed and the hook active")
     ids = {"destination": destination["id"], "event": event_id, "delivery": delivery["id"]}
     before = await _snapshot(api, ids)
+    # The owner sees its delivery in the statistics the other tenants are refused.
+    status, own = await api.call("GET", f"/v2/event-destinations/{destination['id']}/stats")
+    assert (status, own["totals"]["deliveries"]["created"]) == (200, 1), own
 
     await _finds_nothing(other_tenant, MANAGE, ids)
     # Issue 15: the platform acting for another tenant, and another tenant's portal session,

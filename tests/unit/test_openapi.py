@@ -244,6 +244,7 @@ def test_every_endpoint_of_the_contract_is_in_the_spec() -> None:
         ("delete", f"{tenant}/api-keys/{{key_id}}"),
         ("post", f"{tenant}/portal-sessions"),
     }
+    expected |= {("get", "/v2/stats"), ("get", f"{item}/stats")}  # issue 18: statistics
     assert {(method, path) for path, method, _ in operations()} == expected
 
 
