@@ -10,6 +10,8 @@ from typing import Literal
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from pipeline.source_settings import SourceSettings, read_sources_file, unique_names
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -185,3 +187,19 @@ class Settings(BaseSettings):
     # Swagger UI's files (npm's swagger-ui-dist), which the API serves at /docs/
     # (api/routes/docs.py): scripts/setup.sh unpacks them here; the image has its own copy.
     swagger_ui_dir: Path = ROOT / ".cache" / "swagger-ui"
+
+    # -- sources (api/sources/, `herald worker --role ingest`) --------------------------------
+    # Topics and queues of the platform's own that Herald ingests events from, besides the
+    # API (pipeline/source_settings.py): a JSON list here and/or in the file named below.
+    sources: list[SourceSettings] = Field(default_factory=list)
+    sources_file: Path | None = None
+    # Where a source's invalid records go (a topic on Herald's cluster), with why, unless the
+    # source names its own.
+    sources_rejects_topic: str = "rejects"
+
+    def all_sources(self) -> list[SourceSettings]:
+        """The sources of HERALD_SOURCES and of HERALD_SOURCES_FILE (read now), by name."""
+        listed = list(self.sources)
+        if self.sources_file is not None:
+            listed += read_sources_file(self.sources_file)
+        return unique_names(listed)

@@ -1,0 +1,98 @@
+"""A source that is a Kafka topic on the platform's own cluster, read in a consumer group.
+
+`run` consumes batches with getmany, hands each to the Ingester and commits the batch's
+offsets only once it returns (every record durable in Herald's `events` or rejects topic):
+a process killed in between leaves them uncommitted, and the group reads them again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer
+from aiokafka.errors import KafkaError
+from aiokafka.helpers import create_ssl_context
+
+from api.sources.ingest import Ingester, SourceRecord
+from api.sources.reconnect import Reconnecting
+from pipeline.source_settings import KafkaSource
+
+FETCH_TIMEOUT_MS = 1000
+
+
+def consumer_options(source: KafkaSource) -> dict[str, Any]:
+    """AIOKafkaConsumer's arguments for `source`: its cluster, group, SASL and TLS."""
+    options: dict[str, Any] = {
+        "bootstrap_servers": source.bootstrap_servers,
+        "group_id": source.group,
+        "client_id": f"herald-source-{source.name}",
+        "enable_auto_commit": False,
+        "auto_offset_reset": source.auto_offset_reset,
+        "security_protocol": source.security_protocol,
+        "max_poll_records": source.max_batch,
+    }
+    if source.security_protocol in ("SSL", "SASL_SSL"):
+        options["ssl_context"] = create_ssl_context(
+            cafile=str(source.ssl_cafile) if source.ssl_cafile else None,
+            certfile=str(source.ssl_certfile) if source.ssl_certfile else None,
+            keyfile=str(source.ssl_keyfile) if source.ssl_keyfile else None,
+        )
+    if source.security_protocol.startswith("SASL"):
+        assert source.sasl_password is not None  # the settings require it
+        options |= {
+            "sasl_mechanism": source.sasl_mechanism,
+            "sasl_plain_username": source.sasl_username,
+            "sasl_plain_password": source.sasl_password.get_secret_value(),
+        }
+    return options
+
+
+class KafkaSourceConsumer(Reconnecting):
+    """Consumes one Kafka source for the ingest role (api/sources/worker.py)."""
+
+    failures = (KafkaError, OSError, asyncio.TimeoutError)
+
+    def __init__(self, source: KafkaSource, ingester: Ingester) -> None:
+        super().__init__(source.name, _secrets(source))
+        self.source = source
+        self._ingester = ingester
+        self._consumer: AIOKafkaConsumer | None = None
+
+    async def reachable(self) -> bool:
+        """/readyz: the source's cluster answers now, and has the topic."""
+        consumer = self._consumer
+        return consumer is not None and self.source.topic in await consumer.topics()
+
+    async def connect_and_consume(self) -> None:
+        """Join the group and ingest batch after batch, until the cluster fails us."""
+        consumer = AIOKafkaConsumer(self.source.topic, **consumer_options(self.source))
+        try:
+            await consumer.start()
+            self._consumer = consumer
+            self.connected()
+            while True:
+                await self._batch(consumer)
+        finally:
+            self._consumer = None
+            await consumer.stop()
+
+    async def _batch(self, consumer: AIOKafkaConsumer) -> None:
+        batches = await consumer.getmany(
+            timeout_ms=FETCH_TIMEOUT_MS, max_records=self.source.max_batch
+        )
+        if not batches:
+            return
+        records = [
+            SourceRecord(
+                r.value or b"", {"topic": r.topic, "partition": r.partition, "offset": r.offset}
+            )
+            for taken in batches.values()
+            for r in taken
+        ]
+        await self._ingester.ingest(self.source, records)
+        await consumer.commit({tp: taken[-1].offset + 1 for tp, taken in batches.items()})
+
+
+def _secrets(source: KafkaSource) -> list[str]:
+    return [source.sasl_password.get_secret_value()] if source.sasl_password else []
