@@ -58,7 +58,7 @@ class Reconnecting(ABC):
             try:
                 await self.connect_and_consume()
             except self.failures as exc:
-                message = redacted(f"{type(exc).__name__}: {exc}", self._secrets)
+                message = redacted(_described(exc), self._secrets)
                 log.warning(
                     "source %s failed (%s); connecting again in %.0f s",
                     self.name,
@@ -67,3 +67,9 @@ class Reconnecting(ABC):
                 )
             await asyncio.sleep(self._delay_s)
             self._delay_s = min(self._delay_s * 2, RECONNECT_MAX_S)
+
+
+def _described(exc: BaseException) -> str:
+    """The error's class and message, once (aiokafka's messages start with the class)."""
+    text, kind = str(exc), type(exc).__name__
+    return text if text.startswith(kind) else f"{kind}: {text}"

@@ -106,14 +106,14 @@ class IngestWorker(mode.Service):
 
     def __init__(self, settings: Settings, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.ingest = IngestService(settings)
-        checks = self.ingest.checks()
-        degradable = {name for name in checks if name != "kafka"}
-        self.http = HttpService(settings, checks, degradable)
+        self.settings = settings
 
     def on_init_dependencies(self) -> list[mode.Service]:
-        """Called by mode at the first start."""
-        return [self.ingest, self.http]
+        """Called by mode at the first start, in the event loop (the clients need one)."""
+        ingest = IngestService(self.settings)
+        checks = ingest.checks()
+        degradable = {name for name in checks if name != "kafka"}
+        return [ingest, HttpService(self.settings, checks, degradable)]
 
 
 def run_ingest(settings: Settings) -> None:
