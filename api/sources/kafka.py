@@ -1,16 +1,18 @@
 """A source that is a Kafka topic on the platform's own cluster, read in a consumer group.
 
-`run` consumes batches with getmany, hands each to the Ingester and commits the batch's
-offsets only once it returns (every record durable in Herald's `events` or rejects topic):
+`run` consumes batches with getmany, hands each to the Ingester (the next batch is fetched
+and sent while one waits for its acknowledgements) and commits a batch's offsets only once
+its ingest returns (every record durable in Herald's `events` or rejects topic):
 a process killed in between leaves them uncommitted, and the group reads them again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 from aiokafka.helpers import create_ssl_context
 
@@ -67,31 +69,55 @@ class KafkaSourceConsumer(Reconnecting):
     async def connect_and_consume(self) -> None:
         """Join the group and ingest batch after batch, until the cluster fails us."""
         consumer = AIOKafkaConsumer(self.source.topic, **consumer_options(self.source))
+        in_flight: InFlight | None = None
         try:
             await consumer.start()
             self._consumer = consumer
             self.connected()
             while True:
-                await self._batch(consumer)
+                in_flight = await self._batch(consumer, in_flight)
         finally:
             self._consumer = None
+            if in_flight is not None:  # never committed: the group reads it again
+                in_flight[0].cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await in_flight[0]
             await consumer.stop()
 
-    async def _batch(self, consumer: AIOKafkaConsumer) -> None:
+    async def _batch(
+        self, consumer: AIOKafkaConsumer, previous: InFlight | None
+    ) -> InFlight | None:
+        """Fetch a batch and start ingesting it, then wait for the previous batch to be
+        durable and commit its offsets: a batch is fetched, validated and sent while the
+        one before waits for its acknowledgements, and commits stay in order."""
         batches = await consumer.getmany(
             timeout_ms=FETCH_TIMEOUT_MS, max_records=self.source.max_batch
         )
-        if not batches:
-            return
-        records = [
-            SourceRecord(
-                r.value or b"", {"topic": r.topic, "partition": r.partition, "offset": r.offset}
-            )
-            for taken in batches.values()
-            for r in taken
-        ]
-        await self._ingester.ingest(self.source, records)
-        await consumer.commit({tp: taken[-1].offset + 1 for tp, taken in batches.items()})
+        current: InFlight | None = None
+        if batches:
+            records = [
+                SourceRecord(
+                    r.value or b"",
+                    {"topic": r.topic, "partition": r.partition, "offset": r.offset},
+                )
+                for taken in batches.values()
+                for r in taken
+            ]
+            ingesting = asyncio.create_task(self._ingester.ingest(self.source, records))
+            current = (ingesting, {tp: taken[-1].offset + 1 for tp, taken in batches.items()})
+        if previous is not None:
+            try:
+                await previous[0]
+            except BaseException:
+                if current is not None:  # not committed either: stop it, it is read again
+                    current[0].cancel()
+                raise
+            await consumer.commit(previous[1])
+        return current
+
+
+# A batch being ingested, and the offsets to commit once it is durable.
+InFlight = tuple["asyncio.Task[None]", dict[TopicPartition, int]]
 
 
 def _secrets(source: KafkaSource) -> list[str]:
