@@ -14,7 +14,7 @@ import asyncio
 import itertools
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -46,13 +46,21 @@ class HeraldUnavailable(Exception):
     """Herald's own broker refused a batch for longer than broker_give_up_s."""
 
 
-@dataclass(frozen=True)
-class SourceRecord:
-    """A record as a source's consumer took it: its bytes and where it came from (a reject
-    says so: `{"topic", "partition", "offset"}`, `{"queue", "message_id"}`)."""
+# How a consumer's records are read: the bytes of one (None is b""), and where it came from
+# (a reject says so: `{"topic", "partition", "offset"}`, `{"queue", "message_id"}`). The
+# consumer's own record objects are passed as they are, so a batch costs no object per record.
+Record = Any
+ValueOf = Callable[[Record], bytes | None]
+PositionOf = Callable[[Record], dict[str, Any]]
 
-    value: bytes
-    position: dict[str, Any]
+
+@dataclass(frozen=True)
+class SourceReader:
+    """A source and how its consumer's records are read."""
+
+    source: SourceSettings
+    value_of: ValueOf
+    position_of: PositionOf
 
 
 @dataclass(frozen=True)
@@ -79,14 +87,15 @@ class Ingester:
         self._producer = producer
         self._tenant_exists = tenant_exists
 
-    async def ingest(self, source: SourceSettings, records: list[SourceRecord]) -> None:
+    async def ingest(self, reader: SourceReader, records: Sequence[Record]) -> None:
         """Produce `records` (valid ones to `events`, the others to the rejects topic) and
         return once all are acknowledged; raises HeraldUnavailable if they cannot be."""
+        source, value_of = reader.source, reader.value_of
         now, ids = now_iso(), IdSource()
-        valid: list[tuple[SourceRecord, dict[str, Any]]] = []
-        rejected: list[tuple[SourceRecord, Rejection]] = []
+        valid: list[tuple[Record, dict[str, Any]]] = []
+        rejected: list[tuple[Record, Rejection]] = []
         for record in records:
-            event, rejection = self.check(source, record.value, ids, now)
+            event, rejection = self.check(source, value_of(record) or b"", ids, now)
             if event is not None:
                 valid.append((record, event))
             else:
@@ -94,7 +103,7 @@ class Ingester:
                 rejected.append((record, rejection))
         too_large = await self._durably(source, valid, self._publish)
         rejected += [(record, TOO_LARGE) for record, _ in too_large]
-        await self._durably(source, rejected, lambda items: self._reject(source, items, now))
+        await self._durably(source, rejected, lambda items: self._reject(reader, items, now))
         _count(source.name, len(valid) - len(too_large), rejected)
 
     def check(
@@ -123,18 +132,19 @@ class Ingester:
             return {TENANT_FIELD: ["must name a tenant of this Herald (not a deleted one)."]}
         return {}
 
-    async def _publish(self, valid: list[tuple[SourceRecord, dict[str, Any]]]) -> list[Outcome]:
+    async def _publish(self, valid: list[tuple[Record, dict[str, Any]]]) -> list[Outcome]:
         return await publish_each(self._view, self._producer, [event for _, event in valid])
 
     async def _reject(
-        self, source: SourceSettings, rejected: list[tuple[SourceRecord, Rejection]], now: str
+        self, reader: SourceReader, rejected: list[tuple[Record, Rejection]], now: str
     ) -> list[Outcome]:
+        source = reader.source
         topic = source.rejects_topic or self._settings.sources_rejects_topic
         key = source.name.encode()
         outcomes: list[Outcome] = []
         try:
             sent = [
-                await self._producer.send(topic, reject_record(source, r, why, now), key=key)
+                await self._producer.send(topic, reject_record(reader, r, why, now), key=key)
                 for r, why in rejected
             ]
         except KafkaError as exc:
@@ -197,25 +207,26 @@ MAX_FIELDS = 100
 TOO_LARGE = Rejection("too_large", {"data": ["is more than the events topic takes."]})
 
 
-def reject_record(source: SourceSettings, record: SourceRecord, why: Rejection, now: str) -> bytes:
+def reject_record(reader: SourceReader, record: Record, why: Rejection, now: str) -> bytes:
     """The rejects topic's record: the source, where the record came from, why (the 400
     body's shape, its traceId the source's name), and the record as it came."""
+    value = reader.value_of(record) or b""
     return orjson.dumps(
         {
-            "source": source.name,
-            "position": record.position,
+            "source": reader.source.name,
+            "position": reader.position_of(record),
             "reason": why.reason,
             "error": validation_body(
-                dict(itertools.islice(why.errors.items(), MAX_FIELDS)), source.name
+                dict(itertools.islice(why.errors.items(), MAX_FIELDS)), reader.source.name
             ),
-            "record": record.value[:MAX_RECORD_BYTES].decode("utf-8", errors="replace"),
-            "record_truncated": len(record.value) > MAX_RECORD_BYTES,
+            "record": value[:MAX_RECORD_BYTES].decode("utf-8", errors="replace"),
+            "record_truncated": len(value) > MAX_RECORD_BYTES,
             "rejected_at": now,
         }
     )
 
 
-def _count(source: str, ingested: int, rejected: list[tuple[SourceRecord, Rejection]]) -> None:
+def _count(source: str, ingested: int, rejected: list[tuple[Record, Rejection]]) -> None:
     metrics.SOURCE_RECORDS.labels(source=source, outcome="ingested").inc(ingested)
     metrics.SOURCE_RECORDS.labels(source=source, outcome="rejected").inc(len(rejected))
     for _, why in rejected:

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from operator import attrgetter
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 from aiokafka.helpers import create_ssl_context
 
-from api.sources.ingest import Ingester, SourceRecord
+from api.sources.ingest import Ingester, SourceReader
 from api.sources.reconnect import Reconnecting
 from pipeline.source_settings import KafkaSource
 
@@ -60,6 +61,7 @@ class KafkaSourceConsumer(Reconnecting):
         self.source = source
         self._ingester = ingester
         self._consumer: AIOKafkaConsumer | None = None
+        self._reader = SourceReader(source, attrgetter("value"), _position)
 
     async def reachable(self) -> bool:
         """/readyz: the source's cluster answers now, and has the topic."""
@@ -95,15 +97,8 @@ class KafkaSourceConsumer(Reconnecting):
         )
         current: InFlight | None = None
         if batches:
-            records = [
-                SourceRecord(
-                    r.value or b"",
-                    {"topic": r.topic, "partition": r.partition, "offset": r.offset},
-                )
-                for taken in batches.values()
-                for r in taken
-            ]
-            ingesting = asyncio.create_task(self._ingester.ingest(self.source, records))
+            records = [r for taken in batches.values() for r in taken]
+            ingesting = asyncio.create_task(self._ingester.ingest(self._reader, records))
             current = (ingesting, {tp: taken[-1].offset + 1 for tp, taken in batches.items()})
         if previous is not None:
             try:
@@ -118,6 +113,10 @@ class KafkaSourceConsumer(Reconnecting):
 
 # A batch being ingested, and the offsets to commit once it is durable.
 InFlight = tuple["asyncio.Task[None]", dict[TopicPartition, int]]
+
+
+def _position(record: ConsumerRecord[bytes, bytes]) -> dict[str, Any]:
+    return {"topic": record.topic, "partition": record.partition, "offset": record.offset}
 
 
 def _secrets(source: KafkaSource) -> list[str]:

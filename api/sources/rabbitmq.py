@@ -10,13 +10,15 @@ unacknowledged, and RabbitMQ delivers them again.
 from __future__ import annotations
 
 import asyncio
+from operator import attrgetter
+from typing import Any
 from urllib.parse import urlsplit
 
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage
 from aio_pika.exceptions import AMQPException
 
-from api.sources.ingest import Ingester, SourceRecord
+from api.sources.ingest import Ingester, SourceReader
 from api.sources.reconnect import Reconnecting
 from pipeline.source_settings import RabbitMQSource
 
@@ -41,6 +43,10 @@ class RabbitMQSourceConsumer(Reconnecting):
         self.source = source
         self._ingester = ingester
         self._connection: AbstractConnection | None = None
+        self._reader = SourceReader(source, attrgetter("body"), self._position)
+
+    def _position(self, message: AbstractIncomingMessage) -> dict[str, Any]:
+        return {"queue": self.source.queue, "message_id": message.message_id}
 
     async def reachable(self) -> bool:
         """/readyz: connected now."""
@@ -76,9 +82,5 @@ class RabbitMQSourceConsumer(Reconnecting):
         messages = [first]
         while len(messages) < self.source.max_batch and not inbox.empty():
             messages.append(inbox.get_nowait())
-        records = [
-            SourceRecord(m.body, {"queue": self.source.queue, "message_id": m.message_id})
-            for m in messages
-        ]
-        await self._ingester.ingest(self.source, records)
+        await self._ingester.ingest(self._reader, messages)
         await messages[-1].ack(multiple=True)

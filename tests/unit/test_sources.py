@@ -12,7 +12,7 @@ import pytest
 from pydantic import ValidationError
 
 from api.acceptance import accept
-from api.sources.ingest import Ingester, Rejection, SourceRecord, reject_record
+from api.sources.ingest import Ingester, Rejection, SourceReader, reject_record
 from api.sources.kafka import consumer_options
 from api.sources.reconnect import redacted
 from api.stable_ids import IdSource
@@ -107,8 +107,9 @@ def test_the_tenant_is_the_record_s_or_the_source_s_and_must_exist() -> None:
 def test_a_reject_carries_the_400_body_and_a_bounded_record() -> None:
     source = KafkaSource.model_validate(KAFKA)
     reason, errors = _check(orjson.dumps({"type": "x", "data": {}}))
-    big = SourceRecord(b"y" * 100_000, {"topic": "t", "partition": 0, "offset": 7})
-    reject = orjson.loads(reject_record(source, big, Rejection(reason, errors), "now"))
+    reader = SourceReader(source, lambda record: record[0], lambda record: record[1])
+    big = (b"y" * 100_000, {"topic": "t", "partition": 0, "offset": 7})
+    reject = orjson.loads(reject_record(reader, big, Rejection(reason, errors), "now"))
     assert reject["error"]["status"] == 400 and list(reject["error"]["errors"]) == ["type"]
     assert reject["record_truncated"] is True and len(reject["record"]) == 64 * 1024
     assert reject["position"] == {"topic": "t", "partition": 0, "offset": 7}
