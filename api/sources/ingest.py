@@ -117,7 +117,9 @@ class Ingester:
             body = None
         if not isinstance(body, dict):
             return None, Rejection("not_json", {"body": [NOT_JSON]})
-        tenant = body.pop(TENANT_FIELD, source.default_tenant)
+        tenant = body.pop(TENANT_FIELD, None)  # null, as absent: the source's default
+        if tenant is None:
+            tenant = source.default_tenant
         tenant_errors = self._tenant_errors(tenant)
         event, errors = accept(body, str(tenant), self._settings.max_event_bytes, ids, now)
         if errors or tenant_errors:
