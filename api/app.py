@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import asyncpg
 from aiohttp import web
-from aiokafka import AIOKafkaProducer
 
 from api import operator_sink
 from api.app_keys import (
@@ -35,6 +34,7 @@ from api.errors import (
 )
 from api.idempotency import idempotency
 from api.portal_sessions import PortalTokens
+from api.publishing import event_producer
 from api.ratelimit import RateLimiter
 from api.recovery import Recoveries
 from api.routes import (
@@ -59,7 +59,6 @@ from pipeline.view import DestinationView
 log = logging.getLogger(__name__)
 
 REQUEST_ID_HEADER = "Request-Id"
-API_MAX_BATCH_BYTES = 512 * 1024  # under the broker's default message.max.bytes (1 MiB)
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json", "/docs"})
 # The static pages and their files need no credential: the portal's (api/routes/portal.py)
 # sends its session token to /v2 itself, Swagger UI's (api/routes/docs.py) the key pasted in.
@@ -217,17 +216,7 @@ async def _recoveries(app: web.Application) -> AsyncIterator[None]:
 async def _kafka(app: web.Application) -> AsyncIterator[None]:
     """Own the producer (acks=all, idempotent) and the destinations view for the app's life."""
     settings = app[SETTINGS]
-    producer = AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap,
-        acks="all",
-        enable_idempotence=True,
-        linger_ms=settings.api_linger_ms,  # the request waits for the acknowledgement
-        # A batch publish writes one record batch per partition (api/publishing.py): room
-        # for 1,000 events of a few hundred bytes, or one of the largest allowed, in one.
-        max_batch_size=max(API_MAX_BATCH_BYTES, settings.max_event_bytes + 16 * 1024),
-        request_timeout_ms=10_000,
-        client_id=f"{settings.app_id}-api",
-    )
+    producer = event_producer(settings, f"{settings.app_id}-api")
     view = DestinationView(settings.kafka_bootstrap)
     await producer.start()
     await view.start()

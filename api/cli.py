@@ -7,7 +7,7 @@ import sys
 
 from api import dead_letters
 from pipeline.logs import configure as configure_logging
-from pipeline.roles import ALL, ROLES, Roles, parse_roles
+from pipeline.roles import ALL, INGEST, ROLES, Roles, parse_roles
 from pipeline.settings import Settings
 
 
@@ -38,12 +38,18 @@ def _worker(settings: Settings, roles: Roles) -> int:
     import uvloop
 
     from pipeline import tracing
-    from pipeline.worker import run_worker
 
     tracing.configure(settings, "worker")
     # Before the Faust app exists: mode's Worker takes the loop the policy makes. uvloop cut
     # the worker's CPU per delivery by about a tenth in the benchmarks (README, Performance).
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    if roles == {INGEST}:
+        from api.sources.worker import run_ingest
+
+        run_ingest(settings)
+        return 0
+    from pipeline.worker import run_worker
+
     run_worker(settings, roles)
     return 0
 
@@ -90,7 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=_roles,
         default=frozenset(ROLES),
         metavar="ROLES",
-        help=f"{ALL} (the default) or a comma list of {', '.join(ROLES)} (pipeline/roles.py)",
+        help=f"{ALL} (the default), a comma list of {', '.join(ROLES)}, or {INGEST} alone "
+        "(pipeline/roles.py)",
     )
     topics = commands.add_parser("topics", help="manage Kafka topics")
     topics.add_argument("action", choices=["apply"])

@@ -59,14 +59,18 @@ class RequestValidationError(Exception):
 
     def response(self, request_id: str) -> web.Response:
         """The 400 ValidationErrorResponse."""
-        body = {
-            "type": VALIDATION_TYPE,
-            "title": "One or more validation errors occurred.",
-            "status": 400,
-            "errors": self.errors,
-            "traceId": request_id,
-        }
-        return web.json_response(body, status=400)
+        return web.json_response(validation_body(self.errors, request_id), status=400)
+
+
+def validation_body(errors: dict[str, list[str]], trace_id: str) -> dict[str, object]:
+    """The ValidationErrorResponse body: of a 400, and of a source's rejected record."""
+    return {
+        "type": VALIDATION_TYPE,
+        "title": "One or more validation errors occurred.",
+        "status": 400,
+        "errors": errors,
+        "traceId": trace_id,
+    }
 
 
 def not_found(what: str = "resource") -> ApiError:

@@ -28,6 +28,7 @@ from aiokafka.partitioner import DefaultPartitioner
 
 from api.errors import unavailable
 from pipeline import metrics
+from pipeline.settings import Settings
 from pipeline.topics import EVENTS
 from pipeline.tracing import Headers
 from pipeline.view import DestinationView
@@ -40,6 +41,8 @@ Record = tuple[bytes, bytes, Headers | None]
 SEND_ONE_BY_ONE_AT_MOST = 8
 
 _KEY_PARTITIONER = DefaultPartitioner()
+# Under the broker's default message.max.bytes (1 MiB).
+MAX_BATCH_BYTES = 512 * 1024
 
 
 class _OpenBatch:
@@ -239,3 +242,19 @@ def _count(outcomes: list[Outcome]) -> list[Outcome]:
         metrics.EVENTS_FAILED.inc(failed)
         metrics.KAFKA_PRODUCE_ERRORS.labels(topic=EVENTS).inc()
     return outcomes
+
+
+def event_producer(settings: Settings, client_id: str) -> AIOKafkaProducer:
+    """The producer of `events` for the API and the sources' ingest (api/sources/): acks=all,
+    idempotent; not started."""
+    return AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=settings.api_linger_ms,  # the publisher waits for the acknowledgement
+        # A batch publish writes one record batch per partition: room for 1,000 events of a
+        # few hundred bytes, or one of the largest allowed, in one.
+        max_batch_size=max(MAX_BATCH_BYTES, settings.max_event_bytes + 16 * 1024),
+        request_timeout_ms=10_000,
+        client_id=client_id,
+    )

@@ -283,4 +283,19 @@ OPERATOR_EVENTS_DROPPED = Counter(
     "herald_operator_events_dropped_total",
     "Operator events dropped instead of written",
     ["reason"],
+
+# -- sources (api/sources/: `herald worker --role ingest`) ---------------------------------
+
+SOURCE_RECORDS = Counter(
+    "herald_source_records",
+    "Records taken from each configured source, by outcome: ingested (durable in events) or "
+    "rejected (durable in the rejects topic, with why).",
+    ["source", "outcome"],
+)
+SOURCE_REJECTS = Counter(
+    "herald_source_rejects",
+    "Source records sent to the rejects topic, by source and reason: not_json (not a JSON "
+    "object), tenant (none, or one Herald does not know), invalid (what POST /v2/events "
+    "answers with a 400 or 413), too_large (more than the events topic takes).",
+    ["source", "reason"],
 )

@@ -19,6 +19,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pipeline.operator_events import reserved_tenant
 
+from pipeline.source_settings import SourceSettings, read_sources_file, unique_names
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -271,3 +273,19 @@ class Settings(BaseSettings):
             if reserved_tenant(tenant):
                 raise ValueError(f"{name}: '{tenant}' is reserved for operator events")
         return self
+
+    # -- sources (api/sources/, `herald worker --role ingest`) --------------------------------
+    # Topics and queues of the platform's own that Herald ingests events from, besides the
+    # API (pipeline/source_settings.py): a JSON list here and/or in the file named below.
+    sources: list[SourceSettings] = Field(default_factory=list)
+    sources_file: Path | None = None
+    # Where a source's invalid records go (a topic on Herald's cluster), with why, unless the
+    # source names its own.
+    sources_rejects_topic: str = "rejects"
+
+    def all_sources(self) -> list[SourceSettings]:
+        """The sources of HERALD_SOURCES and of HERALD_SOURCES_FILE (read now), by name."""
+        listed = list(self.sources)
+        if self.sources_file is not None:
+            listed += read_sources_file(self.sources_file)
+        return unique_names(listed)

@@ -317,16 +317,21 @@ def bind_worker_services(
     return type("BoundWorkerServices", (WorkerServices,), bound)
 
 
-def run_worker(settings: Settings, roles: Roles) -> None:
-    """Run a worker process of `roles` in the foreground until interrupted (SIGTERM or
-    SIGINT stop it cleanly; a crashed service makes it exit non-zero)."""
-    log.info("worker roles: %s", describe(roles))
+def worker_options(settings: Settings) -> dict[str, Any]:
+    """The arguments of a worker process's mode.Worker (or faust.Worker)."""
     # mode replaces the root logger's handlers when it starts: give it ours.
-    options: dict[str, Any] = {
+    return {
         "loglevel": settings.log_level,
         "logging_config": logging_config(settings.log_level, service="worker"),
         "quiet": True,
     }
+
+
+def run_worker(settings: Settings, roles: Roles) -> None:
+    """Run a worker process of `roles` in the foreground until interrupted (SIGTERM or
+    SIGINT stop it cleanly; a crashed service makes it exit non-zero)."""
+    log.info("worker roles: %s", describe(roles))
+    options = worker_options(settings)
     worker: mode.Worker
     if ROUTER in roles:
         import faust  # imported only where it runs

@@ -4,7 +4,8 @@
 # Data lives under .data/ and survives a restart.
 # HERALD_WORKERS (default: the core count) delivering processes: with 1, one worker runs every
 # role; with N > 1, a router and index worker on HERALD_WORKER_PORT (8081) and N deliver
-# workers on the ports after it (8082, ...). README, Scaling out.
+# workers on the ports after it (8082, ...). README, Scaling out. With sources configured, an
+# ingest process too (README, Sources).
 SERVICE=herald
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$HERALD_ROOT"
@@ -49,6 +50,11 @@ else
   for ((n = 1; n <= WORKERS; n++)); do
     worker_names+=("deliver-$n") worker_roles+=(deliver) worker_ports+=($((WORKER_PORT + n)))
   done
+fi
+# With sources configured (HERALD_SOURCES, HERALD_SOURCES_FILE: README, Sources), an ingest
+# process consumes them, on the port after the last worker's.
+if .venv/bin/python -c 'import sys; from pipeline.settings import Settings; sys.exit(not Settings().all_sources())'; then
+  worker_names+=(ingest) worker_roles+=(ingest) worker_ports+=($((WORKER_PORT + WORKERS + 1)))
 fi
 worker_pids=() worker_started=()
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
 from aiohttp import web
 
 from api import chains, validation
+from api.acceptance import accept, new_event
 from api.app_keys import DB, PRODUCER, SETTINGS, VIEW
 from api.auth import PORTAL, PUBLISH, Principal, requires
 from api.body import read_json
@@ -16,39 +16,10 @@ from api.index import Query, fetch_one, fetch_page, page_limit, present_event
 from api.publishing import publish_each, publish_events
 from api.responses import json_response, principal_of, synced_view
 from api.stable_ids import Attempt, IdSource, id_source
-from pipeline import ids, metrics, tracing
+from pipeline import metrics, tracing
 
 routes = web.RouteTableDef()
 MAX_BATCH = 1000
-
-
-def _new_event(
-    fields: dict[str, Any], tenant: str, limit: int, source: IdSource, now: str, index: int = 0
-) -> dict[str, Any]:
-    """The event record of validated `fields`, accepted at `now`; its `data` is the
-    encoded JSON (an orjson.Fragment), written into the record as it is."""
-    size = len(fields["data_json"])
-    if size > limit:
-        raise ApiError(
-            413,
-            "payload_too_large",
-            f"Event data is {size} bytes; the limit is {limit}.",
-            field="data",
-        )
-    event = {
-        "id": fields["id"] or source.id(ids.EVENT, str(index)),
-        "object": "event",
-        "type": fields["type"],
-        "data": orjson.Fragment(fields["data_json"]),
-        "created_at": now,
-        "tenant": tenant,
-    }
-    if fields["id"] or source.stable:
-        # A publisher-chosen id makes the publish idempotent: the router drops a repeat.
-        # So does an Idempotency-Key: a retry re-sends what the broker did not confirm
-        # under the same ids, and a copy that did reach it is dropped.
-        event["deduplicate"] = True
-    return event
 
 
 def _accepted(event: dict[str, Any]) -> dict[str, Any]:
@@ -75,7 +46,7 @@ async def publish(request: web.Request) -> web.Response:
         fields = validation.publish_event(await read_json(request))
         source = id_source(request)
         limit = request.app[SETTINGS].max_event_bytes
-        event = _new_event(fields, principal.tenant, limit, source, source.now())
+        event = new_event(fields, principal.tenant, limit, source, source.now())
     except (ApiError, RequestValidationError):
         metrics.EVENTS_REJECTED.inc()
         raise
@@ -103,12 +74,8 @@ def _item(
     index: int, item: Any, tenant: str, limit: int, source: IdSource, now: str
 ) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """One item's result (accepted or rejected) and its event if it is valid."""
-    try:
-        event = _new_event(validation.publish_event(item), tenant, limit, source, now, index)
-    except RequestValidationError as exc:
-        return {"index": index, "status": "rejected", "errors": exc.errors}, None
-    except ApiError as exc:
-        errors = {exc.field or "body": [exc.message]}
+    event, errors = accept(item, tenant, limit, source, now, index)
+    if event is None:
         return {"index": index, "status": "rejected", "errors": errors}, None
     return {"index": index, "status": "accepted", **_accepted(event)}, event
 

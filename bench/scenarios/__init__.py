@@ -17,6 +17,7 @@ from bench.scenarios import (
     memory,
     router,
     scale,
+    source,
     stats,
     traces,
 )
@@ -51,4 +52,8 @@ SCENARIOS: dict[str, Scenario] = {
     "filters": filters.run,
     # Issue 18: the statistics query over 10 million generated attempts. Last: its rows stay.
     "stats": stats.run,
+
+    # Issue 18: a Kafka source ingested by the ingest role against a bare consume→produce
+    # loop; it stops the stack's worker while it measures, like `router`.
+    "source": source.run,
 }

@@ -245,6 +245,21 @@ SECTIONS = [
                Query(f"sum by (reason) (rate(herald_operator_events_dropped_total{RATE}))",
                      "dropped: {{reason}}")]),
     ]),
+    Section(70, "Sources", [
+        Chart(71, "Source records /s by source and outcome",
+              "Records the ingest role took from each configured source (a platform's Kafka "
+              "topic or RabbitMQ queue): ingested (durable in events) or rejected (durable in "
+              "the rejects topic, with why).",
+              0, 12, "ops",
+              [Query(f"sum by (source, outcome) (rate(herald_source_records_total{RATE}))",
+                     "{{source}} {{outcome}}")]),
+        Chart(72, "Source rejects /s by source and reason",
+              "Invalid source records sent to the rejects topic: not_json, tenant (none, or "
+              "unknown), invalid (what POST /v2/events refuses), too_large.",
+              12, 12, "ops",
+              [Query(f"sum by (source, reason) (rate(herald_source_rejects_total{RATE}))",
+                     "{{source}} {{reason}}")]),
+    ]),
 ]  # fmt: skip
 
 

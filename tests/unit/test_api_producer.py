@@ -9,6 +9,7 @@ import pytest
 from aiohttp import web
 
 import api.app
+import api.publishing
 from api.app_keys import SEALER, SETTINGS
 from pipeline.crypto import Sealer, generate_key
 from pipeline.settings import Settings
@@ -40,7 +41,7 @@ class _View(_Started):
 async def test_the_publish_producer_waits_for_every_replica_and_is_idempotent(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(api.app, "AIOKafkaProducer", _Producer)
+    monkeypatch.setattr(api.publishing, "AIOKafkaProducer", _Producer)
     monkeypatch.setattr(api.app, "DestinationView", _View)
     _Started.made.clear()
     app = web.Application()

@@ -31,7 +31,7 @@ from pipeline.settings import Settings
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 PREFIX: str = Settings.model_config["env_prefix"] or ""
-WORKER_SERVICES = ("router", "deliver", "index")  # one per role, each scaled with --scale
+WORKER_SERVICES = ("router", "deliver", "index", "ingest")  # one per role, scaled with --scale
 HERALD_SERVICES = ("topics", *WORKER_SERVICES, "api")
 # Settings defaults encryption_keys to "", but the api and the worker refuse to start without a
 # key (pipeline.crypto.Sealer), so compose must always hand them one.

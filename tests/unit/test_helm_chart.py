@@ -28,7 +28,7 @@ import api.cli
 from pipeline.crypto import generate_key
 from pipeline.delivery import sink_group_id
 from pipeline.health import health_routes
-from pipeline.roles import ROLES, parse_roles
+from pipeline.roles import INGEST, ROLES, parse_roles
 from pipeline.settings import Settings
 from pipeline.topics import DELIVERIES, TopicSpec, load_specs
 from tests.unit.test_compose import PREFIX, _dockerfile, _is_secret, settings_variables
@@ -46,6 +46,8 @@ CUSTOM_KINDS = {
     ("keda.sh/v1alpha1", "ScaledObject"),
 }
 COMPONENTS = ("api", *ROLES)
+# values-production.yaml enables the optional ingest Deployment (the sources).
+PRODUCTION_COMPONENTS = (*COMPONENTS, INGEST)
 # Secrets each component's code reads (the API seals destination credentials and reads
 # PostgreSQL; deliver opens the credentials; index writes PostgreSQL).
 NEEDS = {
@@ -53,18 +55,20 @@ NEEDS = {
     "router": set(),
     "deliver": {"encryption_keys"},
     "index": {"database_url"},
+    "ingest": {"sources"},
     "topics": set(),
 }
 # database_url is a str (it must reach asyncpg whole) but carries the password.
 SECRET_FIELDS = {
     name for name, info in Settings.model_fields.items() if _is_secret(info.annotation)
-} | {"api_keys", "database_url"}
+} | {"api_keys", "database_url", "sources"}
 # What a secretKeyRef stands for when the rendered environment is parsed as Settings.
 PLACEHOLDERS = {
     "encryption_keys": generate_key(),
     "database_url": "postgresql://herald:secret@postgres.example:5432/herald",
     "api_keys": "[]",
     "portal_signing_key": "signing-key",
+    "sources": "[]",
 }
 PRODUCTION = CHART / "values-production.yaml"
 RENDERINGS = {"default": (), "production": ("--values", str(PRODUCTION))}
@@ -206,7 +210,8 @@ def test_the_chart_holds_no_secret() -> None:
 @pytest.mark.parametrize("rendering", RENDERINGS)
 def test_every_component_runs(rendering: str) -> None:
     components = sorted(c for c, _ in _workloads(_objects(rendering)))
-    assert components == sorted([*COMPONENTS, "topics"])
+    expected = PRODUCTION_COMPONENTS if rendering == "production" else COMPONENTS
+    assert components == sorted([*expected, "topics"])
 
 
 @pytest.mark.parametrize("rendering", RENDERINGS)
@@ -245,7 +250,9 @@ def test_secrets_are_referenced_where_read_and_never_inlined(rendering: str) -> 
         given = {n.removeprefix(PREFIX).lower() for n, e in env.items() if "valueFrom" in e}
         extra = given - NEEDS[component] - {"api_keys", "portal_signing_key"}
         assert not extra, f"{component} is handed {extra}, which it never reads"
-        if component != "api":
+        if component == INGEST:  # a tenant named by a configured key may be a record's
+            assert "portal_signing_key" not in given
+        elif component != "api":
             assert not given & {"api_keys", "portal_signing_key"}, component
 
 
@@ -427,7 +434,7 @@ def test_the_service_monitor_scrapes_the_api_and_every_role() -> None:
     (monitor,) = _of_kind(objects, "ServiceMonitor")
     assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
     assert monitor["spec"]["namespaceSelector"]["matchNames"] == ["herald"]
-    assert _services_selected(objects, monitor) == set(COMPONENTS)
+    assert _services_selected(objects, monitor) == set(PRODUCTION_COMPONENTS)
     (endpoint,) = monitor["spec"]["endpoints"]
     assert endpoint["path"] == "/metrics"
     assert endpoint["path"] in {route.path for route in health_routes({})}

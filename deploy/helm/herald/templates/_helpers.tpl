@@ -63,6 +63,14 @@ topics.yaml: |
       {{- end }}
 {{- end -}}
 
+{{/* The Deployments: the API and one per worker role; ingest only when enabled (it has
+     sources to consume). A space-separated list (splitList " " to range over it). */}}
+{{- define "herald.components" -}}
+{{- $components := list "api" "router" "deliver" "index" -}}
+{{- if .Values.ingest.enabled }}{{ $components = append $components "ingest" }}{{ end -}}
+{{- join " " $components -}}
+{{- end -}}
+
 {{/* The environment of a Herald container: (dict "root" $ "component" NAME), NAME a role,
      "api" or "topics" (the topics Job). The chart's own settings, then the values'
      `settings` by field name. */}}
@@ -90,6 +98,12 @@ topics.yaml: |
 {{ include "herald.secretEnv" (list "HERALD_API_KEYS" $values.secrets.apiKeys) }}
 {{ include "herald.secretEnv" (list "HERALD_PORTAL_SIGNING_KEY" $values.secrets.portalSigningKey) }}
 {{- else if ne .component "topics" }}
+{{- if eq .component "ingest" }}
+{{- /* The sources (their SASL passwords, AMQP URLs) and the configured keys (a tenant they
+     name may be a record's tenant). */}}
+{{ include "herald.secretEnv" (list "HERALD_SOURCES" $values.secrets.sources) }}
+{{ include "herald.secretEnv" (list "HERALD_API_KEYS" $values.secrets.apiKeys) }}
+{{- end }}
 - name: HERALD_WORKER_HOST
   value: "0.0.0.0"
 - name: HERALD_WORKER_PORT
