@@ -283,6 +283,7 @@ OPERATOR_EVENTS_DROPPED = Counter(
     "herald_operator_events_dropped_total",
     "Operator events dropped instead of written",
     ["reason"],
+)
 
 # -- sources (api/sources/: `herald worker --role ingest`) ---------------------------------
 

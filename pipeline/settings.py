@@ -18,7 +18,6 @@ from pydantic import (
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pipeline.operator_events import reserved_tenant
-
 from pipeline.source_settings import SourceSettings, read_sources_file, unique_names
 
 ROOT = Path(__file__).resolve().parent.parent
