@@ -272,3 +272,12 @@ def observe_retry_backlog(held: Mapping[str, int], oldest_due_age_s: Mapping[str
     for tier, count in held.items():
         RETRY_HELD.labels(tier=tier).set(count)
         RETRY_OLDEST_DUE_AGE.labels(tier=tier).set(oldest_due_age_s.get(tier, 0.0))
+
+
+# -- ordered delivery per key (issue 16) ----------------------------------------------------
+
+DELIVERIES_HELD_FOR_ORDER = Gauge(
+    "herald_deliveries_held_for_order",
+    "Deliveries fetched and waiting in this worker behind an earlier delivery of the same "
+    "ordering key to a per_key destination (their offsets stay unfinished).",
+)
