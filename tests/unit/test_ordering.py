@@ -5,6 +5,7 @@ through a retry tier), and other keys go past it."""
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import orjson
@@ -63,7 +64,7 @@ class Flaky(Publisher):
 
 def _first_tries_in_order(log: list[tuple[str, str]], ids: list[str]) -> None:
     """Each of `ids` is first tried only after the one before it succeeded."""
-    for earlier, later in zip(ids, ids[1:], strict=False):
+    for earlier, later in itertools.pairwise(ids):
         first_try = next(i for i, (d, _) in enumerate(log) if d == later)
         success = log.index((earlier, "ok"))
         assert success < first_try, f"{later} tried before {earlier} succeeded: {log}"
