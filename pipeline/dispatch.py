@@ -112,12 +112,19 @@ class Dispatcher:
             self._skip_record(tp, record.offset, exc)
             return
         canceled = policy.routable(destination, delivery.get("destination_generation"))
-        if canceled == DELETED or (canceled is not None and policy.restarted(delivery)):
-            # Perhaps only unknown (or not yet enabled) in this view: catch up before deciding.
-            self._spawn(self._arrived_after_sync(job))
-            return
+        # Perhaps only unknown (or not yet enabled) in this view: catch up before deciding.
+        catch_up = canceled == DELETED or (canceled is not None and policy.restarted(delivery))
         try:
-            self._arrive(job)
+            # A key's line is joined now, in arrival order, also by a delivery whose
+            # destination this view does not know yet (it may order per key): one catching
+            # up must not let the key's next delivery pass it.
+            line = line_of(job, unknown=catch_up)
+            if line is not None and not self._lines.join(job, line):
+                return  # it waits behind its key's head
+            if catch_up:
+                self._spawn(self._arrived_after_sync(job))
+            else:
+                self._proceed(job)
         except Exception as exc:  # nothing may stop the consume loop
             self._skip_job(job, exc)
 
@@ -134,17 +141,9 @@ class Dispatcher:
                 self._settings.view_wait_timeout_s,
             )
             job.destination = destination or {}
-            self._arrive(job)
+            self._proceed(job)
         except Exception as exc:  # the edge of a task: the partition must move on
             self._skip_job(job, exc)
-
-    def _arrive(self, job: Job) -> None:
-        """Join the job's key line if its destination orders per key (it waits there unless
-        it is the head); then `_proceed`."""
-        line = line_of(job)
-        if line is not None and not self._lines.join(job, line):
-            return
-        self._proceed(job)
 
     def _proceed(self, job: Job) -> None:
         """Ask the policy with what the lane knows now: join the lane, or not attempted. A

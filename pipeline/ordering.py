@@ -24,11 +24,12 @@ from pipeline.lanes import Job
 PER_KEY = "per_key"
 
 
-def line_of(job: Job) -> tuple[str, str] | None:
+def line_of(job: Job, *, unknown: bool = False) -> tuple[str, str] | None:
     """The job's line: (destination ref, ordering key) if its delivery has a key and its
-    destination (as the worker's view has it now) orders per key; else None."""
+    destination (as the worker's view has it now) orders per key, or is `unknown` to the
+    view yet (it may: the line is joined in arrival order all the same); else None."""
     key = job.delivery.get(ORDERING_KEY)
-    if key is None or job.destination.get("ordering") != PER_KEY:
+    if key is None or not (unknown or job.destination.get("ordering") == PER_KEY):
         return None
     return job.ref, str(key)
 

@@ -5,6 +5,7 @@ through a retry tier), and other keys go past it."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from typing import Any
 
@@ -16,13 +17,24 @@ from api.errors import RequestValidationError
 from api.publishing import _KEY_PARTITIONER, _partition_of, _Partitions
 from api.validation import create_destination, publish_event, update_destination
 from pipeline import delivery_record
+from pipeline.attempts import AttemptRecorder
+from pipeline.dispatch import Dispatcher
 from pipeline.lanes import Job
 from pipeline.ordering import KeyLines
 from pipeline.settings import Settings
 from pipeline.sinks.base import DeliveryResult, PermanentError, RetryableError
 from pipeline.topics import ATTEMPTS, DLQ
 from tests.support import eventually
-from tests.unit.test_dispatch import DESTINATION, TP, Producer, Publisher, _dispatcher, _drained
+from tests.unit.test_dispatch import (
+    DESTINATION,
+    TP,
+    Producer,
+    Publisher,
+    Publishers,
+    View,
+    _dispatcher,
+    _drained,
+)
 
 ORDERED = {**DESTINATION, "ordering": "per_key"}
 
@@ -132,6 +144,35 @@ async def test_held_deliveries_stay_unfinished_until_their_turn() -> None:
     dispatcher.forget([TP])  # revoked: the head's retry is not run here any more
     dispatcher.stop()
     assert dispatcher._lines.held == 0 and not dispatcher._again
+
+
+async def test_a_delivery_catching_up_with_the_view_keeps_its_place_in_the_line() -> None:
+    class CatchingUp(View):
+        """A view that does not know the destination until the test says so."""
+
+        def __init__(self) -> None:
+            super().__init__(None)
+            self.caught_up = asyncio.Event()
+
+        async def generation_of(self, *_: Any) -> dict[str, Any] | None:
+            await self.caught_up.wait()
+            return self.destination
+
+    view, producer, publisher = CatchingUp(), Producer(), Flaky({})
+    finished: list[int] = []
+    recorder = AttemptRecorder(producer, "herald-due-ms", give_up_s=0.05)
+    dispatcher = Dispatcher(
+        Settings(), view, recorder, Publishers(publisher), lambda tp, o: finished.append(o)
+    )
+    dispatcher.arrived(TP, _keyed(0, "k"))  # unknown to the view: it catches up first
+    view.destination = ORDERED  # the view has it now...
+    dispatcher.arrived(TP, _keyed(1, "k"))  # ...so this one could go at once, but waits
+    for _ in range(100):
+        await asyncio.sleep(0)  # turns of the event loop in which nothing may be attempted
+    assert publisher.calls == 0 and finished == []
+    view.caught_up.set()
+    await eventually(lambda: finished == [0, 1], timeout_s=5, what="both, in order")
+    assert [d for d, _ in publisher.log] == ["evdl_0", "evdl_1"]
 
 
 def _job(partition: Any, offset: int) -> Job:
