@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import zlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -97,6 +98,13 @@ class Receiver:
     async def stop(self) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
+
+
+def one_in(n: int) -> Callable[[str, int], bool]:
+    """A `fail_first` for KeyOrderReceiver picking about one event in `n`, scattered over
+    keys and places (not seq % n, which fails every key's same event at once: that many
+    failures in a row open the destination's circuit)."""
+    return lambda key, seq: zlib.crc32(f"{key}/{seq}".encode()) % n == 0
 
 
 @dataclass

@@ -15,7 +15,7 @@ import pytest
 
 from pipeline.ids import new_id
 from tests.integration.api_client import Api
-from tests.support import KeyOrderReceiver, eventually
+from tests.support import KeyOrderReceiver, eventually, one_in
 
 EVENTS = 1000
 KEYS = 20
@@ -23,7 +23,7 @@ KEYS = 20
 
 @pytest.fixture
 async def ordered_receiver() -> AsyncIterator[KeyOrderReceiver]:
-    receiver = await KeyOrderReceiver(fail_first=lambda key, seq: seq % 5 == 2).start()
+    receiver = await KeyOrderReceiver(fail_first=one_in(5)).start()
     yield receiver
     receiver.release.set()
     await receiver.stop()
