@@ -303,7 +303,8 @@ class Dispatcher:
             self._skip_job(job, exc)
             return
         if again_at_ms is not None:
-            self._wait_in_place(job, again_at_ms)
+            if self._lines.ordered(job):  # not if its partition was revoked meanwhile
+                self._wait_in_place(job, again_at_ms)
             return
         self._finished(job.partition, job.offset)
         self._next_of(job)
