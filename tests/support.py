@@ -54,6 +54,21 @@ def same_partition_ids(count: int, prefix: str = "evtd_t", tenant: str = "dev") 
     return ids
 
 
+async def serve_posts(
+    handle: Callable[[web.Request], Awaitable[web.Response]],
+) -> tuple[web.AppRunner, str]:
+    """A real HTTP server on 127.0.0.1 (a free port) passing every POST to `handle`; its
+    runner (to clean up) and its URL."""
+    app = web.Application()
+    app.router.add_post("/{tail:.*}", handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    return runner, f"http://127.0.0.1:{port}"
+
+
 @dataclass
 class Received:
     """One request a receiver got."""
@@ -75,14 +90,7 @@ class Receiver:
     _runner: web.AppRunner | None = None
 
     async def start(self) -> Receiver:
-        app = web.Application()
-        app.router.add_post("/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.url = f"http://127.0.0.1:{port}"
+        self._runner, self.url = await serve_posts(self._handle)
         return self
 
     async def _handle(self, request: web.Request) -> web.Response:
@@ -132,14 +140,7 @@ class KeyOrderReceiver:
     _runner: web.AppRunner | None = None
 
     async def start(self) -> KeyOrderReceiver:
-        app = web.Application()
-        app.router.add_post("/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.url = f"http://127.0.0.1:{port}"
+        self._runner, self.url = await serve_posts(self._handle)
         return self
 
     async def _handle(self, request: web.Request) -> web.Response:

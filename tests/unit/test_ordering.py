@@ -6,10 +6,10 @@ through a retry tier), and other keys go past it."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 from typing import Any
 
-import orjson
 import pytest
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
@@ -34,25 +34,19 @@ from tests.unit.test_dispatch import (
     View,
     _dispatcher,
     _drained,
+    _record,
 )
 
 ORDERED = {**DESTINATION, "ordering": "per_key"}
 
 
-def _keyed(offset: int, key: str | None, attempt: int = 0) -> ConsumerRecord[bytes, bytes]:
-    envelope = {"id": f"evt_{offset}", "type": "a.b", "data": {"n": offset}, "created_at": "x"}
-    head: dict[str, Any] = {
-        "id": f"evdl_{offset}",
-        "event": {k: envelope[k] for k in delivery_record.EVENT_HEAD_KEYS},
-        "tenant": "t",
-        "destination_id": "evtd_1",
-        "destination_generation": "g1",
-        "attempt": attempt,
-    }
+def _keyed(offset: int, key: str | None) -> ConsumerRecord[bytes, bytes]:
+    """test_dispatch's delivery record at `offset`, its event published with `key`."""
+    record = _record(offset)
+    delivery = delivery_record.decode(record.value)
     if key is not None:
-        head[delivery_record.ORDERING_KEY] = key
-    value = delivery_record.frame(head, orjson.dumps(envelope))
-    return ConsumerRecord("deliveries", 0, offset, 0, 0, b"t/evtd_1", value, None, 0, 0, [])
+        delivery[delivery_record.ORDERING_KEY] = key
+    return dataclasses.replace(record, value=delivery_record.encode(delivery))
 
 
 class Flaky(Publisher):
@@ -221,7 +215,7 @@ def test_ordering_is_validated_on_create_and_patch() -> None:
 
 def test_a_keys_events_share_one_events_partition_whatever_their_ids() -> None:
     partitions, state = list(range(12)), _Partitions()
-    keyed = [
+    keyed: list[dict[str, Any]] = [
         {"id": f"evt_{n}", "tenant": "t", "ordering_key": "order-42", "deduplicate": n % 2}
         for n in range(50)
     ]
