@@ -47,10 +47,12 @@ INDEX_ORDER_LOCK = 7_274_001_202
 # and the row keeps the first); reused after the window it is a new event, which replaces
 # the old row (its deliveries have ids of their own, see pipeline/agents/router.py).
 # Each table is written with one statement per batch, its rows passed as one array of a
-# row type of migration 014 (asyncpg encodes that faster than an array per column).
+# row type of migration 014 (events: 017's, with the ordering key; asyncpg encodes that faster
+# than an array per column).
 INSERT_EVENTS = """
 insert into events (tenant, id, type, data, created_at, ordering_key)
-select tenant, id, type, data::jsonb, created_at, ordering_key from unnest($1::index_event[])
+select tenant, id, type, data::jsonb, created_at, ordering_key
+from unnest($1::index_event_keyed[])
 on conflict (tenant, id) do update
     set type = excluded.type, data = excluded.data, created_at = excluded.created_at,
         ordering_key = excluded.ordering_key
