@@ -37,6 +37,10 @@ def new_event(
         "created_at": now,
         "tenant": tenant,
     }
+    if fields["ordering_key"] is not None:
+        # Partitions `events` by (tenant, key) and travels in each delivery's head
+        # (api/publishing.py, pipeline/ordering.py).
+        event["ordering_key"] = fields["ordering_key"]
     if fields["id"] or source.stable:
         # A publisher-chosen id makes the publish idempotent: the router drops a repeat.
         # So does an Idempotency-Key: a retry re-sends what the broker did not confirm

@@ -92,6 +92,7 @@ class Destinations:
                 "metadata": fields["metadata"],
                 "rate_limit": fields["rate_limit"],
                 "filter": fields["filter"],
+                "ordering": fields["ordering"],
                 "config": fields["config"],
                 "sealed": self._seal(credentials, destination_id),
                 "routes_from": routes_from,

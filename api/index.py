@@ -183,6 +183,12 @@ def present_event(row: asyncpg.Record) -> dict[str, Any]:
     }
 
 
+def present_event_shown(row: asyncpg.Record) -> dict[str, Any]:
+    """An event row as the events routes show it: the envelope and its `ordering_key`
+    (which the receiver's body does not carry)."""
+    return {**present_event(row), "ordering_key": row["ordering_key"]}
+
+
 def present_delivery(row: asyncpg.Record) -> dict[str, Any]:
     """A delivery row as the API shows it."""
     return {

@@ -7,10 +7,13 @@ larger call adds its records to an open record batch per partition, handed over 
 (`send_batch`) when the partition's previous batch is on its way: one future per batch
 instead of one per event, and concurrent batch publishes still share produce requests.
 
-Partitions: an event whose id makes it deduplicated (publisher-chosen, or derived from an
-Idempotency-Key) goes where Kafka's default partitioner puts its key, so a repeat meets the
-router's marker of the first copy (pipeline/dedupe.py). Any other event has a fresh id no
-one repeats, and is spread over the partitions in turn without hashing its key.
+Partitions: an event with an `ordering_key` goes where Kafka's default partitioner puts
+`tenant/ordering key`, so one router partition reads a key's events in publish order (and a
+repeat of its id, with the same key, meets the first copy's marker). Otherwise an event
+whose id makes it deduplicated (publisher-chosen, or derived from an Idempotency-Key) goes
+where Kafka's default partitioner puts its key, so a repeat meets the router's marker of
+the first copy (pipeline/dedupe.py). Any other event has a fresh id no one repeats, and is
+spread over the partitions in turn without hashing its key.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 from aiokafka.partitioner import DefaultPartitioner
 
 from api.errors import unavailable
-from pipeline import metrics
+from pipeline import ids, metrics
 from pipeline.settings import Settings
 from pipeline.topics import EVENTS
 from pipeline.tracing import Headers
@@ -106,15 +109,25 @@ async def publish_each(
     records = []
     for position, event in enumerate(events):
         key = event["id"].encode()
-        if event.get("deduplicate"):
-            partition = _KEY_PARTITIONER(key, partitions, partitions)
-        else:
-            partition = partitions[next(state.rotation) % len(partitions)]
+        partition = _partition_of(event, key, partitions, state)
         by_partition.setdefault(partition, []).append(position)
         records.append((key, encode(event, route_after), headers))
     if len(events) <= SEND_ONE_BY_ONE_AT_MOST:
         return _count(await _send_each(producer, records, by_partition))
     return _count(await _send_batches(producer, state, records, by_partition))
+
+
+def _partition_of(
+    event: dict[str, Any], key: bytes, partitions: list[int], state: _Partitions
+) -> int:
+    """The `events` partition of `event` (its record key `key`): see the module's docstring."""
+    ordering_key = event.get("ordering_key")
+    if ordering_key is not None:
+        scoped = ids.scoped(event["tenant"], ordering_key).encode()
+        return int(_KEY_PARTITIONER(scoped, partitions, partitions))
+    if event.get("deduplicate"):
+        return int(_KEY_PARTITIONER(key, partitions, partitions))
+    return partitions[next(state.rotation) % len(partitions)]
 
 
 async def _send_each(

@@ -34,7 +34,13 @@ KNOWN_TYPES = (
     "webhook", "aws_sqs", "aws_kinesis", "aws_s3", "aws_eventbridge", "gcp_pubsub",
     "rabbitmq", "azure_servicebus", "hookdeck", "kafka",
 )  # fmt: skip
-COMMON_FIELDS = {"name", "description", "type", "events", "metadata", "rate_limit", "filter"}
+COMMON_FIELDS = {
+    "name", "description", "type", "events", "metadata", "rate_limit", "filter", "ordering",
+}  # fmt: skip
+# A destination's `ordering`: "per_key" delivers the events of one `ordering_key` in publish
+# order (pipeline/ordering.py); "none" (the default) delivers every event in parallel.
+ORDERINGS = ("none", "per_key")
+MAX_ORDERING_KEY_BYTES = 256
 
 
 def _raise_if_any(errors: FieldErrors) -> None:
@@ -133,6 +139,16 @@ def _filter(errors: FieldErrors, value: Any) -> dict[str, Any] | None:
     return None if found else value
 
 
+def _ordering(errors: FieldErrors, value: Any) -> str:
+    """The destination's ordering; omitted or null: "none"."""
+    if value is None:
+        return "none"
+    if value not in ORDERINGS:
+        errors.add("ordering", f"must be one of: {', '.join(ORDERINGS)}.")
+        return "none"
+    return str(value)
+
+
 Check = Callable[[FieldErrors, dict[str, Any]], Any]
 COMMON_CHECKS: dict[str, Check] = {
     "name": lambda e, b: _text(e, b, "name", required=True, max_length=MAX_NAME),
@@ -143,6 +159,7 @@ COMMON_CHECKS: dict[str, Check] = {
     "metadata": lambda e, b: _metadata(e, b.get("metadata")) or {},
     "rate_limit": lambda e, b: _rate_limit(e, b.get("rate_limit")),
     "filter": lambda e, b: _filter(e, b.get("filter")),
+    "ordering": lambda e, b: _ordering(e, b.get("ordering")),
 }
 
 
@@ -227,12 +244,12 @@ def update_destination(body: Any, current_type: str, settings: Settings) -> dict
     return changes
 
 
-PUBLISH_FIELDS = frozenset({"type", "data", "id"})
+PUBLISH_FIELDS = frozenset({"type", "data", "id", "ordering_key"})
 
 
 def publish_event(body: Any) -> dict[str, Any]:
-    """`{type, data, id?}` of a publish request, plus `data_json` (`data` encoded once, for
-    its size and the record); raises RequestValidationError."""
+    """`{type, data, id?, ordering_key?}` of a publish request, plus `data_json` (`data`
+    encoded once, for its size and the record); raises RequestValidationError."""
     body = _object(body)
     errors = FieldErrors()
     if not body.keys() <= PUBLISH_FIELDS:
@@ -253,8 +270,35 @@ def publish_event(body: Any) -> dict[str, Any]:
     event_id = body.get("id")
     if event_id is not None and (not isinstance(event_id, str) or not EVENT_ID.match(event_id)):
         errors.add("id", "must be 'evt_' followed by 1 to 64 of A-Z a-z 0-9 _ -.")
+    ordering_key = _ordering_key(errors, body.get("ordering_key"))
     _raise_if_any(errors)
-    return {"type": event_type, "data": data, "id": event_id, "data_json": data_json}
+    return {
+        "type": event_type,
+        "data": data,
+        "id": event_id,
+        "data_json": data_json,
+        "ordering_key": ordering_key,
+    }
+
+
+def _ordering_key(errors: FieldErrors, value: Any) -> str | None:
+    """The publisher's ordering key: 1 to MAX_ORDERING_KEY_BYTES bytes of UTF-8, no control
+    characters (it is a Kafka partitioning key, an index column and a log field)."""
+    if value is None:
+        return None
+    if (
+        not isinstance(value, str)
+        or not value
+        or not value.isprintable()  # a lone surrogate is not printable: encode cannot fail
+        or len(value.encode()) > MAX_ORDERING_KEY_BYTES
+    ):
+        errors.add(
+            "ordering_key",
+            f"must be a string of 1 to {MAX_ORDERING_KEY_BYTES} bytes (UTF-8) "
+            "without control characters.",
+        )
+        return None
+    return value
 
 
 def _event_data(errors: FieldErrors, data: Any) -> bytes:

@@ -154,12 +154,7 @@ class AttemptRecorder:
     async def retry(self, delivery: dict[str, Any], step: Retry, *, skipped: bool = False) -> None:
         """Queue the delivery in its next retry tier; `skipped`: its turn was skipped (an
         open circuit), which the record carries until a turn is not."""
-        attempt = step.attempt if step.attempt is not None else delivery["attempt"] + 1
-        record = {**delivery, "attempt": attempt, "due_at": step.due_ms}
-        if skipped:
-            record["skipped"] = True
-        else:
-            record.pop("skipped", None)
+        record = next_try(delivery, step, skipped=skipped)
         await self._send(
             step.topic,
             delivery_record.encode(record),
@@ -349,6 +344,19 @@ class AttemptRecorder:
                 )
                 self._producer = await self._renew()
         return self._producer is not failed
+
+
+def next_try(delivery: dict[str, Any], step: Retry, *, skipped: bool) -> dict[str, Any]:
+    """The delivery as its next try (`step`) carries it: in a retry tier's record, or kept
+    in place by the runner (a key's head, pipeline/ordering.py). `skipped`: this turn was
+    skipped (an open circuit), which it carries until a turn is not."""
+    attempt = step.attempt if step.attempt is not None else delivery["attempt"] + 1
+    record = {**delivery, "attempt": attempt, "due_at": step.due_ms}
+    if skipped:
+        record["skipped"] = True
+    else:
+        record.pop("skipped", None)
+    return record
 
 
 def _key(delivery: dict[str, Any]) -> str:

@@ -146,6 +146,7 @@ class DeliveryRunner:
         """Stop fetching, let in-flight deliveries finish briefly, commit, leave the group."""
         if self.loop is not None:
             await self.loop.stop()
+        self._dispatcher.stop()
         if self._dispatcher.tasks:
             timeout_s = self._settings.delivery_timeout_s + 1
             await asyncio.wait(self._dispatcher.tasks, timeout=timeout_s)

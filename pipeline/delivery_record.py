@@ -9,10 +9,10 @@ event envelope, encoded once by the router: the runner hands these exact bytes t
 
 The head holds everything but the body: `id`, `tenant`, `destination_id`,
 `destination_generation`, `attempt`, `due_at`, `routed_at`, the event's `id`, `type` and
-`created_at` under `event`, and the flags a retry or dead letter adds. Records written
-before this format are one JSON object (the event whole under `event`); they still decode,
-so records in flight across an upgrade are delivered. A JSON value starts with `{`, never
-with VERSION.
+`created_at` under `event`, `ordering_key` if the event has one, and the flags a retry or
+dead letter adds. Records written before this format are one JSON object (the event whole
+under `event`); they still decode, so records in flight across an upgrade are delivered. A
+JSON value starts with `{`, never with VERSION.
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ VERSION = b"\x01"
 HEAD_LENGTH_BYTES = 4
 BODY = "body"  # the key under which `decode` returns the body beside the head's fields
 EVENT_HEAD_KEYS = ("id", "type", "created_at")
+# The head field of the event's publisher-set ordering key (absent: the event has none).
+ORDERING_KEY = "ordering_key"
 
 
 def frame(head: Mapping[str, Any], body: bytes) -> bytes:

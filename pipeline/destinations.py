@@ -49,6 +49,7 @@ WRITABLE = frozenset(
         "rate_limit",
         "routes_from",
         "filter",
+        "ordering",
     }
 )
 

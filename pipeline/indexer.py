@@ -48,12 +48,15 @@ INDEX_ORDER_LOCK = 7_274_001_202
 # and the row keeps the first); reused after the window it is a new event, which replaces
 # the old row (its deliveries have ids of their own, see pipeline/agents/router.py).
 # Each table is written with one statement per batch, its rows passed as one array of a
-# row type of migration 014 (asyncpg encodes that faster than an array per column).
+# row type of migration 014 (events: 017's, with the ordering key; asyncpg encodes that faster
+# than an array per column).
 INSERT_EVENTS = """
-insert into events (tenant, id, type, data, created_at)
-select tenant, id, type, data::jsonb, created_at from unnest($1::index_event[])
+insert into events (tenant, id, type, data, created_at, ordering_key)
+select tenant, id, type, data::jsonb, created_at, ordering_key
+from unnest($1::index_event_keyed[])
 on conflict (tenant, id) do update
-    set type = excluded.type, data = excluded.data, created_at = excluded.created_at
+    set type = excluded.type, data = excluded.data, created_at = excluded.created_at,
+        ordering_key = excluded.ordering_key
     where excluded.created_at >= events.created_at + interval '24 hours'
 returning tenant, type, created_at"""
 # Only the attempts new to the index come back: they alone count in their delivery's summary.
@@ -254,6 +257,7 @@ class Batch:
                         record["type"],
                         _json_text(record["data"]),
                         _ts(record["created_at"]),
+                        record.get("ordering_key"),
                     )
                 )
         elif topic == ATTEMPTS:

@@ -300,3 +300,11 @@ SOURCE_REJECTS = Counter(
     "answers with a 400 or 413), too_large (more than the events topic takes).",
     ["source", "reason"],
 )
+
+# -- ordered delivery per key (issue 16) ----------------------------------------------------
+
+DELIVERIES_HELD_FOR_ORDER = Gauge(
+    "herald_deliveries_held_for_order",
+    "Deliveries fetched and waiting in this worker behind an earlier delivery of the same "
+    "ordering key to a per_key destination (their offsets stay unfinished).",
+)

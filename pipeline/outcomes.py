@@ -87,19 +87,33 @@ class Outcomes:
         exc: DeliveryError,
         latency_ms: float,
         decision: Failed,
+        *,
+        in_place: bool = False,
     ) -> None:
-        """Record a failed attempt and queue what comes next (a retry tier or the DLQ)."""
+        """Record a failed attempt and queue what comes next (a retry tier or the DLQ);
+        `in_place`: the runner keeps the delivery for its retry (a key's head), so no retry
+        record is written."""
         await self._recorder.failure(delivery, exc, latency_ms, decision.step)
         metrics.record_attempt(
             destination["type"], "failed", delivery["attempt"], latency_ms / 1000
         )
         self._operator.attempt_failed(delivery, destination, exc.response_status)
         await self._follow(
-            delivery, destination, decision.step, decision.disable, last_error=str(exc)
+            delivery,
+            destination,
+            decision.step,
+            decision.disable,
+            last_error=str(exc),
+            in_place=in_place,
         )
 
     async def skipped(
-        self, delivery: dict[str, Any], destination: dict[str, Any], decision: Skip
+        self,
+        delivery: dict[str, Any],
+        destination: dict[str, Any],
+        decision: Skip,
+        *,
+        in_place: bool = False,
     ) -> None:
         """Not attempted, its circuit open: on to its next scheduled retry (or the DLQ) like
         a failed one. The first skip in a row is written to the attempt log as an attempt
@@ -112,7 +126,9 @@ class Outcomes:
         else:
             self._recorder.skipped_again(delivery, decision.step)
         metrics.DELIVERIES_DEFERRED.labels(type=destination["type"], reason="circuit_open").inc()
-        await self._follow(delivery, destination, decision.step, decision.disable, skipped=True)
+        await self._follow(
+            delivery, destination, decision.step, decision.disable, skipped=True, in_place=in_place
+        )
 
     async def deferred(
         self, delivery: dict[str, Any], destination: dict[str, Any], decision: Defer
@@ -138,16 +154,18 @@ class Outcomes:
         *,
         skipped: bool = False,
         last_error: str | None = None,
+        in_place: bool = False,
     ) -> None:
-        """Queue the next retry, or park the delivery in the DLQ (counted toward disable
-        where the destination was at fault; with the attempt's error, if one was made);
-        then disable the destination if decided."""
+        """Queue the next retry (unless the runner keeps it `in_place`), or park the
+        delivery in the DLQ (counted toward disable where the destination was at fault;
+        with the attempt's error, if one was made); then disable the destination if
+        decided."""
         if isinstance(step, DeadLetter):
             await self._recorder.dead_letter(delivery, step.reason, last_error)
             metrics.DEAD_LETTERS.labels(type=destination["type"]).inc()
             in_row = self._count_dead_letter(destination) if step.counts_toward_disable else 0
             self._operator.dead_lettered(destination, step.reason, in_row)
-        else:
+        elif not in_place:
             await self._recorder.retry(delivery, step, skipped=skipped)
         if disable is not None and await self._recorder.auto_disable(destination, disable):
             self._operator.disabled(destination, disable)

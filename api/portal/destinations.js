@@ -73,6 +73,7 @@ function details(destination) {
     ...Object.entries(config).map(([name, value]) => [name.replace(/_/g, " "),
       Array.isArray(value) ? value.join(", ") || "—" : String(value ?? "—")]),
     ["Rate limit", destination.rate_limit ? `${destination.rate_limit} per second` : "none"],
+    ["Ordering", destination.ordering === "per_key" ? "per key, in publish order" : "none"],
     ["Description", destination.description || "—"],
     ["Created", time(destination.created_at)],
     ["Id", destination.id],

@@ -41,6 +41,7 @@ def present(record: dict[str, Any], request_id: str | None) -> dict[str, Any]:
         "metadata": record.get("metadata") or {},
         "rate_limit": record.get("rate_limit"),
         "filter": record.get("filter"),
+        "ordering": record.get("ordering") or "none",
         record["type"]: _public_config(record.get("config") or {}),
         "created_at": record["created_at"],
         "updated_at": record["updated_at"],
@@ -88,8 +89,8 @@ async def read(request: web.Request) -> web.Response:
 @routes.patch(ITEM)
 @requires(PORTAL)
 async def update(request: web.Request) -> web.Response:
-    """Change name, description, metadata, events, rate_limit, filter, type or the type's
-    config."""
+    """Change name, description, metadata, events, rate_limit, filter, ordering, type or
+    the type's config."""
     principal = await _manager(request)
     service = request.app[DESTINATIONS]
     current = service.get(principal, _id(request))

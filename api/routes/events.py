@@ -12,7 +12,7 @@ from api.app_keys import DB, PRODUCER, SETTINGS, VIEW
 from api.auth import PORTAL, PUBLISH, Principal, requires
 from api.body import read_json
 from api.errors import ApiError, RequestValidationError, not_found, unavailable
-from api.index import Query, fetch_one, fetch_page, page_limit, present_event
+from api.index import Query, fetch_one, fetch_page, page_limit, present_event_shown
 from api.publishing import publish_each, publish_events
 from api.responses import json_response, principal_of, synced_view
 from api.stable_ids import Attempt, IdSource, id_source
@@ -28,6 +28,7 @@ def _accepted(event: dict[str, Any]) -> dict[str, Any]:
         "object": "event",
         "type": event["type"],
         "created_at": event["created_at"],
+        "ordering_key": event.get("ordering_key"),
     }
 
 
@@ -155,7 +156,8 @@ def _batch_response(
 async def list_events(request: web.Request) -> web.Response:
     """The tenant's events, newest first; filters `type`, `created_after`, `created_before`."""
     principal = principal_of(request)
-    query = Query("events", "id, type, data, created_at").where("tenant = $?", principal.tenant)
+    columns = "id, type, data, created_at, ordering_key"
+    query = Query("events", columns).where("tenant = $?", principal.tenant)
     event_type = request.query.get("type")
     if event_type is not None:
         query.where("type = $?", event_type)
@@ -164,7 +166,7 @@ async def list_events(request: web.Request) -> web.Response:
     return json_response(
         {
             "object": "list",
-            "data": [present_event(r) for r in rows],
+            "data": [present_event_shown(r) for r in rows],
             "has_more": more,
             "next_cursor": cursor,
         }
@@ -174,13 +176,13 @@ async def list_events(request: web.Request) -> web.Response:
 async def _event_row(request: web.Request, principal: Principal) -> dict[str, Any]:
     row = await fetch_one(
         request.app[DB],
-        "select id, type, data, created_at from events where tenant = $1 and id = $2",
+        "select id, type, data, created_at, ordering_key from events where tenant = $1 and id = $2",
         principal.tenant,
         request.match_info["event_id"],
     )
     if row is None:
         raise not_found("event")
-    return present_event(row)
+    return present_event_shown(row)
 
 
 @routes.get("/v2/events/{event_id}")

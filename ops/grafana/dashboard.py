@@ -260,6 +260,16 @@ SECTIONS = [
               [Query(f"sum by (source, reason) (rate(herald_source_rejects_total{RATE}))",
                      "{{source}} {{reason}}")]),
     ]),
+    # Ordered delivery per key (issue 16).
+    Section(80, "Ordered delivery", [
+        Chart(81, "Deliveries held behind their key by worker",
+              "Deliveries to per_key destinations waiting behind an earlier delivery of the "
+              "same ordering key (its retry, or its turn in the lane). They stay unfinished, "
+              "so a key held for long pins its partition's committed offset; at "
+              "sink_max_unfinished_per_partition the partition pauses (stalled, above).",
+              0, 24, "short",
+              [Query("sum by (instance) (herald_deliveries_held_for_order)", "{{instance}}")]),
+    ]),
 ]  # fmt: skip
 
 

@@ -16,6 +16,7 @@ from opentelemetry.trace import Span
 from pipeline import delivery_record, ids, tracing
 from pipeline.agents.take import take_ready
 from pipeline.dedupe import Sightings, marker_key
+from pipeline.delivery_record import ORDERING_KEY
 from pipeline.supervision import exit_process
 from pipeline.timeutil import now_iso
 from pipeline.tracing import Headers
@@ -77,6 +78,10 @@ def deliveries_for(
     body = orjson.dumps(envelope)
     event_head = {k: envelope[k] for k in delivery_record.EVENT_HEAD_KEYS}
     routed_at = now_iso()
+    # Every delivery of a keyed event carries the key; the runner keeps its order where the
+    # destination asks for it (pipeline/ordering.py). This partition's deliveries are sent
+    # in event order, and the producer keeps that order within each `deliveries` partition.
+    ordering_key = event.get("ordering_key")
     for destination in matches:
         head = {
             "id": delivery_id(event, destination),
@@ -88,6 +93,8 @@ def deliveries_for(
             "due_at": None,
             "routed_at": routed_at,
         }
+        if ordering_key is not None:
+            head[ORDERING_KEY] = ordering_key
         key = ids.scoped(tenant, destination["id"]).encode()
         out.append((key, delivery_record.frame(head, body)))
     return out

@@ -112,11 +112,20 @@ def herald(services: Services) -> Iterator[Herald]:
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     if not RESULTS:
         return
-    columns = ("scenario", "sent", "acknowledged", "delivered", "lost", "duplicated")
+    # out_of_order: the per-key ordering scenario's (test_ordering_crash.py); "-" elsewhere
+    columns = (
+        "scenario",
+        "sent",
+        "acknowledged",
+        "delivered",
+        "lost",
+        "duplicated",
+        "out_of_order",
+    )
     terminalreporter.write_sep("=", "fault scenarios")
     terminalreporter.write_line(" | ".join(f"{c:>14}" for c in columns))
     for row in RESULTS:
-        terminalreporter.write_line(" | ".join(f"{row[c]!s:>14}" for c in columns))
+        terminalreporter.write_line(" | ".join(f"{row.get(c, '-')!s:>14}" for c in columns))
     out = ROOT / "bench" / "results" / "faults.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"scenarios": RESULTS, "subscribers_per_event": 3}, indent=2) + "\n")
