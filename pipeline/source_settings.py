@@ -13,6 +13,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, TypeAdapter, model_validator
 
+from pipeline.operator_events import reserved_tenant
+
 # A source's name labels metrics and names its /readyz check: short, plain.
 SOURCE_NAME = r"^[a-z0-9][a-z0-9_-]{0,39}$"
 TENANT = r"^[A-Za-z0-9_-]{1,64}$"
@@ -38,6 +40,15 @@ class _Source(BaseModel):
     # Records taken, validated and produced together; the source's position moves on once
     # all of them are durable in `events` (or `rejects`).
     max_batch: int = Field(default=2000, ge=1, le=50_000)
+
+    @model_validator(mode="after")
+    def _tenant_not_reserved(self) -> _Source:
+        if reserved_tenant(self.default_tenant):
+            raise ValueError(
+                f"source {self.name}: default_tenant '{self.default_tenant}' is reserved "
+                "for operator events"
+            )
+        return self
 
 
 class KafkaSource(_Source):

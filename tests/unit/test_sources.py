@@ -47,6 +47,11 @@ def test_two_sources_of_one_name_are_refused(monkeypatch: pytest.MonkeyPatch) ->
         Settings().all_sources()
 
 
+def test_the_operator_tenant_cannot_be_a_source_s_default() -> None:
+    with pytest.raises(ValidationError, match="reserved for operator events"):
+        KafkaSource.model_validate({**KAFKA, "default_tenant": "herald-operator"})
+
+
 def test_sasl_needs_a_password_and_passes_it_to_aiokafka() -> None:
     with pytest.raises(ValidationError, match="SASL needs"):
         KafkaSource.model_validate({**KAFKA, "security_protocol": "SASL_PLAINTEXT"})
