@@ -93,6 +93,7 @@ class Outcomes:
         """Record a failed attempt and queue what comes next (a retry tier or the DLQ);
         `in_place`: the runner keeps the delivery for its retry (a key's head), so no retry
         record is written."""
+        in_row = self._count_dead_letter(destination, decision.step)
         await self._recorder.failure(delivery, exc, latency_ms, decision.step)
         metrics.record_attempt(
             destination["type"], "failed", delivery["attempt"], latency_ms / 1000
@@ -103,6 +104,7 @@ class Outcomes:
             destination,
             decision.step,
             decision.disable,
+            in_row,
             last_error=str(exc),
             in_place=in_place,
         )
@@ -119,6 +121,7 @@ class Outcomes:
         a failed one. The first skip in a row is written to the attempt log as an attempt
         that was not made (so the log says why nothing happens), and so is a dead letter;
         the skips between cost one retry record each and nothing in the log."""
+        in_row = self._count_dead_letter(destination, decision.step)
         first = not delivery.get("skipped")
         if first or isinstance(decision.step, DeadLetter):
             error = RetryableError(decision.reason)
@@ -127,7 +130,13 @@ class Outcomes:
             self._recorder.skipped_again(delivery, decision.step)
         metrics.DELIVERIES_DEFERRED.labels(type=destination["type"], reason="circuit_open").inc()
         await self._follow(
-            delivery, destination, decision.step, decision.disable, skipped=True, in_place=in_place
+            delivery,
+            destination,
+            decision.step,
+            decision.disable,
+            in_row,
+            skipped=True,
+            in_place=in_place,
         )
 
     async def deferred(
@@ -151,27 +160,33 @@ class Outcomes:
         destination: dict[str, Any],
         step: Retry | DeadLetter,
         disable: str | None,
+        in_row: int,
         *,
         skipped: bool = False,
         last_error: str | None = None,
         in_place: bool = False,
     ) -> None:
         """Queue the next retry (unless the runner keeps it `in_place`), or park the
-        delivery in the DLQ (counted toward disable where the destination was at fault;
-        with the attempt's error, if one was made); then disable the destination if
+        delivery in the DLQ (with the attempt's error, if one was made; `in_row`: the
+        destination's dead letters in a row with this one); then disable the destination if
         decided."""
         if isinstance(step, DeadLetter):
             await self._recorder.dead_letter(delivery, step.reason, last_error)
             metrics.DEAD_LETTERS.labels(type=destination["type"]).inc()
-            in_row = self._count_dead_letter(destination) if step.counts_toward_disable else 0
             self._operator.dead_lettered(destination, step.reason, in_row)
         elif not in_place:
             await self._recorder.retry(delivery, step, skipped=skipped)
         if disable is not None and await self._recorder.auto_disable(destination, disable):
             self._operator.disabled(destination, disable)
 
-    def _count_dead_letter(self, destination: dict[str, Any]) -> int:
-        """Count one more dead letter in a row; how many there are now."""
+    def _count_dead_letter(self, destination: dict[str, Any], step: Retry | DeadLetter) -> int:
+        """Count `step` if it is a dead letter where the destination was at fault; the dead
+        letters in a row now (0 if it is not one). Called before the outcome's first await,
+        in the step the runner decided it in: a delivery of the destination deciding while
+        this one's records are written sees it (five dead letters at once disable at the
+        fifth, not at a sixth). A write that fails stops the worker, count and all."""
+        if not isinstance(step, DeadLetter) or not step.counts_toward_disable:
+            return 0
         ref, version = ref_of_destination(destination), version_of(destination)
         count = self.dead_letters_in_row(destination) + 1
         self._dead_letters[ref] = (version, count)

@@ -213,6 +213,38 @@ async def test_the_dead_letter_count_starts_anew_when_the_destination_changes() 
     assert DESTINATION_CHANGES in producer.topics()
 
 
+class GatedProducer(Producer):
+    """Holds every send until `gate` is set: outcomes whose records are still being written."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+
+    async def send_and_wait(
+        self, topic: str, value: bytes, *, key: bytes, headers: Any = None
+    ) -> None:
+        await self.gate.wait()
+        await super().send_and_wait(topic, value, key=key, headers=headers)
+
+
+async def test_dead_letters_decided_while_others_are_written_count_in_the_row() -> None:
+    producer = GatedProducer()
+    outcomes = Outcomes(_recorder(producer))
+    rules = Rules(Schedule(max_retries=0), disable_after=5)
+    destination = _destination()
+    failing = [
+        asyncio.ensure_future(
+            _fail(outcomes, _delivery(), destination, RetryableError("503"), rules)
+        )
+        for _ in range(5)
+    ]
+    await asyncio.sleep(0)  # each decides, then waits for its writes
+    assert outcomes.dead_letters_in_row(destination) == 5
+    producer.gate.set()
+    await asyncio.gather(*failing)
+    assert producer.topics().count(DESTINATION_CHANGES) == 1  # the fifth disabled it
+
+
 # -- B6: nothing leaves an offset unfinished; the recorder retries, then says so --------
 
 
