@@ -22,8 +22,13 @@ from tests.integration.conftest import Stack, page_problems
 
 SPEC = build_spec()
 METHODS = ("get", "put", "post", "patch", "delete")
+# The API's operations, and the operator events (the spec's `webhooks`, shown as operations).
 OPERATIONS = [
-    op for item in SPEC["paths"].values() for method, op in item.items() if method in METHODS
+    op
+    for items in (SPEC["paths"], SPEC.get("webhooks", {}))
+    for item in items.values()
+    for method, op in item.items()
+    if method in METHODS
 ]
 LIST_DESTINATIONS = SPEC["paths"]["/v2/event-destinations"]["get"]["operationId"]
 SCREENSHOTS = os.environ.get("HERALD_DOCS_SCREENSHOTS")
