@@ -231,17 +231,14 @@ def _count(outcomes: list[Outcome]) -> list[Outcome]:
     return outcomes
 
 
-def event_producer(
-    settings: Settings, client_id: str, linger_ms: int | None = None
-) -> AIOKafkaProducer:
+def event_producer(settings: Settings, client_id: str) -> AIOKafkaProducer:
     """The producer of `events` for the API and the sources' ingest (api/sources/): acks=all,
-    idempotent; not started. The API's lingers api_linger_ms (its publisher waits for the
-    acknowledgement); the ingest passes its own `linger_ms`."""
+    idempotent; not started."""
     return AIOKafkaProducer(
         bootstrap_servers=settings.kafka_bootstrap,
         acks="all",
         enable_idempotence=True,
-        linger_ms=settings.api_linger_ms if linger_ms is None else linger_ms,
+        linger_ms=settings.api_linger_ms,  # the publisher waits for the acknowledgement
         # A batch publish writes one record batch per partition: room for 1,000 events of a
         # few hundred bytes, or one of the largest allowed, in one.
         max_batch_size=max(MAX_BATCH_BYTES, settings.max_event_bytes + 16 * 1024),

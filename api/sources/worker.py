@@ -43,12 +43,6 @@ def source_consumer(source: SourceSettings, ingester: Ingester) -> Reconnecting:
     return RabbitMQSourceConsumer(source, ingester)
 
 
-# The ingest's producer waits this long to fill a partition's record batch: it sends whole
-# source batches, and fewer, fuller produce requests (one in flight at a time, idempotent)
-# cost less CPU here and in the broker. The API's producer does not linger.
-INGEST_LINGER_MS = 5
-
-
 class IngestService(mode.Service):
     """The views, the producer and the sources' consumers of one ingest process."""
 
@@ -56,9 +50,7 @@ class IngestService(mode.Service):
         super().__init__(**kwargs)
         self.view = DestinationView(settings.kafka_bootstrap)
         self.tenants = TenantView(settings.kafka_bootstrap)
-        self.producer = event_producer(
-            settings, f"{settings.app_id}-ingest", linger_ms=INGEST_LINGER_MS
-        )
+        self.producer = event_producer(settings, f"{settings.app_id}-ingest")
         keys = KeyRing(settings, self.tenants)
         ingester = Ingester(settings, self.view, self.producer, keys.exists)
         self.consumers = [source_consumer(s, ingester) for s in settings.all_sources()]
