@@ -22,6 +22,10 @@ from api.sources.reconnect import Reconnecting
 from pipeline.source_settings import KafkaSource
 
 FETCH_TIMEOUT_MS = 1000
+# Past aiokafka's defaults (50 MiB a fetch, 1 MiB a partition): a fetch round trip brings
+# several batches of a busy topic, not one partition's megabyte.
+FETCH_MAX_BYTES = 64 * 1024 * 1024
+PARTITION_FETCH_BYTES = 8 * 1024 * 1024
 
 
 def consumer_options(source: KafkaSource) -> dict[str, Any]:
@@ -34,6 +38,8 @@ def consumer_options(source: KafkaSource) -> dict[str, Any]:
         "auto_offset_reset": source.auto_offset_reset,
         "security_protocol": source.security_protocol,
         "max_poll_records": source.max_batch,
+        "fetch_max_bytes": FETCH_MAX_BYTES,
+        "max_partition_fetch_bytes": PARTITION_FETCH_BYTES,
     }
     if source.security_protocol in ("SSL", "SASL_SSL"):
         options["ssl_context"] = create_ssl_context(
@@ -92,8 +98,11 @@ class KafkaSourceConsumer(Reconnecting):
         """Fetch a batch and start ingesting it, then wait for the previous batch to be
         durable and commit its offsets: a batch is fetched, validated and sent while the
         one before waits for its acknowledgements, and commits stay in order."""
+        # With a batch in flight, take only the records fetched already; if none, commit
+        # it now rather than a fetch timeout later.
         batches = await consumer.getmany(
-            timeout_ms=FETCH_TIMEOUT_MS, max_records=self.source.max_batch
+            timeout_ms=FETCH_TIMEOUT_MS if previous is None else 0,
+            max_records=self.source.max_batch,
         )
         current: InFlight | None = None
         if batches:
