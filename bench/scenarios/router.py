@@ -158,36 +158,54 @@ async def measure(bench: Bench, router: subprocess.Popen[bytes], count: int) -> 
     cluster = bench.cluster
     end = sum((await cluster.end_offsets(EVENTS)).values())
     deliveries_before = sum((await cluster.end_offsets(DELIVERIES)).values())
-    start_committed = await cluster.committed(APP_GROUP, EVENTS)
+    start = await cluster.committed(APP_GROUP, EVENTS)
+    figures = await follow_commits(
+        bench, router, APP_GROUP, EVENTS, start, end, "router: routed", ROUTE_TIMEOUT_S
+    )
+    deliveries = sum((await cluster.end_offsets(DELIVERIES)).values()) - deliveries_before
+    return {"events": count, **figures, "deliveries": deliveries}
+
+
+async def follow_commits(
+    bench: Bench,
+    process: subprocess.Popen[bytes],
+    group: str,
+    topic: str,
+    start: int,
+    end: int,
+    label: str,
+    timeout_s: float,
+) -> dict[str, Any]:
+    """Follow `group`'s committed offsets on `topic` (their sum) from its first commit past
+    `start` until `end`, and `process`'s CPU meanwhile: the records and events/s over that
+    span, and the CPU per event. A process that exits with 0 (a ceiling that has committed
+    everything) keeps its last CPU reading; any other exit ends the bench."""
     first: tuple[float, float, int] | None = None  # monotonic s, CPU s, committed
-    deadline = time.monotonic() + ROUTE_TIMEOUT_S
-    with progress("router: routed", count) as bar:
+    cpu_s = 0.0
+    deadline = time.monotonic() + timeout_s
+    with progress(label, end - start) as bar:
         while True:
-            if router.poll() is not None:
-                raise BenchError(f"the router exited ({router.returncode})")
-            committed = await cluster.committed(APP_GROUP, EVENTS)
-            now, cpu_s = time.monotonic(), cpu_seconds(router.pid)
-            bar.update_to(committed - start_committed)
-            if first is None and committed > start_committed:
+            if process.poll() is not None and process.returncode != 0:
+                raise BenchError(f"{label}: the process exited ({process.returncode})")
+            committed = await bench.cluster.committed(group, topic)
+            now, cpu_s = time.monotonic(), cpu_seconds(process.pid) or cpu_s
+            bar.update_to(committed - start)
+            if first is None and committed > start:
                 first = (now, cpu_s, committed)
             if committed >= end:
                 break
             if now >= deadline:
-                raise BenchError(f"the router routed {committed - start_committed} of {count}")
+                raise BenchError(f"{label}: {committed - start} of {end - start} committed")
             await asyncio.sleep(POLL_S)
     assert first is not None
-    routed = committed - first[2]
-    elapsed_s = now - first[0]
-    router_cpu_s = cpu_s - first[1]
-    deliveries = sum((await cluster.end_offsets(DELIVERIES)).values()) - deliveries_before
+    measured = committed - first[2]
+    elapsed_s, used_s = now - first[0], cpu_s - first[1]
     return {
-        "events": count,
-        "measured_events": routed,
+        "measured_events": measured,
         "elapsed_s": round(elapsed_s, 3),
-        "events_per_s": round(routed / elapsed_s, 1) if elapsed_s > 0 else None,
-        "cpu_s": round(router_cpu_s, 3),
-        "cpu_ms_per_event": round(router_cpu_s * 1000 / routed, 4) if routed else None,
-        "deliveries": deliveries,
+        "events_per_s": round(measured / elapsed_s, 1) if elapsed_s > 0 else None,
+        "cpu_s": round(used_s, 3),
+        "cpu_ms_per_event": round(used_s * 1000 / measured, 4) if measured else None,
         "load_average_1m": os.getloadavg()[0],
     }
 

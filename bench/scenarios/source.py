@@ -17,21 +17,25 @@ the process's own over the same span. `--profile` records the ingest process wit
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
 import subprocess
-import time
 from typing import Any
 
 import orjson
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from bench.context import Bench, BenchError, Outcome, Row
+from bench.context import Bench, Outcome, Row
 from bench.profile import Profiler
 from bench.progress import progress
-from bench.scenarios.router import WORKER_READY_S, padded, start_worker, stop_worker, worker_ready
-from bench.stack import CEILING_TOPIC, HERALD, PYTHON, ROOT, TENANT, cpu_seconds, terminate
+from bench.scenarios.router import (
+    WORKER_READY_S,
+    follow_commits,
+    padded,
+    start_worker,
+    stop_worker,
+    worker_ready,
+)
+from bench.stack import CEILING_TOPIC, HERALD, PYTHON, ROOT, TENANT, terminate
 
 TOPIC = "bench-source"
 PARTITIONS = 12
@@ -39,7 +43,6 @@ EVENT_TYPE = "source.bench"
 HERALD_GROUP = "herald-source-bench"
 CEILING_GROUP = "bench-source-ceiling"
 MAX_BATCH = 2000
-POLL_S = 0.1
 TIMEOUT_S = 600.0
 # The ingest process's HTTP port: past the stack's worker and the ports it adds for more.
 INGEST_PORT_AFTER_WORKER = 20
@@ -138,36 +141,10 @@ async def _measure(
     bench: Bench, process: subprocess.Popen[bytes], group: str, count: int
 ) -> dict[str, Any]:
     """Follow `group`'s committed offsets on the source topic from its first commit to all."""
-    first: tuple[float, float, int] | None = None  # monotonic s, CPU s, committed
-    cpu_s = 0.0
-    deadline = time.monotonic() + TIMEOUT_S
-    with progress(f"source: {group}", count) as bar:
-        while True:
-            if process.poll() is not None and process.returncode != 0:
-                raise BenchError(f"{group}'s process exited ({process.returncode})")
-            committed = await bench.cluster.committed(group, TOPIC)
-            # The ceiling exits once it has committed everything: keep its last reading.
-            now, cpu_s = time.monotonic(), cpu_seconds(process.pid) or cpu_s
-            bar.update_to(committed)
-            if first is None and committed > 0:
-                first = (now, cpu_s, committed)
-            if committed >= count:
-                break
-            if now >= deadline:
-                raise BenchError(f"{group} committed {committed} of {count}")
-            await asyncio.sleep(POLL_S)
-    assert first is not None
-    measured = committed - first[2]
-    elapsed_s, used_s = now - first[0], cpu_s - first[1]
-    return {
-        "events": count,
-        "measured_events": measured,
-        "elapsed_s": round(elapsed_s, 3),
-        "events_per_s": round(measured / elapsed_s, 1) if elapsed_s > 0 else None,
-        "cpu_s": round(used_s, 3),
-        "cpu_ms_per_event": round(used_s * 1000 / measured, 4) if measured else None,
-        "load_average_1m": os.getloadavg()[0],
-    }
+    figures = await follow_commits(
+        bench, process, group, TOPIC, 0, count, f"source: {group}", TIMEOUT_S
+    )
+    return {"events": count, **figures}
 
 
 def _profiler(bench: Bench, ingest: subprocess.Popen[bytes]) -> Profiler | None:
