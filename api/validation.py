@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 
 from api.errors import RequestValidationError
-from pipeline import filters
+from pipeline import filters, ids
 from pipeline.operator_events import reserved_tenant
 from pipeline.settings import Settings
 from pipeline.sinks import load_sink
@@ -23,7 +23,7 @@ EVENT_TYPE = re.compile(r"^[a-z0-9_]+(\.[a-z0-9_]+)+$")
 EVENT_PATTERN = re.compile(r"^[a-z0-9_]+(\.[a-z0-9_]+)*\.\*$")
 DESTINATION_ID = re.compile(r"^evtd_[A-Za-z0-9_-]{1,64}$")
 EVENT_ID = re.compile(r"^evt_[A-Za-z0-9_-]{1,64}$")
-TENANT_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+TENANT_ID = re.compile(ids.TENANT_ID_PATTERN)
 MAX_NAME = 200
 MAX_DESCRIPTION = 2000
 MAX_METADATA_KEYS = 50

@@ -19,6 +19,9 @@ DESTINATION = "evtd_"
 DELIVERY = "evdl_"
 ATTEMPT = "evat_"
 CHANGE = "chg_"
+# A tenant id (the API's and the sources' settings check it): what a key, a header or a
+# tenant record may name.
+TENANT_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 
 
 CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"

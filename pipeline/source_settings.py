@@ -13,11 +13,11 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, TypeAdapter, model_validator
 
+from pipeline.ids import TENANT_ID_PATTERN
 from pipeline.operator_events import reserved_tenant
 
 # A source's name labels metrics and names its /readyz check: short, plain.
 SOURCE_NAME = r"^[a-z0-9][a-z0-9_-]{0,39}$"
-TENANT = r"^[A-Za-z0-9_-]{1,64}$"
 
 
 def _secret(value: SecretStr | None, file: Path | None, what: str) -> SecretStr | None:
@@ -34,7 +34,7 @@ class _Source(BaseModel):
 
     name: str = Field(pattern=SOURCE_NAME)
     # The tenant of a record that names none (a record's own `tenant` field wins).
-    default_tenant: str | None = Field(default=None, pattern=TENANT)
+    default_tenant: str | None = Field(default=None, pattern=TENANT_ID_PATTERN)
     # Where invalid records go, on Herald's cluster (None: Settings.sources_rejects_topic).
     rejects_topic: str | None = None
     # Records taken, validated and produced together; the source's position moves on once
