@@ -258,6 +258,7 @@ async def test_misbehaving_receivers_are_classified_and_do_not_block_a_healthy_o
     api: Api, receiver: Receiver, misbehaving: Misbehaving
 ) -> None:
     names = list(EXPECTED)
+    details: dict[str, dict[str, Any]] = {}
     *bad_ids, healthy_id = same_partition_ids(len(names) + 1, "evtd_mis")
     destinations = {}
     for name, destination_id in zip(names, bad_ids, strict=True):
@@ -293,6 +294,7 @@ async def test_misbehaving_receivers_are_classified_and_do_not_block_a_healthy_o
             timeout_s=90,
             what=f"the {name} delivery to be {status}",
         )
+        details[name] = detail
         got = detail["attempts"]
         assert len(got) == attempts, (name, got)
         failed = [a for a in got if a["outcome"] == "failed"]
@@ -303,10 +305,10 @@ async def test_misbehaving_receivers_are_classified_and_do_not_block_a_healthy_o
             assert got[-1]["outcome"] == "success", (name, got)
         if name in ("huge", "endless"):  # only the first KiB is recorded
             assert len(got[0]["response_body"]) == 1024, name
-    await _check_details(misbehaving)
+    await _check_details(misbehaving, details)
 
 
-async def _check_details(misbehaving: Misbehaving) -> None:
+async def _check_details(misbehaving: Misbehaving, details: dict[str, dict[str, Any]]) -> None:
     # A redirect is never followed.
     assert not misbehaving.started["elsewhere"]
     # 429 with Retry-After: 1 skipped tiers 1 and 2 (0.2 s, 0.4 s) for the last, 0.8 s.
@@ -320,5 +322,12 @@ async def _check_details(misbehaving: Misbehaving) -> None:
     # Failures were retried on schedule: the timeouts four times, each cut at 2 s.
     stuck, cut = misbehaving.started["endless-headers"], misbehaving.ended["endless-headers"]
     await eventually(lambda: len(cut) == 4, timeout_s=60, what="the last stuck request cut")
-    # Cut at the 2 s timeout, not ended by the receiver (it never ends by itself).
-    assert all(1.9 <= e - s < 10 for s, e in zip(stuck, cut, strict=True))
+    # Cut at the 2 s timeout, not ended by the receiver (it never ends by itself): Herald's
+    # own clock says each attempt lasted its timeout. The receiver's clock starts only when
+    # its accept callback runs, which a loaded machine delays by a fraction of a second
+    # (CI once saw < 1.9 s there), so it only checks the connection was held open, not
+    # dropped at once.
+    latencies = [a["latency_ms"] for a in details["endless-headers"]["attempts"]]
+    assert all(1990 <= ms < 10_000 for ms in latencies), latencies
+    held = [round(e - s, 3) for s, e in zip(stuck, cut, strict=True)]
+    assert all(1.0 <= seconds < 10 for seconds in held), held
