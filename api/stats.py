@@ -105,20 +105,23 @@ def _aligned(at: datetime, bucket_s: int, field: str, *, up: bool) -> datetime:
 
 
 def stats_sql(query: StatsRequest, destination: bool) -> str:
-    """The sums per bucket (and group): $1 tenant, $2 span, $3 from, $4 to, $5 bucket
-    length, then $6 destination id, $7 its generation for one destination."""
-    by_destination = destination or query.group_by == "destination"
+    """The sums per bucket (and group), and over the whole range: $1 tenant, $2 span, $3
+    from, $4 to, $5 bucket length, then $6 destination id, $7 its generation for one
+    destination. A row's `bucket` is null in the sums over the range, its `key` null in
+    those over every group (always, without group_by)."""
     where = "tenant = $1 and span_s = $2 and bucket_at >= $3 and bucket_at < $4"
     if destination:
         where += " and destination_id = $6 and destination_generation in ($7, '')"
     elif query.group_by == "destination":
-        where += " and destination_id <> ''"
+        where += f" and destination_id not in ('', '{stats.ALL_DESTINATIONS}')"
+    else:  # the rows that sum the tenant's events and all its destinations (migration 018)
+        where += f" and destination_id = '{stats.ALL_DESTINATIONS}'"
     # For a destination an event is one routed to it: a delivery.
+    by_destination = destination or query.group_by == "destination"
     events = "sum(deliveries)" if by_destination else "sum(events)"
     key = {"destination": "destination_id", "event_type": "event_type"}.get(query.group_by or "")
     group = f"{key} as key" if key else "null::text as key"
-    # Grouped, the rows of each group and (key null) those of every group together.
-    grouping = "grouping sets ((1, 2), (1))" if key else "1, 2"
+    grouping = "grouping sets ((1, 2), (1), (2), ())" if key else "grouping sets ((1), ())"
     return (
         f"select date_bin($5::interval, bucket_at, $3) as bucket, {group}, "  # noqa: S608 - constants only
         f"{events}::bigint as events, {_SUMS}, array[{_HISTOGRAM}]::bigint[] as histogram "
@@ -140,6 +143,14 @@ async def read_stats(
     if destination is not None:
         params += [destination[0], destination[1]]
     rows = await _fetch_planned_each_time(pool, stats_sql(query, destination is not None), params)
+    # Each row is one bucket of one series, or one series' totals: laid out by series.
+    totals: dict[str | None, asyncpg.Record] = {}
+    buckets: dict[str | None, dict[datetime, asyncpg.Record]] = {}
+    for row in rows:
+        if row[0] is None:
+            totals[row[1]] = row
+        else:
+            buckets.setdefault(row[1], {})[row[0]] = row
     starts = _starts(query)
     body: dict[str, Any] = {
         "object": "delivery_stats",
@@ -147,14 +158,15 @@ async def read_stats(
         "to": iso(query.end),
         "bucket": query.bucket,
         "group_by": query.group_by,
-        **_series(starts, [row for row in rows if row["key"] is None]),
+        **_series(starts, totals.get(None), buckets.get(None, {})),
     }
     if query.group_by is not None:
-        groups = _grouped([row for row in rows if row["key"] is not None])
+        keys = sorted((key for key in totals if key is not None), key=lambda k: _weight(totals[k]))
         body["groups"] = [
-            {"key": key, **_series(starts, group)} for key, group in groups[:MAX_GROUPS]
+            {"key": key, **_series(starts, totals[key], buckets.get(key, {}))}
+            for key in keys[:MAX_GROUPS]
         ]
-        body["more_groups"] = len(groups) > MAX_GROUPS
+        body["more_groups"] = len(keys) > MAX_GROUPS
     return body
 
 
@@ -173,91 +185,66 @@ async def _fetch_planned_each_time(
         raise unavailable("The delivery log is unreachable right now.") from exc
 
 
-def _grouped(rows: list[asyncpg.Record]) -> list[tuple[str, list[asyncpg.Record]]]:
-    """Rows by group key, the groups with the most attempts (then deliveries, events)
-    first."""
-    groups: dict[str, list[asyncpg.Record]] = {}
-    for row in rows:
-        groups.setdefault(row["key"], []).append(row)
-
-    def weight(item: tuple[str, list[asyncpg.Record]]) -> tuple[int, int, int, str]:
-        attempts = deliveries = events = 0
-        for row in item[1]:
-            attempts += row["attempts_succeeded"] + row["attempts_failed"]
-            deliveries += row["deliveries"]
-            events += row["events"]
-        return (-attempts, -deliveries, -events, item[0])
-
-    return sorted(groups.items(), key=weight)
+def _weight(row: asyncpg.Record) -> tuple[int, int, int, str]:
+    """A group's place: the most attempts first, then deliveries, events, then its key."""
+    attempts = row["attempts_succeeded"] + row["attempts_failed"]
+    return (-attempts, -row["deliveries"], -row["events"], row["key"])
 
 
-@dataclass
-class _Sums:
-    """Counters and a latency histogram, added up from rows."""
+def _counts(row: asyncpg.Record | None) -> dict[str, Any]:
+    """The counts of one row of `stats_sql` as the API shows them (StatsCounts in the
+    spec). Called for every bucket of a response: the row is read by position, once."""
+    if row is None or row[3] is None:  # no rows: the sums over nothing are null
+        return _EMPTY
+    (_, _, events, deliveries, succeeded, failed, canceled, attempts_succeeded, attempts_failed,
+     s2xx, s3xx, s4xx, s5xx, none, histogram) = row  # fmt: skip
+    finished = succeeded + failed
+    attempts = attempts_succeeded + attempts_failed
+    p50, p95 = stats.percentiles_ms(histogram, (0.50, 0.95))
+    return {
+        "events": events,
+        "deliveries": {
+            "created": deliveries,
+            "succeeded": succeeded,
+            "failed": failed,
+            "canceled": canceled,
+            "success_rate": round(succeeded / finished, 4) if finished else None,
+        },
+        "attempts": {
+            "total": attempts,
+            "succeeded": attempts_succeeded,
+            "failed": attempts_failed,
+            "success_rate": round(attempts_succeeded / attempts, 4) if attempts else None,
+            "status_classes": {"2xx": s2xx, "3xx": s3xx, "4xx": s4xx, "5xx": s5xx, "none": none},
+        },
+        "latency_ms": {"p50": p50, "p95": p95},
+    }
 
-    counters: dict[str, int]
-    histogram: list[int]
 
-    @classmethod
-    def of(cls, rows: list[asyncpg.Record]) -> _Sums:
-        """The sums of `rows` (rows of the query of `stats_sql`)."""
-        if len(rows) == 1:  # most buckets of a series
-            return cls({name: rows[0][name] for name in stats.COUNTERS}, rows[0]["histogram"])
-        if not rows:
-            return cls(dict.fromkeys(stats.COUNTERS, 0), [0] * stats.LATENCY_SLOTS)
-        counters = {name: sum(row[name] for row in rows) for name in stats.COUNTERS}
-        histogram = [sum(slot) for slot in zip(*(row["histogram"] for row in rows), strict=True)]
-        return cls(counters, histogram)
-
-    def present(self) -> dict[str, Any]:
-        """The counts as the API shows them (StatsCounts in the spec)."""
-        c = self.counters
-        finished = c["succeeded"] + c["failed"]
-        attempts = c["attempts_succeeded"] + c["attempts_failed"]
-        p50, p95 = stats.percentiles_ms(self.histogram, (0.50, 0.95))
-        return {
-            "events": c["events"],
-            "deliveries": {
-                "created": c["deliveries"],
-                "succeeded": c["succeeded"],
-                "failed": c["failed"],
-                "canceled": c["canceled"],
-                "success_rate": round(c["succeeded"] / finished, 4) if finished else None,
-            },
-            "attempts": {
-                "total": attempts,
-                "succeeded": c["attempts_succeeded"],
-                "failed": c["attempts_failed"],
-                "success_rate": round(c["attempts_succeeded"] / attempts, 4) if attempts else None,
-                "status_classes": {
-                    "2xx": c["status_2xx"],
-                    "3xx": c["status_3xx"],
-                    "4xx": c["status_4xx"],
-                    "5xx": c["status_5xx"],
-                    "none": c["status_none"],
-                },
-            },
-            "latency_ms": {"p50": p50, "p95": p95},
-        }
+# The counts of an empty bucket, shared by every one (the body is only serialized).
+_EMPTY = _counts((None, None, *([0] * len(stats.COUNTERS)), [0] * stats.LATENCY_SLOTS))  # type: ignore[arg-type]
 
 
 def _starts(query: StatsRequest) -> list[tuple[datetime, str]]:
     """Each bucket's start, and as the API writes it (once per request, not per series)."""
     step = timedelta(seconds=query.bucket_s)
     count = int((query.end - query.start) / step)
-    return [(at, str(iso(at))) for at in (query.start + step * n for n in range(count))]
+    # As `iso` writes them, faster: a bucket starts on a whole minute, in UTC.
+    return [
+        (at, f"{at.isoformat()[:19]}.000Z") for at in (query.start + step * n for n in range(count))
+    ]
 
 
-def _series(starts: list[tuple[datetime, str]], rows: list[asyncpg.Record]) -> dict[str, Any]:
+def _series(
+    starts: list[tuple[datetime, str]],
+    totals: asyncpg.Record | None,
+    buckets: dict[datetime, asyncpg.Record],
+) -> dict[str, Any]:
     """`totals` and one entry per bucket of the range (empty buckets too), oldest first."""
-    by_bucket: dict[datetime, list[asyncpg.Record]] = {}
-    for row in rows:
-        by_bucket.setdefault(row["bucket"], []).append(row)
-    empty = _Sums.of([]).present()  # shared by every empty bucket (read-only)
     return {
-        "totals": _Sums.of(rows).present(),
+        "totals": _counts(totals),
         "buckets": [
-            {"start": text, **(_Sums.of(by_bucket[at]).present() if at in by_bucket else empty)}
+            {"start": text, **(_counts(buckets[at]) if at in buckets else _EMPTY)}
             for at, text in starts
         ],
     }

@@ -4,6 +4,9 @@ batch, and the latency histogram they hold (read back by api/stats.py).
 A rollup row sums one (tenant, destination, generation, event type) over one minute and
 one hour (migration 016). The indexer passes `Rollup` only what is new to the index (the
 events, deliveries and attempts its statements inserted), so a replayed batch adds nothing.
+Each (tenant, event type) also has rows of destination ALL_DESTINATIONS that sum its events
+and every destination's deliveries and attempts (migration 018): the tenant-wide query reads
+those, one row per event type and hour, rather than one per destination as well.
 
 Latencies are counted in LATENCY_SLOTS fixed slots: slot 0 holds [0, 1 ms), slot i holds
 [2^((i-1)/3), 2^(i/3)) ms, the last one everything from 2^17 ms (131 s) up. A percentile is
@@ -23,6 +26,9 @@ LATENCY_SLOTS = 53
 SLOTS_PER_DOUBLING = 3
 MINUTE_S = 60
 HOUR_S = 3600
+# The destination id of the rows that sum all of a tenant's destinations (and its events).
+# Never a destination's id: those start with `evtd_`.
+ALL_DESTINATIONS = "*"
 # The counters of a rollup row, in the order of migration 016's columns.
 COUNTERS = (
     "events",
@@ -156,22 +162,32 @@ class Rollup:
         self._add(group, at, (*counters, _STATUS_INDEX[status_class(response_status)]), latency_ms)
 
     def rows(self) -> list[tuple[Any, ...]]:
-        """One row per (group, minute) and per (group, hour), in migration 016's
-        `index_stats` order."""
+        """One row per (group, minute) and per (group, hour), and the ALL_DESTINATIONS rows
+        of each (tenant, event type), in migration 016's `index_stats` order."""
+        minutes = dict(self._minutes)
+        for (group, minute), sums in self._minutes.items():
+            _add_into(minutes, ((group[0], ALL_DESTINATIONS, "", group[3]), minute), sums)
         hours: dict[tuple[Group, datetime], tuple[list[int], list[int]]] = {}
-        rows = []
-        for (group, minute), (counters, histogram) in self._minutes.items():
-            tenant, destination, generation, event_type = group
-            rows.append((tenant, MINUTE_S, minute, destination, generation, event_type,
-                         *counters, histogram))  # fmt: skip
-            hour = hours.get((group, minute.replace(minute=0)))
-            if hour is None:
-                hours[(group, minute.replace(minute=0))] = (list(counters), list(histogram))
-            else:
-                hour[0][:] = map(sum, zip(hour[0], counters, strict=True))
-                hour[1][:] = map(sum, zip(hour[1], histogram, strict=True))
-        for ((tenant, destination, generation, event_type), at), sums in hours.items():
-            rows.append(
-                (tenant, HOUR_S, at, destination, generation, event_type, *sums[0], sums[1])
+        for (group, minute), sums in minutes.items():
+            _add_into(hours, (group, minute.replace(minute=0)), sums)
+        return [
+            (tenant, span_s, at, destination, generation, event_type, *counters, histogram)
+            for span_s, sums_of in ((MINUTE_S, minutes), (HOUR_S, hours))
+            for ((tenant, destination, generation, event_type), at), (counters, histogram) in (
+                sums_of.items()
             )
-        return rows
+        ]
+
+
+def _add_into(
+    into: dict[tuple[Group, datetime], tuple[list[int], list[int]]],
+    key: tuple[Group, datetime],
+    sums: tuple[list[int], list[int]],
+) -> None:
+    """Add counters and a histogram to those of `key` (a copy of them if it has none)."""
+    found = into.get(key)
+    if found is None:
+        into[key] = (list(sums[0]), list(sums[1]))
+    else:
+        found[0][:] = map(sum, zip(found[0], sums[0], strict=True))
+        found[1][:] = map(sum, zip(found[1], sums[1], strict=True))

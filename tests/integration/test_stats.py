@@ -16,13 +16,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import asyncpg
 import orjson
 import pytest
 from aiohttp import web
 
-from pipeline.stats import latency_slot, slot_bounds_ms
+from pipeline.db import MIGRATIONS
+from pipeline.stats import ALL_DESTINATIONS, latency_slot, slot_bounds_ms
 from tests.integration.api_client import Api
-from tests.integration.conftest import PLATFORM_KEY, Stack
+from tests.integration.conftest import PLATFORM_KEY, Services, Stack
 from tests.integration.test_tenants import client, new_tenant
 from tests.support import Receiver, eventually
 
@@ -63,9 +65,13 @@ async def answering() -> AsyncIterator[AnsweringReceiver]:
 
 
 @pytest.fixture
-async def tenant_api(stack: Stack, platform: Api) -> AsyncIterator[Api]:
-    tenant = await new_tenant(platform)
-    async with client(stack.api_url, PLATFORM_KEY, tenant["id"]) as api:
+async def stats_tenant(platform: Api) -> dict[str, Any]:
+    return dict(await new_tenant(platform))
+
+
+@pytest.fixture
+async def tenant_api(stack: Stack, stats_tenant: dict[str, Any]) -> AsyncIterator[Api]:
+    async with client(stack.api_url, PLATFORM_KEY, stats_tenant["id"]) as api:
         yield api
 
 
@@ -99,7 +105,10 @@ async def _attempt_latencies(api: Api, destination_id: str) -> list[float]:
 
 
 async def test_statistics_count_real_deliveries(
-    tenant_api: Api, answering: AnsweringReceiver
+    tenant_api: Api,
+    answering: AnsweringReceiver,
+    services: Services,
+    stats_tenant: dict[str, Any],
 ) -> None:
     api = tenant_api
     before = datetime.now(UTC)
@@ -169,6 +178,14 @@ async def test_statistics_count_real_deliveries(
     assert groups[lost["id"]]["attempts"]["status_classes"]["none"] == ATTEMPTS_TO_FAIL
     assert groups[lost["id"]]["deliveries"]["failed"] == 1
     assert groups[main["id"]]["events"] == ok_count + FLAKY + 1  # the events routed to it
+    # The tenant-wide numbers come from rows that sum all destinations (migration 018), the
+    # grouped ones from each destination's: both count the same deliveries and attempts.
+    for part in ("deliveries", "attempts"):
+        for name, value in totals[part].items():
+            if name not in ("success_rate", "status_classes"):
+                assert value == sum(g[part][name] for g in groups.values()), (part, name)
+    assert grouped["totals"]["attempts"] == totals["attempts"]
+    await _check_backfill(services, stats_tenant["id"])
 
     # One destination, by event type; its percentiles against its attempts' own latencies.
     mine = await _stats(api, main_path, group_by="event_type")
@@ -186,6 +203,41 @@ async def test_statistics_count_real_deliveries(
         assert _within_precision(estimate, exact), (name, estimate, exact)
     # The slowest answer was 150 ms: the p95 is the receiver's delay, not the clock's noise.
     assert mine["totals"]["latency_ms"]["p95"] >= 80
+
+
+async def _check_backfill(services: Services, tenant: str) -> None:
+    """Migration 018 sums the rows written before it into the all-destinations rows: run
+    on the rows the indexer wrote (its own all-destinations rows deleted first, in a
+    transaction rolled back after), it makes exactly the rows the indexer made."""
+    columns = "span_s, bucket_at, event_type, events, deliveries, succeeded, failed, " \
+        "canceled, attempts_succeeded, attempts_failed, status_2xx, status_3xx, status_4xx, " \
+        "status_5xx, status_none, latency_histogram"  # fmt: skip
+    rows = (
+        f"select {columns} from delivery_stats where tenant = $1 "  # noqa: S608 - constants
+        "and destination_id = $2 order by span_s, bucket_at, event_type"
+    )
+    connection = await asyncpg.connect(services.database_url)
+    try:
+        async with connection.transaction():
+            # The indexer waits (for other tests' rows) until the rollback.
+            await connection.execute("lock table delivery_stats in exclusive mode")
+            written = await connection.fetch(rows, tenant, ALL_DESTINATIONS)
+            assert written, "no all-destinations rows"
+            await connection.execute(
+                "delete from delivery_stats where destination_id = $1", ALL_DESTINATIONS
+            )
+            [migration] = MIGRATIONS.glob("018_*.sql")
+            await connection.execute(migration.read_text())
+            assert await connection.fetch(rows, tenant, ALL_DESTINATIONS) == written
+            raise _RollBack
+    except _RollBack:
+        pass
+    finally:
+        await connection.close()
+
+
+class _RollBack(Exception):
+    """Ends a transaction with a rollback."""
 
 
 def _time(text: str) -> datetime:

@@ -98,6 +98,30 @@ def test_a_rollup_counts_per_minute_and_sums_per_hour() -> None:
     assert sum(hour_histogram) == 3
 
 
+def test_a_rollup_sums_every_destination_of_a_tenant_and_type() -> None:
+    rollup = stats.Rollup()
+    at = datetime(2026, 1, 1, 10, 1, 5, tzinfo=UTC)
+    rollup.event("t", "a.b", at)
+    for destination, latency_ms in (("evtd_1", 12.0), ("evtd_2", 300.0)):
+        rollup.delivery("t", destination, "chg_1", "a.b", at)
+        rollup.attempt(("t", destination, "chg_1", "a.b"), "success", 200, latency_ms, None, at)
+    rollup.attempt(("t", "evtd_1", "chg_1", "c.d"), "failed", 500, 5.0, None, at)
+    rollup.event("u", "a.b", at)  # another tenant's
+    rows = {(r[0], r[1], r[3], r[5]): r for r in rollup.rows()}
+    for span_s in (stats.MINUTE_S, stats.HOUR_S):
+        every = rows[("t", span_s, stats.ALL_DESTINATIONS, "a.b")]
+        assert every[4] == "" and every[2].minute == (1 if span_s == stats.MINUTE_S else 0)
+        counters = dict(zip(stats.COUNTERS, every[6:-1], strict=True))
+        assert (counters["events"], counters["deliveries"], counters["succeeded"]) == (1, 2, 2)
+        assert counters["attempts_succeeded"] == counters["status_2xx"] == 2
+        assert every[-1][stats.latency_slot(12.0)] == every[-1][stats.latency_slot(300.0)] == 1
+        other_type = rows[("t", span_s, stats.ALL_DESTINATIONS, "c.d")]
+        assert dict(zip(stats.COUNTERS, other_type[6:-1], strict=True))["status_5xx"] == 1
+        assert rows[("u", span_s, stats.ALL_DESTINATIONS, "a.b")][6] == 1
+    # The per-destination rows are unchanged by it: each counts its own attempt once.
+    assert rows[("t", stats.MINUTE_S, "evtd_2", "a.b")][-1][stats.latency_slot(12.0)] == 0
+
+
 def _parse(**query: str) -> StatsRequest:
     path = "/v2/stats?" + "&".join(f"{k}={v}" for k, v in query.items())
     return StatsRequest.parse(make_mocked_request("GET", path), NOW)
