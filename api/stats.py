@@ -222,7 +222,7 @@ def _counts(row: asyncpg.Record | None) -> dict[str, Any]:
 
 
 # The counts of an empty bucket, shared by every one (the body is only serialized).
-_EMPTY = _counts((None, None, *([0] * len(stats.COUNTERS)), [0] * stats.LATENCY_SLOTS))  # type: ignore[arg-type]
+_EMPTY = _counts((None, None, *([0] * len(stats.COUNTERS)), [0] * stats.LATENCY_SLOTS))
 
 
 def _starts(query: StatsRequest) -> list[tuple[datetime, str]]:
