@@ -6,8 +6,16 @@ queried from a real Prometheus (Debian's `prometheus` package) that scraped a re
 
     # a whole run against a running stack (`make run`, or the integration fixtures): start
     # Prometheus on 127.0.0.1, send a mixed load for a few minutes, render, stop Prometheus.
+    # docs/dashboard.png is from `make run` with a short retry schedule and a Kafka source:
+    #   HERALD_RETRY_BASE_DELAY_S=0.2 HERALD_MAX_RETRIES=3 HERALD_SOURCES='[{"type": "kafka",
+    #   "name": "platform", "bootstrap_servers": "127.0.0.1:9092", "topic": "platform-events",
+    #   "default_tenant": "dev"}]' make run
+    # (a router on 8081, two deliver processes on 8082-8083, the ingest process on 8084), then
     .venv/bin/python scripts/render_dashboard.py run --api http://127.0.0.1:8080 \\
-        --worker http://127.0.0.1:8081 --key sk_test_dev --minutes 5 --out docs/dashboard.png
+        --worker http://127.0.0.1:8081 --worker http://127.0.0.1:8082 \\
+        --worker http://127.0.0.1:8083 --worker http://127.0.0.1:8084 --key sk_test_dev \\
+        --kafka 127.0.0.1:9092 --amqp amqp://guest:guest@127.0.0.1:5672/ \\
+        --source-topic platform-events --minutes 5 --out docs/dashboard.png
 
     # or only draw, from any Prometheus that scrapes Herald:
     .venv/bin/python scripts/render_dashboard.py render --prometheus http://127.0.0.1:9090 \\
@@ -39,6 +47,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp import web
+from aiokafka import AIOKafkaProducer
 
 ROOT = Path(__file__).resolve().parents[1]
 DASHBOARD = ROOT / "ops" / "grafana" / "dashboards" / "herald.json"
@@ -88,9 +97,12 @@ class Load:
         self._session = session
         self._sequence = 0
 
-    async def destination(self, destination_type: str, config: dict[str, Any], events: str) -> None:
-        """Create a destination of `destination_type` subscribed to `events`."""
-        body = {"name": "demo", "type": destination_type, destination_type: config}
+    async def destination(
+        self, destination_type: str, config: dict[str, Any], events: str, **fields: Any
+    ) -> None:
+        """Create a destination of `destination_type` subscribed to `events` (with more
+        `fields` of the create request, such as `ordering`)."""
+        body = {"name": "demo", "type": destination_type, destination_type: config, **fields}
         async with self._session.post(
             "/v2/event-destinations", json={**body, "events": [events]}
         ) as response:
@@ -100,7 +112,9 @@ class Load:
     async def publish(self, event_type: str) -> None:
         """Publish one event (a 503 while the broker is busy is fine for a demo)."""
         self._sequence += 1
-        body = {"type": event_type, "data": {"n": self._sequence}}
+        body: dict[str, Any] = {"type": event_type, "data": {"n": self._sequence}}
+        if event_type in ORDERED_TYPES:  # one of a few accounts, delivered in order per account
+            body["ordering_key"] = f"account-{self._sequence % 5}"
         async with self._session.post("/v2/events", json=body) as response:
             await response.read()
 
@@ -114,6 +128,10 @@ class Load:
         headers = {"Authorization": "Bearer not-a-key"}
         async with self._session.get("/v2/event-destinations", headers=headers) as response:
             await response.read()
+
+
+# Published with an ordering key (see Load.publish).
+ORDERED_TYPES = frozenset({"invoice.paid"})
 
 
 def rates(progress: float) -> dict[str, float]:
@@ -132,23 +150,18 @@ async def _webhooks(load: Load, receivers: dict[str, str]) -> None:
         ("ok", "order.created"),
         ("slow", "order.created"),
         ("ok", "invoice.paid"),
-        ("flaky", "invoice.paid"),
         ("broken", "job.failed"),
     ):
         await load.destination("webhook", {"url": f"{receivers[name]}/{name}"}, events)
+    # Ordered per key: a failed attempt holds back its account's later invoices.
+    flaky = {"url": f"{receivers['flaky']}/flaky"}
+    await load.destination("webhook", flaky, "invoice.paid", ordering="per_key")
 
 
 async def _other_types(load: Load, kafka: str | None, amqp: str | None) -> None:
     """A kafka and a rabbitmq destination too, so latency by type has more than one type."""
     if kafka:
-        from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-        from aiokafka.errors import TopicAlreadyExistsError
-
-        admin = AIOKafkaAdminClient(bootstrap_servers=kafka)
-        await admin.start()
-        with contextlib.suppress(TopicAlreadyExistsError):
-            await admin.create_topics([NewTopic(DEMO_NAME, 1, 1)])
-        await admin.close()
+        await _create_topic(kafka, DEMO_NAME)
         config = {"bootstrap_servers": kafka, "topic": DEMO_NAME}
         await load.destination("kafka", config, "order.created")
     if amqp:
@@ -177,9 +190,15 @@ async def _tick(load: Load, second: int, progress: float, receivers: dict[str, s
 
 
 async def drive(
-    api: str, key: str, minutes: float, kafka: str | None = None, amqp: str | None = None
+    api: str,
+    key: str,
+    minutes: float,
+    kafka: str | None = None,
+    amqp: str | None = None,
+    source_topic: str | None = None,
 ) -> None:
-    """Send the load for `minutes`: steady traffic, a burst, failures and auto-disables."""
+    """Send the load for `minutes`: steady traffic, a burst, failures and auto-disables;
+    with `source_topic` (on `kafka`), a few events a second through a Kafka source too."""
     behaviours = {
         "ok": Behaviour(delay_s=(0.002, 0.03)),
         "slow": Behaviour(delay_s=(0.2, 0.9)),
@@ -190,6 +209,7 @@ async def drive(
     started = {name: await start_receiver(b) for name, b in behaviours.items()}
     receivers = {name: url for name, (_, url) in started.items()}
     headers = {"Authorization": f"Bearer {key}"}
+    source = await _source_producer(kafka, source_topic)
     try:
         async with aiohttp.ClientSession(base_url=api, headers=headers) as session:
             load = Load(session)
@@ -199,37 +219,78 @@ async def drive(
             for second in range(seconds):
                 began = time.monotonic()
                 await _tick(load, second, second / seconds, receivers)
+                if source is not None:
+                    await _source_tick(source, str(source_topic), second)
                 await asyncio.sleep(max(0.0, 1.0 - (time.monotonic() - began)))  # pacing
     finally:
         for runner, _ in started.values():
             await runner.cleanup()
+        if source is not None:
+            await source.stop()
+
+
+async def _create_topic(kafka: str, name: str) -> None:
+    """Topic `name` on `kafka` (the broker does not create topics on first use)."""
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+    from aiokafka.errors import TopicAlreadyExistsError
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka)
+    await admin.start()
+    with contextlib.suppress(TopicAlreadyExistsError):
+        await admin.create_topics([NewTopic(name, 1, 1)])
+    await admin.close()
+
+
+async def _source_producer(kafka: str | None, topic: str | None) -> AIOKafkaProducer | None:
+    """A producer to the source topic, when there is one."""
+    if kafka is None or topic is None:
+        return None
+    await _create_topic(kafka, topic)
+    producer = AIOKafkaProducer(bootstrap_servers=kafka)
+    await producer.start()
+    return producer
+
+
+async def _source_tick(producer: AIOKafkaProducer, topic: str, second: int) -> None:
+    """One second of records on the source topic: a few events, now and then a bad one
+    (it goes to `rejects`)."""
+    for n in range(4):
+        body = {"type": "order.created", "data": {"via": "source", "n": second * 4 + n}}
+        await producer.send(topic, json.dumps(body).encode())
+    if second % 10 == 0:
+        await producer.send(topic, b'{"type": "", "data": {}}')
+    await producer.flush()
 
 
 # -- Prometheus --------------------------------------------------------------------------
 
 
-def prometheus_config(api: str, worker: str) -> dict[str, Any]:
-    """Scrape the API and the worker every SCRAPE_INTERVAL_S; evaluate Herald's alerts."""
+def prometheus_config(api: str, workers: list[str]) -> dict[str, Any]:
+    """Scrape the API and every worker process every SCRAPE_INTERVAL_S; evaluate Herald's
+    alerts."""
     interval = f"{SCRAPE_INTERVAL_S}s"
     return {
         "global": {"scrape_interval": interval, "evaluation_interval": interval},
         "rule_files": [str(ALERTS)],
         "scrape_configs": [
-            {"job_name": f"herald-{role}", "static_configs": [{"targets": [urlsplit(url).netloc]}]}
-            for role, url in (("api", api), ("worker", worker))
+            {"job_name": f"herald-{role}", "static_configs": [{"targets": targets}]}
+            for role, targets in (
+                ("api", [urlsplit(api).netloc]),
+                ("worker", [urlsplit(url).netloc for url in workers]),
+            )
         ],
     }
 
 
 @contextlib.asynccontextmanager
-async def prometheus(api: str, worker: str, port: int) -> AsyncIterator[str]:
+async def prometheus(api: str, workers: list[str], port: int) -> AsyncIterator[str]:
     """A Prometheus on 127.0.0.1:`port` with its data in a temporary directory."""
     binary = shutil.which("prometheus")
     if binary is None:
         raise SystemExit("no prometheus binary: apt-get install prometheus")
     with tempfile.TemporaryDirectory(prefix="herald-prometheus-") as directory:
         config = Path(directory) / "prometheus.yml"
-        config.write_text(json.dumps(prometheus_config(api, worker)))  # JSON is YAML
+        config.write_text(json.dumps(prometheus_config(api, workers)))  # JSON is YAML
         with (Path(directory) / "prometheus.log").open("wb") as log:
             process = await asyncio.create_subprocess_exec(
                 binary,
@@ -403,7 +464,7 @@ async def run(args: argparse.Namespace) -> None:
     """Prometheus up, the load for `minutes`, one more scrape, the PNG, Prometheus down."""
     async with prometheus(args.api, args.worker, args.prometheus_port) as url:
         start = time.time()
-        await drive(args.api, args.key, args.minutes, args.kafka, args.amqp)
+        await drive(args.api, args.key, args.minutes, args.kafka, args.amqp, args.source_topic)
         await asyncio.sleep(SCRAPE_INTERVAL_S * 3)  # let the last numbers be scraped
         await render(url, start - 30, time.time(), args.out)
 
@@ -414,10 +475,16 @@ def main() -> None:
     commands = parser.add_subparsers(dest="command", required=True)
     run_parser = commands.add_parser("run", help="start Prometheus, send a load, render")
     run_parser.add_argument("--api", required=True)
-    run_parser.add_argument("--worker", required=True)
+    # `make run` starts a router and deliver processes, each with its own /metrics.
+    run_parser.add_argument(
+        "--worker", required=True, action="append", help="a worker's URL (once per process)"
+    )
     run_parser.add_argument("--key", required=True)
     run_parser.add_argument("--kafka", help="bootstrap: also deliver to a kafka destination")
     run_parser.add_argument("--amqp", help="URL: also deliver to a rabbitmq destination")
+    run_parser.add_argument(
+        "--source-topic", help="a topic on --kafka that a configured Kafka source reads"
+    )
     run_parser.add_argument("--prometheus-port", type=int, default=19390)
     render_parser = commands.add_parser("render", help="render from a running Prometheus")
     render_parser.add_argument("--prometheus", required=True)
