@@ -29,6 +29,7 @@ class TestPorts:
     api: int  # extra API processes of some tests: api + 2, api + 4
     worker: int
     faults: int  # the fault suite's own API and workers: faults + 0, 1, 2, ...
+    kafka_sasl_ssl: int  # the broker's SASL_SSL listener (tests/integration/broker_tls.py)
 
     def all(self) -> list[int]:
         """Every port, the RabbitMQ CLI tools' and the fault suite's ranges included."""
@@ -51,6 +52,7 @@ def test_ports(offset: int) -> TestPorts:
         api=18080 + offset,
         worker=18081 + offset,
         faults=18300 + offset,
+        kafka_sasl_ssl=19094 + offset,
     )
 
 

@@ -8,6 +8,11 @@
 #
 # Settings (environment): HERALD_KAFKA_PORT (9092), HERALD_KAFKA_CONTROLLER_PORT (port+1),
 # HERALD_KAFKA_DATA (.data/kafka), HERALD_KAFKA_JARS (.cache/kafka-jars), HERALD_KAFKA_HEAP (512m).
+# An optional SASL_SSL listener besides (the integration tests' TLS sources; none unless
+# HERALD_KAFKA_SASL_SSL_PORT is set): HERALD_KAFKA_SSL_KEYSTORE (a PEM file: the broker's
+# unencrypted PKCS#8 key, then its certificate chain) and one user, HERALD_KAFKA_SASL_USER
+# and HERALD_KAFKA_SASL_PASSWORD (no quotes, commas or brackets), for PLAIN, SCRAM-SHA-256
+# and SCRAM-SHA-512 (the SCRAM credentials are stored when the log dir is formatted).
 SERVICE=kafka
 source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 
@@ -20,6 +25,7 @@ POM="$HERALD_ROOT/scripts/kafka/pom.xml"
 PIDFILE="$DATA/kafka.pid"
 # A fixed cluster id: the log dir is formatted once and then reused across restarts.
 CLUSTER_ID=${HERALD_KAFKA_CLUSTER_ID:-hEraLdKafkaLocal0000Aw}
+SASL_SSL_PORT=${HERALD_KAFKA_SASL_SSL_PORT:-}
 
 fetch() {
   local stamp="$JARS/.complete-$(sha1sum "$POM" | cut -c1-12)"
@@ -35,15 +41,19 @@ fetch() {
 }
 
 write_config() {
+  local sasl_ssl_listener="" sasl_ssl_protocol=""
+  if [[ -n $SASL_SSL_PORT ]]; then
+    sasl_ssl_listener=",SASL_SSL://127.0.0.1:$SASL_SSL_PORT" sasl_ssl_protocol=",SASL_SSL:SASL_SSL"
+  fi
   mkdir -p "$DATA/logs"
   cat >"$DATA/server.properties" <<PROPS
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:$CONTROLLER_PORT
-listeners=PLAINTEXT://127.0.0.1:$PORT,CONTROLLER://127.0.0.1:$CONTROLLER_PORT
-advertised.listeners=PLAINTEXT://127.0.0.1:$PORT
+listeners=PLAINTEXT://127.0.0.1:$PORT,CONTROLLER://127.0.0.1:$CONTROLLER_PORT$sasl_ssl_listener
+advertised.listeners=PLAINTEXT://127.0.0.1:$PORT$sasl_ssl_listener
 controller.listener.names=CONTROLLER
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT$sasl_ssl_protocol
 inter.broker.listener.name=PLAINTEXT
 log.dirs=$DATA/logs
 num.partitions=4
@@ -55,6 +65,7 @@ group.initial.rebalance.delay.ms=0
 auto.create.topics.enable=false
 log.retention.check.interval.ms=60000
 PROPS
+  [[ -z $SASL_SSL_PORT ]] || sasl_ssl_config >>"$DATA/server.properties"
   cat >"$DATA/log4j.properties" <<PROPS
 log4j.rootLogger=WARN, file
 log4j.appender.file=org.apache.log4j.RollingFileAppender
@@ -68,6 +79,21 @@ log4j.logger.kafka.server.BrokerServer=INFO
 PROPS
 }
 
+# The SASL_SSL listener's TLS and users; the broker itself still talks PLAINTEXT to itself.
+sasl_ssl_config() {
+  [[ -f ${HERALD_KAFKA_SSL_KEYSTORE:-} ]] || die "HERALD_KAFKA_SSL_KEYSTORE names no file"
+  local user=${HERALD_KAFKA_SASL_USER:?} password=${HERALD_KAFKA_SASL_PASSWORD:?}
+  local module=org.apache.kafka.common.security
+  cat <<PROPS
+listener.name.sasl_ssl.ssl.keystore.type=PEM
+listener.name.sasl_ssl.ssl.keystore.location=$HERALD_KAFKA_SSL_KEYSTORE
+listener.name.sasl_ssl.sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-256,SCRAM-SHA-512
+listener.name.sasl_ssl.plain.sasl.jaas.config=$module.plain.PlainLoginModule required user_$user="$password";
+listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config=$module.scram.ScramLoginModule required;
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=$module.scram.ScramLoginModule required;
+PROPS
+}
+
 # run_java HEAP CLASS ARGS...: the JVM with Kafka's jars on the class path (java expands the *).
 run_java() {
   local heap=$1; shift
@@ -76,9 +102,14 @@ run_java() {
 }
 
 format() {
+  local scram=()
+  if [[ -n $SASL_SSL_PORT ]]; then
+    local credential="name=$HERALD_KAFKA_SASL_USER,password=$HERALD_KAFKA_SASL_PASSWORD"
+    scram=(--add-scram "SCRAM-SHA-256=[$credential]" --add-scram "SCRAM-SHA-512=[$credential]")
+  fi
   # --ignore-formatted makes this a no-op on an already formatted log dir.
   (run_java 256m kafka.tools.StorageTool format --ignore-formatted \
-    -t "$CLUSTER_ID" -c "$DATA/server.properties") >"$DATA/format.log" 2>&1 \
+    -t "$CLUSTER_ID" -c "$DATA/server.properties" "${scram[@]}") >"$DATA/format.log" 2>&1 \
     || { cat "$DATA/format.log" >&2; die "formatting $DATA/logs failed"; }
 }
 

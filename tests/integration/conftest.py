@@ -29,6 +29,7 @@ from api.auth import hash_key
 from bench.stack import recreate_database
 from pipeline.crypto import generate_key
 from tests.integration.api_client import Api
+from tests.integration.broker_tls import BrokerTls
 from tests.integration.peers import HookdeckPeer, Peers, PubSubPeer, start_moto, stop_process
 from tests.ports import test_ports
 from tests.support import Receiver
@@ -56,6 +57,8 @@ PLATFORM_KEY = "sk_test_platform"
 PORTAL_SIGNING_KEY = "portal-signing-key-of-the-test-stack-0123456789"
 # Debian's package: Playwright's own browser download is not reachable where CI runs.
 CHROMIUM = "/usr/bin/chromium"
+# The broker's SASL_SSL listener, for tests/integration/test_source_tls.py.
+BROKER_TLS = BrokerTls(TEST_DATA / "kafka-tls")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -91,6 +94,7 @@ def service_env() -> dict[str, dict[str, str]]:
             "HERALD_KAFKA_PORT": str(KAFKA_PORT),
             "HERALD_KAFKA_CONTROLLER_PORT": str(PORTS.kafka_controller),
             "HERALD_KAFKA_DATA": str(TEST_DATA / "kafka"),
+            **BROKER_TLS.kafka_env(PORTS.kafka_sasl_ssl),
         },
         "postgres.sh": {
             "HERALD_PG_PORT": str(PG_PORT),
@@ -110,6 +114,7 @@ def _start_services(started: contextlib.ExitStack) -> None:
     env = service_env()
     _script("kafka/kafka.sh", "stop", env=env["kafka/kafka.sh"])  # left over by a killed run
     shutil.rmtree(TEST_DATA / "kafka", ignore_errors=True)
+    BROKER_TLS.write()
     for script in ("kafka/kafka.sh", "postgres.sh", "rabbitmq.sh"):
         started.callback(_script, script, "stop", env=env[script])
         _script(script, "start", env=env[script])
