@@ -10,21 +10,32 @@ nothing is left in the queue (all acknowledged). Messages that were in `events` 
 acknowledged at the kill are delivered again and land there twice (at-least-once); the
 test counts them and checks each copy is the same event (its publisher id), which the
 router drops as a repeat.
+
+The RabbitMQ source's consumer also runs here in the test's own process, to close its
+channel while a batch is being ingested, as RabbitMQ does when an acknowledgement is late
+(consumer_timeout) or the connection drops: the source connects again and the batch comes
+again, and the process goes on.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
 import subprocess
 import uuid
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import aio_pika
-from aio_pika.abc import AbstractChannel
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
+from pydantic import SecretStr
 
+from api.sources.ingest import SourceReader
+from api.sources.rabbitmq import RabbitMQSourceConsumer
+from pipeline.source_settings import RabbitMQSource
 from pipeline.topics import EVENTS
 from tests.integration.conftest import Services, Stack
 from tests.integration.test_metrics import scrape, total
@@ -178,3 +189,52 @@ async def _kill_mid_stream(
     assert acknowledged < TOTAL, "the process had acknowledged every message before the kill"
     # What RabbitMQ forgot is in `events`: acknowledged only once durable there.
     assert in_events >= acknowledged
+
+
+class _ClosingIngester:
+    """Stands in for the Ingester (Herald's `events` is beside the point here): records each
+    batch's bodies, and closes the RabbitMQ channel under the first one."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[bytes]] = []
+
+    async def ingest(
+        self, reader: SourceReader, records: Sequence[AbstractIncomingMessage]
+    ) -> None:
+        self.batches.append([m.body for m in records])
+        if len(self.batches) == 1:
+            await records[0].channel.close()
+
+
+async def test_a_channel_closed_under_a_batch_reconnects_and_gets_the_batch_again(
+    services: Services,
+) -> None:
+    queue = f"platform-closed-{uuid.uuid4().hex[:8]}"
+    await _declare_queue(services.amqp_url, queue)
+    bodies = [f"message {n}".encode() for n in range(5)]
+    connection = await aio_pika.connect(services.amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        for body in bodies:
+            await channel.default_exchange.publish(aio_pika.Message(body), routing_key=queue)
+        source = RabbitMQSource(
+            name="closed", type="rabbitmq", url=SecretStr(services.amqp_url), queue=queue
+        )
+        ingester = _ClosingIngester()
+        run = asyncio.create_task(RabbitMQSourceConsumer(source, ingester).run())
+
+        def all_again() -> bool:
+            if run.done():
+                run.result()  # the consumer gave up: its error fails the test
+            again = [body for batch in ingester.batches[1:] for body in batch]
+            return sorted(again) == bodies
+
+        try:
+            await eventually(all_again, what="the batch again, and the rest, once each")
+        finally:
+            run.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await run
+        # Acknowledged after the reconnection: nothing is ready again once the consumer left.
+        assert (await _without_consumer(channel, queue)).ready == 0
+        await channel.queue_delete(queue)
