@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage
-from aio_pika.exceptions import AMQPException
+from aio_pika.exceptions import AMQPException, ChannelInvalidStateError
 
 from api.sources.ingest import Ingester, SourceReader
 from api.sources.reconnect import Reconnecting
@@ -33,7 +33,16 @@ class ChannelClosed(Exception):
 class RabbitMQSourceConsumer(Reconnecting):
     """Consumes one RabbitMQ source for the ingest role (api/sources/worker.py)."""
 
-    failures = (AMQPException, OSError, asyncio.TimeoutError, ChannelClosed)
+    # ChannelInvalidStateError (a RuntimeError): the ack of a batch whose channel closed
+    # while it was ingested (the connection dropped, or RabbitMQ's consumer_timeout passed);
+    # RabbitMQ delivers the batch again.
+    failures = (
+        AMQPException,
+        ChannelInvalidStateError,
+        OSError,
+        asyncio.TimeoutError,
+        ChannelClosed,
+    )
 
     def __init__(self, source: RabbitMQSource, ingester: Ingester) -> None:
         assert source.url is not None  # the settings require it
