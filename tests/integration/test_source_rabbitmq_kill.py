@@ -47,6 +47,7 @@ from tests.integration.test_sources import (
     _event_type,
     _read_all,
     _start,
+    ingest_env,
 )
 from tests.support import eventually
 
@@ -130,11 +131,7 @@ async def test_a_killed_ingest_process_loses_no_rabbitmq_message(
         "queue": queue,
         "default_tenant": "dev",
     }
-    env = {
-        **stack.env,
-        "HERALD_WORKER_PORT": str(INGEST_PORT),
-        "HERALD_SOURCES": json.dumps([source]),
-    }
+    env = ingest_env(stack, [source])
     connection = await aio_pika.connect(services.amqp_url)
     async with connection:
         channel = await connection.channel()

@@ -26,13 +26,15 @@ from aiokafka import AIOKafkaProducer
 
 from tests.integration.api_client import Api
 from tests.integration.broker_tls import SASL_PASSWORD, SASL_USER
-from tests.integration.conftest import BROKER_TLS, PORTS, TEST_DATA, Services, Stack
+from tests.integration.conftest import BROKER_TLS, PORTS, Services, Stack
 from tests.integration.test_sources import (
+    INGEST_LOG,
     INGEST_PORT,
     _create_topics,
     _event_type,
     _send,
     _start,
+    ingest_env,
     platform_topic,  # noqa: F401 (a fixture: the records are written over PLAINTEXT)
 )
 from tests.support import Receiver, eventually
@@ -40,7 +42,6 @@ from tests.support import Receiver, eventually
 WRONG_PASSWORD = "wrong-sasl-password-that-never-shows"
 # The sources that must deliver: name -> SASL mechanism.
 MECHANISMS = {"plain": "PLAIN", "scram256": "SCRAM-SHA-256", "scram512": "SCRAM-SHA-512"}
-LOG = TEST_DATA / "logs" / "ingest.log"
 
 
 @dataclass(frozen=True)
@@ -81,13 +82,8 @@ def tls_ingest(services: Services, stack: Stack) -> Iterator[TlsIngest]:
             "stranger-ca", topics["plain"], "PLAIN", SASL_PASSWORD, BROKER_TLS.stranger_ca_file
         ),
     ]
-    env = {
-        **stack.env,
-        "HERALD_WORKER_PORT": str(INGEST_PORT),
-        "HERALD_SOURCES": json.dumps(sources),
-    }
-    LOG.unlink(missing_ok=True)
-    process = _start(env)
+    INGEST_LOG.unlink(missing_ok=True)
+    process = _start(ingest_env(stack, sources))
     try:
         yield TlsIngest(f"http://127.0.0.1:{INGEST_PORT}", topics)
     finally:
@@ -137,7 +133,9 @@ async def test_a_wrong_password_or_a_stranger_ca_leaves_the_source_degraded(
     text = await eventually(settled, timeout_s=60, what=f"/readyz checks {expected}")
 
     def refused() -> list[dict[str, Any]] | None:
-        lines = [json.loads(line) for line in LOG.read_text().splitlines() if line[:1] == "{"]
+        lines = [
+            json.loads(line) for line in INGEST_LOG.read_text().splitlines() if line[:1] == "{"
+        ]
         failed = {m.split()[1] for m in _messages(lines, "api.sources.reconnect") if "failed" in m}
         # aiokafka names the reason (Herald's line after it says the bootstrap failed).
         reasons = " ".join(_messages(lines, "aiokafka"))
@@ -145,7 +143,7 @@ async def test_a_wrong_password_or_a_stranger_ca_leaves_the_source_degraded(
         return lines if found and failed == {"wrong-password", "stranger-ca"} else None
 
     await eventually(refused, timeout_s=30, what="both refusals and their reasons in the log")
-    log = LOG.read_text()
+    log = INGEST_LOG.read_text()
     for password in (WRONG_PASSWORD, SASL_PASSWORD):
         assert password not in log
         assert password not in text

@@ -47,6 +47,7 @@ from tests.integration.test_metrics import delta, scrape
 from tests.support import Receiver, eventually
 
 INGEST_PORT = API_PORT + 4
+INGEST_LOG = TEST_DATA / "logs" / "ingest.log"
 EVENTS_PARTITIONS = {s.name: s.partitions for s in load_specs(Settings().topics_file)}[EVENTS]
 OFFLINE_PASSWORD = "sasl-password-that-never-shows"
 
@@ -77,8 +78,19 @@ class Ingest:
         self.process.wait(timeout=30)
 
 
+def ingest_env(stack: Stack, sources: list[dict[str, Any]], **more: str) -> dict[str, str]:
+    """The environment of an ingest process on INGEST_PORT reading `sources` (and `more`
+    settings); the tests' modules start theirs with it, one module at a time."""
+    return {
+        **stack.env,
+        "HERALD_WORKER_PORT": str(INGEST_PORT),
+        "HERALD_SOURCES": json.dumps(sources),
+        **more,
+    }
+
+
 def _start(env: dict[str, str]) -> subprocess.Popen[bytes]:
-    log = TEST_DATA / "logs" / "ingest.log"
+    log = INGEST_LOG
     with log.open("ab") as out:
         process = subprocess.Popen(
             [str(ROOT / ".venv/bin/herald"), "worker", "--role", "ingest"],
@@ -135,13 +147,8 @@ def ingest(services: Services, stack: Stack) -> Iterator[Ingest]:
             "sasl_password": OFFLINE_PASSWORD,
         },
     ]
-    env = {
-        **stack.env,
-        "HERALD_WORKER_PORT": str(INGEST_PORT),
-        "HERALD_SOURCES": json.dumps(sources),
-        "HERALD_SOURCES_REJECTS_TOPIC": rejects,
-    }
-    (TEST_DATA / "logs" / "ingest.log").unlink(missing_ok=True)
+    env = ingest_env(stack, sources, HERALD_SOURCES_REJECTS_TOPIC=rejects)
+    INGEST_LOG.unlink(missing_ok=True)
     state = Ingest(f"http://127.0.0.1:{INGEST_PORT}", topic, queue, rejects, env, _start(env))
     try:
         yield state
@@ -329,7 +336,7 @@ async def test_an_unreachable_source_is_named_in_readyz_and_ingest_goes_on(
         "source:jobs": "ok",
         "source:offline": "degraded",
     }
-    log = (TEST_DATA / "logs" / "ingest.log").read_text()
+    log = INGEST_LOG.read_text()
     assert "source offline failed" in log
     assert OFFLINE_PASSWORD not in log and OFFLINE_PASSWORD not in text
 
