@@ -217,27 +217,22 @@ async def _check_backfill(services: Services, tenant: str) -> None:
         "and destination_id = $2 order by span_s, bucket_at, event_type"
     )
     connection = await asyncpg.connect(services.database_url)
+    transaction = connection.transaction()
+    await transaction.start()
     try:
-        async with connection.transaction():
-            # The indexer waits (for other tests' rows) until the rollback.
-            await connection.execute("lock table delivery_stats in exclusive mode")
-            written = await connection.fetch(rows, tenant, ALL_DESTINATIONS)
-            assert written, "no all-destinations rows"
-            await connection.execute(
-                "delete from delivery_stats where destination_id = $1", ALL_DESTINATIONS
-            )
-            [migration] = MIGRATIONS.glob("018_*.sql")
-            await connection.execute(migration.read_text())
-            assert await connection.fetch(rows, tenant, ALL_DESTINATIONS) == written
-            raise _RollBack
-    except _RollBack:
-        pass
+        # The indexer waits (for other tests' rows) until the rollback.
+        await connection.execute("lock table delivery_stats in exclusive mode")
+        written = await connection.fetch(rows, tenant, ALL_DESTINATIONS)
+        assert written, "no all-destinations rows"
+        await connection.execute(
+            "delete from delivery_stats where destination_id = $1", ALL_DESTINATIONS
+        )
+        [migration] = MIGRATIONS.glob("018_*.sql")
+        await connection.execute(migration.read_text())
+        assert await connection.fetch(rows, tenant, ALL_DESTINATIONS) == written
     finally:
+        await transaction.rollback()
         await connection.close()
-
-
-class _RollBack(Exception):
-    """Ends a transaction with a rollback."""
 
 
 def _time(text: str) -> datetime:
